@@ -1,0 +1,221 @@
+"""Wire format shared by every transport (see docs/protocol.md).
+
+A message is a msgpack **header** (a dict) plus zero or more raw **array frames**. The header carries::
+
+    v      protocol version (int, == VERSION)
+    type   message type (str, see MessageType)
+    id     request id (str; replies echo it; retries reuse it, which makes requests idempotent)
+    node   node id (str)
+    arrays [{"dtype": "float32", "shape": [B, N]}, ...]   one entry per array frame
+
+ZeroMQ sends ``[header, *array_buffers]`` as separate frames (zero-copy for large arrays).
+MQTT (one payload per message) uses :func:`pack` / :func:`unpack`:
+``MAGIC | u32 header_len | header | array bytes...`` (arrays back to back, each 8-byte aligned).
+
+Everything received is validated against strict limits; violations raise :class:`WireError` (a
+``ValueError``) whose ``code`` goes into the error reply.
+"""
+from __future__ import annotations
+
+import struct
+import uuid
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import msgpack
+import numpy as np
+
+VERSION = 1
+MAGIC = b"PAT1"
+
+ALLOWED_DTYPES = frozenset({"float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "bool"})
+
+
+class MessageType:
+    HELLO = "hello"          # node -> coordinator: I am here, with my spec
+    HEARTBEAT = "heartbeat"  # node -> coordinator, periodic
+    BYE = "bye"              # node -> coordinator: clean shutdown
+    SPEC = "spec"            # request: device spec
+    APPLY = "apply"          # request: arrays [x, theta] -> [y]
+    PING = "ping"            # request: liveness / round trip
+    STATUS = "status"        # request: node status and counters
+    DEPLOY = "deploy"        # request: install a PNN artifact
+    ROLLBACK = "rollback"    # request: go back to the previous artifact
+    INFER = "infer"          # request: run the deployed PNN on arrays [x]
+    REPLY = "reply"          # response to any request; header["ok"] tells success
+    ERROR = "error"          # unsolicited error (e.g. unparseable message)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_header_bytes: int = 64 * 1024
+    max_arrays: int = 16
+    max_ndim: int = 4
+    max_array_bytes: int = 256 * 1024 * 1024
+    max_total_bytes: int = 512 * 1024 * 1024
+
+
+DEFAULT_LIMITS = Limits()
+
+
+class WireError(ValueError):
+    """A malformed or over-limit message. ``code`` is a short machine-readable reason."""
+
+    def __init__(self, code: str, message: str):
+        self.code = code
+        super().__init__(f"{code}: {message}")
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _array_meta(a: np.ndarray) -> dict[str, Any]:
+    return {"dtype": a.dtype.name, "shape": list(a.shape)}
+
+
+def _as_wire_array(a: Any) -> np.ndarray:
+    if hasattr(a, "detach"):
+        a = a.detach().cpu().numpy()
+    a = np.asarray(a)
+    if a.dtype.name not in ALLOWED_DTYPES:
+        raise WireError("bad_dtype", f"dtype {a.dtype} cannot be sent")
+    if not a.flags.c_contiguous:
+        a = np.ascontiguousarray(a)
+    return a
+
+
+def make_header(type: str, id: str | None = None, node: str = "", **fields: Any) -> dict[str, Any]:
+    h = {"v": VERSION, "type": type, "id": id or new_id(), "node": node}
+    h.update(fields)
+    return h
+
+
+def reply_header(request: dict[str, Any], node: str = "", ok: bool = True, **fields: Any) -> dict[str, Any]:
+    return make_header(MessageType.REPLY, id=str(request.get("id", "")), node=node, ok=ok,
+                       re=request.get("type"), **fields)
+
+
+def error_header(request: dict[str, Any] | None, code: str, message: str, node: str = "") -> dict[str, Any]:
+    request = request or {}
+    rid = request.get("id") if isinstance(request.get("id"), str) else ""
+    return make_header(MessageType.REPLY, id=rid, node=node, ok=False,
+                       re=request.get("type") if isinstance(request.get("type"), str) else None,
+                       error={"code": code, "message": message[:2000]})
+
+
+def encode(header: dict[str, Any], arrays: Sequence[Any] = (), limits: Limits = DEFAULT_LIMITS) -> list:
+    """Header + arrays -> frames ``[header_bytes, buf, buf, ...]`` (array buffers are not copied)."""
+    arrs = [_as_wire_array(a) for a in arrays]
+    if len(arrs) > limits.max_arrays:
+        raise WireError("too_many_arrays", f"{len(arrs)} arrays > {limits.max_arrays}")
+    h = dict(header)
+    h["v"] = VERSION
+    h["arrays"] = [_array_meta(a) for a in arrs]
+    hb = msgpack.packb(h, use_bin_type=True)
+    if len(hb) > limits.max_header_bytes:
+        raise WireError("header_too_large", f"{len(hb)} bytes > {limits.max_header_bytes}")
+    for a in arrs:
+        if a.nbytes > limits.max_array_bytes:
+            raise WireError("array_too_large", f"{a.nbytes} bytes > {limits.max_array_bytes}")
+    return [hb, *[memoryview(a).cast("B") if a.nbytes else b"" for a in arrs]]
+
+
+def decode_header(hb: Any, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
+    hb = bytes(hb) if not isinstance(hb, (bytes, bytearray)) else hb
+    if len(hb) > limits.max_header_bytes:
+        raise WireError("header_too_large", f"{len(hb)} bytes > {limits.max_header_bytes}")
+    try:
+        h = msgpack.unpackb(hb, raw=False, strict_map_key=True)
+    except Exception as e:  # msgpack raises many types
+        raise WireError("bad_header", f"header is not valid msgpack: {type(e).__name__}") from None
+    if not isinstance(h, dict):
+        raise WireError("bad_header", "header is not a map")
+    if h.get("v") != VERSION:
+        raise WireError("bad_version", f"protocol version {h.get('v')!r}, expected {VERSION}")
+    if not isinstance(h.get("type"), str):
+        raise WireError("bad_header", "header has no string 'type'")
+    if not isinstance(h.get("id", ""), str):
+        raise WireError("bad_header", "header 'id' must be a string")
+    metas = h.get("arrays", [])
+    if not isinstance(metas, list) or len(metas) > limits.max_arrays:
+        raise WireError("bad_header", "'arrays' must be a list of at most %d entries" % limits.max_arrays)
+    return h
+
+
+def _meta_nbytes(meta: Any, limits: Limits) -> tuple[np.dtype, tuple[int, ...], int]:
+    if not isinstance(meta, dict):
+        raise WireError("bad_header", "array entry is not a map")
+    dt, shape = meta.get("dtype"), meta.get("shape")
+    if dt not in ALLOWED_DTYPES:
+        raise WireError("bad_dtype", f"dtype {dt!r} not allowed")
+    if (not isinstance(shape, list) or len(shape) > limits.max_ndim
+            or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**40 for s in shape)):
+        raise WireError("bad_shape", f"shape {shape!r} invalid (at most {limits.max_ndim} non-negative ints)")
+    dtype = np.dtype(dt)
+    n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize if shape else dtype.itemsize
+    if n > limits.max_array_bytes:
+        raise WireError("array_too_large", f"{n} bytes > {limits.max_array_bytes}")
+    return dtype, tuple(shape), n
+
+
+def decode(frames: Sequence[Any], limits: Limits = DEFAULT_LIMITS) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """Frames -> (header, arrays). Arrays are read-only views of the frames (zero-copy)."""
+    if not frames:
+        raise WireError("empty", "no frames")
+    h = decode_header(frames[0], limits)
+    metas = h.get("arrays", [])
+    bufs = frames[1:]
+    if len(bufs) != len(metas):
+        raise WireError("frame_count", f"header declares {len(metas)} arrays but {len(bufs)} frames follow")
+    arrays, total = [], 0
+    for meta, buf in zip(metas, bufs):
+        dtype, shape, n = _meta_nbytes(meta, limits)
+        mv = memoryview(getattr(buf, "buffer", buf))
+        if mv.nbytes != n:
+            raise WireError("size_mismatch", f"array {shape} {dtype} needs {n} bytes, frame has {mv.nbytes}")
+        total += n
+        if total > limits.max_total_bytes:
+            raise WireError("too_large", f"message exceeds {limits.max_total_bytes} bytes")
+        arrays.append(np.frombuffer(mv, dtype=dtype).reshape(shape))
+    return h, arrays
+
+
+def pack(header: dict[str, Any], arrays: Sequence[Any] = (), limits: Limits = DEFAULT_LIMITS) -> bytes:
+    """Header + arrays -> one payload (for transports with a single payload per message, e.g. MQTT)."""
+    frames = encode(header, arrays, limits)
+    hb = frames[0]
+    parts = [MAGIC, struct.pack("<I", len(hb)), hb]
+    off = len(MAGIC) + 4 + len(hb)
+    for buf in frames[1:]:
+        pad = (-off) % 8
+        parts.append(b"\0" * pad)
+        parts.append(buf)
+        off += pad + memoryview(buf).nbytes
+    return b"".join(parts)
+
+
+def unpack(payload: Any, limits: Limits = DEFAULT_LIMITS) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """Inverse of :func:`pack`; arrays are zero-copy views of ``payload``."""
+    mv = memoryview(payload).cast("B")
+    if mv.nbytes < len(MAGIC) + 4 or bytes(mv[: len(MAGIC)]) != MAGIC:
+        raise WireError("bad_magic", "payload does not start with the PAT1 magic")
+    if mv.nbytes > limits.max_total_bytes + limits.max_header_bytes:
+        raise WireError("too_large", "payload too large")
+    (hlen,) = struct.unpack_from("<I", mv, len(MAGIC))
+    off = len(MAGIC) + 4
+    if hlen > limits.max_header_bytes or off + hlen > mv.nbytes:
+        raise WireError("bad_header", f"header length {hlen} invalid")
+    h = decode_header(mv[off: off + hlen], limits)
+    off += hlen
+    arrays = []
+    for meta in h.get("arrays", []):
+        dtype, shape, n = _meta_nbytes(meta, limits)
+        off += (-off) % 8
+        if off + n > mv.nbytes:
+            raise WireError("size_mismatch", "payload shorter than its declared arrays")
+        arrays.append(np.frombuffer(mv[off: off + n], dtype=dtype).reshape(shape))
+        off += n
+    if off != mv.nbytes:
+        raise WireError("size_mismatch", f"{mv.nbytes - off} trailing bytes after the declared arrays")
+    return h, arrays

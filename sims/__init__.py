@@ -1,0 +1,33 @@
+"""Simulated physical systems (the "hardware" of tests and benchmarks).
+
+``make_sim("plate", unit=3, seed=0, noise=0.01)`` builds one; :data:`SIMS` lists the kinds.
+"""
+from __future__ import annotations
+
+import importlib
+
+from .base import Simulator
+
+#: kind -> "module:Class" (imported lazily)
+SIMS: dict[str, str] = {
+    "circuit": "sims.circuit:CircuitSim",
+    "plate": "sims.plate:PlateSim",
+    "shg": "sims.shg:SHGSim",
+    "oscillators": "sims.oscillators:CoupledOscillatorSim",
+    "sensor": "sims.sensor:SmartSensorSim",
+}
+
+
+def sim_class(kind: str) -> type[Simulator]:
+    kind = kind.removeprefix("sim:")
+    if kind not in SIMS:
+        raise ValueError(f"unknown simulator {kind!r}; known: {', '.join(sorted(SIMS))}")
+    mod, cls = SIMS[kind].split(":")
+    return getattr(importlib.import_module(mod), cls)
+
+
+def make_sim(kind: str, **kwargs) -> Simulator:
+    return sim_class(kind)(**kwargs)
+
+
+__all__ = ["SIMS", "Simulator", "make_sim", "sim_class"]
