@@ -1,0 +1,130 @@
+"""Transport-neutral protocols.
+
+Coordinator side (training process)::
+
+    coord = ZmqCoordinator("tcp://127.0.0.1:5555")      # or MqttCoordinator(...), InprocCoordinator()
+    await coord.start()
+    info = await coord.wait_for_node("node-1", timeout=10)   # NodeInfo with the device spec
+    hdr, arrays = await coord.request("node-1", "apply", [x, theta], timeout=5.0)
+    await coord.close()
+
+Edge side (beside the device)::
+
+    transport = ZmqEdgeTransport("tcp://127.0.0.1:5555", node_id="node-1")
+    await transport.serve(service, stop)      # until ``stop`` (an asyncio.Event) is set
+
+``request`` raises :class:`devices.errors.DeviceTimeoutError` when no reply arrives in time (after its
+retries, which reuse the request id so the node never applies a batch twice) and
+:class:`devices.errors.RemoteDeviceError` when the node answers with an error reply.
+"""
+from __future__ import annotations
+
+import abc
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from devices.spec import DeviceSpec
+
+
+@dataclass
+class NodeInfo:
+    """What the coordinator knows about one edge node."""
+
+    node_id: str
+    spec: DeviceSpec | None = None
+    joined_at: float = field(default_factory=time.monotonic)
+    last_seen: float = field(default_factory=time.monotonic)
+    alive: bool = True
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def age(self) -> float:
+        return time.monotonic() - self.last_seen
+
+
+class Coordinator(abc.ABC):
+    """Training-side endpoint that talks to many edge nodes."""
+
+    #: seconds without a heartbeat after which a node is considered dead
+    liveness: float = 3.0
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, NodeInfo] = {}
+        self._node_events: dict[str, asyncio.Event] = {}
+
+    @abc.abstractmethod
+    async def start(self) -> "Coordinator": ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def request(self, node_id: str, type: str, arrays: Sequence[np.ndarray] = (), *,
+                      timeout: float | None = None, retries: int | None = None,
+                      **fields: Any) -> tuple[dict[str, Any], list[np.ndarray]]:
+        """Send one request to ``node_id``; return the (ok) reply header and arrays."""
+
+    # ----- node registry (shared by implementations) -------------------------------------------------
+    def _node_seen(self, node_id: str, spec: dict | None = None, **meta: Any) -> NodeInfo:
+        info = self.nodes.get(node_id)
+        if info is None:
+            info = self.nodes[node_id] = NodeInfo(node_id)
+        info.last_seen = time.monotonic()
+        info.alive = True
+        if spec is not None:
+            info.spec = DeviceSpec.from_dict(spec)
+        info.meta.update(meta)
+        if info.spec is not None:
+            self._node_events.setdefault(node_id, asyncio.Event()).set()
+        return info
+
+    def _node_left(self, node_id: str) -> None:
+        info = self.nodes.get(node_id)
+        if info is not None:
+            info.alive = False
+        ev = self._node_events.get(node_id)
+        if ev is not None:
+            ev.clear()
+
+    def alive_nodes(self) -> list[str]:
+        now = time.monotonic()
+        return [n for n, i in self.nodes.items() if i.alive and now - i.last_seen <= self.liveness]
+
+    async def wait_for_node(self, node_id: str, timeout: float = 10.0) -> NodeInfo:
+        """Wait until ``node_id`` has joined (sent its hello with a spec)."""
+        from devices.errors import DeviceTimeoutError
+
+        ev = self._node_events.setdefault(node_id, asyncio.Event())
+        try:
+            await asyncio.wait_for(ev.wait(), timeout)
+        except asyncio.TimeoutError:
+            raise DeviceTimeoutError(node_id, f"node did not join within {timeout} s") from None
+        return self.nodes[node_id]
+
+    async def wait_for_nodes(self, n: int, timeout: float = 10.0) -> list[str]:
+        """Wait until at least ``n`` nodes are alive; return their ids."""
+        from devices.errors import DeviceTimeoutError
+
+        deadline = time.monotonic() + timeout
+        while len(self.alive_nodes()) < n:
+            if time.monotonic() > deadline:
+                raise DeviceTimeoutError("fleet", f"only {len(self.alive_nodes())}/{n} nodes joined within {timeout} s")
+            await asyncio.sleep(0.02)
+        return self.alive_nodes()
+
+    async def __aenter__(self):
+        return await self.start()
+
+    async def __aexit__(self, *exc):
+        await self.close()
+
+
+class EdgeTransport(abc.ABC):
+    """Edge-side endpoint: announces the node, heartbeats, serves requests with a NodeService."""
+
+    @abc.abstractmethod
+    async def serve(self, service: Any, stop: asyncio.Event) -> None:
+        """Serve ``service`` (an :class:`edge.service.NodeService`) until ``stop`` is set, then say bye."""
