@@ -1,0 +1,323 @@
+"""Deployable PNN artifacts: a versioned, checksummed container of a trained physical neural network.
+
+File format (``*.pnn``) -- a ZIP archive, every member *stored* (uncompressed), fixed timestamps, so
+the same model always gives the same bytes::
+
+    manifest.json     UTF-8 JSON, see below
+    payload.bin       every tensor as raw little-endian C-order bytes, back to back, each 64-byte aligned
+    manifest.sha256   hex sha256 of the manifest.json bytes (the artifact id)
+
+``manifest.json``::
+
+    format          "pat-pnn"
+    format_version  1                      (readers refuse a newer major format)
+    model_version   str                    (e.g. "3" or "2026-11-23.1"; chosen by whoever saves it)
+    created         ISO-8601 UTC timestamp
+    device          {"kind": spec.kind, "spec": DeviceSpec.to_dict()}
+    normalization   {...}                  how raw inputs are mapped before the first layer (free-form)
+    layers          [{"type": ..., ...}]   the layer list (see :mod:`runtime.pnn_artifact` / the model)
+    metadata        {...}                  free-form (task, accuracy, training run, ...)
+    payload         {"sha256": hex of payload.bin, "nbytes": int,
+                     "tensors": {name: {"dtype", "shape", "offset", "nbytes"}}}
+
+Integrity is layered: the ZIP CRC-32 of each member catches accidental corruption, ``payload.sha256``
+binds the tensors to the manifest, and ``manifest.sha256`` binds the manifest (the artifact id is that
+digest, so two artifacts with the same id are the same model). Every failure raises
+:class:`ArtifactError` whose ``code`` says why (``corrupt``, ``checksum_mismatch``, ``bad_manifest``,
+``unsupported_version``, ``kind_mismatch``, ``spec_mismatch``, ``too_large``).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import io
+import json
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from devices.spec import DeviceSpec
+
+FORMAT = "pat-pnn"
+FORMAT_VERSION = 1
+ALIGN = 64
+MAX_ARTIFACT_BYTES = 256 * 1024 * 1024
+ALLOWED_DTYPES = frozenset({"float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "bool"})
+_MEMBERS = ("manifest.json", "payload.bin", "manifest.sha256")
+_ZIP_TIME = (2020, 1, 1, 0, 0, 0)
+#: spec fields that must agree between an artifact and the device it runs on
+SPEC_KEYS = ("kind", "in_dim", "param_dim", "out_dim", "x_range", "theta_range")
+
+
+class ArtifactError(ValueError):
+    """A PNN artifact that cannot be used. ``code`` is a short machine-readable reason."""
+
+    def __init__(self, code: str, message: str):
+        self.code = code
+        self.message = message
+        super().__init__(f"{code}: {message}")
+
+    def __reduce__(self):
+        return (self.__class__, (self.code, self.message))
+
+
+@dataclass
+class Artifact:
+    """A loaded (verified) or freshly built artifact: manifest plus named tensors."""
+
+    manifest: dict[str, Any]
+    tensors: dict[str, np.ndarray] = field(default_factory=dict)
+    #: hex sha256 of the manifest bytes; set by :func:`dumps` / :func:`loads`
+    artifact_id: str = ""
+
+    @property
+    def model_version(self) -> str:
+        return str(self.manifest["model_version"])
+
+    @property
+    def spec(self) -> DeviceSpec:
+        return DeviceSpec.from_dict(self.manifest["device"]["spec"])
+
+    @property
+    def device_kind(self) -> str:
+        return str(self.manifest["device"]["kind"])
+
+    @property
+    def layers(self) -> list[dict[str, Any]]:
+        return self.manifest["layers"]
+
+    @property
+    def normalization(self) -> dict[str, Any]:
+        return self.manifest.get("normalization", {})
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self.manifest.get("metadata", {})
+
+    def summary(self) -> dict[str, Any]:
+        """A short description (for logs, STATUS replies and ``pat deploy --inspect``)."""
+        return {"artifact_id": self.artifact_id, "model_version": self.model_version,
+                "created": self.manifest.get("created"), "device_kind": self.device_kind,
+                "layers": [layer.get("type") for layer in self.layers],
+                "n_params": int(sum(t.size for t in self.tensors.values()))}
+
+
+def build_artifact(tensors: Mapping[str, Any], layers: list[dict[str, Any]], spec: DeviceSpec,
+                   model_version: str | int, normalization: Mapping[str, Any] | None = None,
+                   metadata: Mapping[str, Any] | None = None, created: str | None = None) -> Artifact:
+    """Assemble an artifact (not yet serialized). Tensors may be numpy arrays or torch tensors."""
+    arrs: dict[str, np.ndarray] = {}
+    for name, t in tensors.items():
+        if hasattr(t, "detach"):
+            t = t.detach().cpu().numpy()
+        a = np.ascontiguousarray(t)
+        if a.dtype.name not in ALLOWED_DTYPES:
+            raise ArtifactError("bad_manifest", f"tensor {name!r} has unsupported dtype {a.dtype}")
+        arrs[str(name)] = a
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, dict) or not isinstance(layer.get("type"), str):
+            raise ArtifactError("bad_manifest", f"layer {i} must be a dict with a string 'type'")
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model_version": str(model_version),
+        "created": created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "device": {"kind": spec.kind, "spec": spec.to_dict()},
+        "normalization": _jsonable(dict(normalization or {})),
+        "layers": _jsonable(list(layers)),
+        "metadata": _jsonable(dict(metadata or {})),
+    }
+    return Artifact(manifest=manifest, tensors=arrs)
+
+
+# ----- serialization -------------------------------------------------------------------------------------
+def dumps(artifact: Artifact) -> bytes:
+    """Serialize to the ``.pnn`` bytes (deterministic for a given manifest and tensors)."""
+    payload = io.BytesIO()
+    table: dict[str, dict[str, Any]] = {}
+    for name in sorted(artifact.tensors):
+        a = artifact.tensors[name]
+        a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")) if a.dtype.byteorder == ">" else a
+        pad = (-payload.tell()) % ALIGN
+        payload.write(b"\0" * pad)
+        table[name] = {"dtype": a.dtype.name, "shape": list(a.shape), "offset": payload.tell(),
+                       "nbytes": int(a.nbytes)}
+        payload.write(a.tobytes(order="C"))
+    pb = payload.getvalue()
+    manifest = dict(artifact.manifest)
+    manifest["payload"] = {"sha256": hashlib.sha256(pb).hexdigest(), "nbytes": len(pb), "tensors": table}
+    mb = json.dumps(manifest, sort_keys=True, indent=1).encode()
+    digest = hashlib.sha256(mb).hexdigest()
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as zf:
+        for member, data in zip(_MEMBERS, (mb, pb, digest.encode())):
+            zf.writestr(zipfile.ZipInfo(member, date_time=_ZIP_TIME), data)
+    artifact.manifest = manifest
+    artifact.artifact_id = digest
+    return out.getvalue()
+
+
+def loads(data: bytes | bytearray | memoryview, spec: DeviceSpec | None = None,
+          max_bytes: int = MAX_ARTIFACT_BYTES) -> Artifact:
+    """Parse and verify ``.pnn`` bytes; with ``spec``, also check the artifact fits that device.
+
+    Raises :class:`ArtifactError` on anything wrong; never returns a partially verified artifact.
+    """
+    data = bytes(data)
+    if len(data) > max_bytes:
+        raise ArtifactError("too_large", f"artifact is {len(data)} bytes > limit {max_bytes}")
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, ValueError, OSError) as e:
+        raise ArtifactError("corrupt", f"not a PNN artifact (not a readable zip container: {e})") from None
+    with zf:
+        names = {i.filename: i for i in zf.infolist()}
+        missing = [m for m in _MEMBERS if m not in names]
+        if missing:
+            raise ArtifactError("corrupt", f"artifact lacks member(s) {missing}")
+        for m in _MEMBERS:
+            if names[m].file_size > max_bytes:
+                raise ArtifactError("too_large", f"member {m} declares {names[m].file_size} bytes")
+        try:
+            mb, pb, digest = (zf.read(m) for m in _MEMBERS)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError,
+                NotImplementedError) as e:
+            raise ArtifactError("corrupt", f"artifact data is damaged ({e})") from None
+    if hashlib.sha256(mb).hexdigest() != digest.decode("ascii", "replace").strip():
+        raise ArtifactError("checksum_mismatch", "manifest sha256 does not match manifest.sha256")
+    try:
+        manifest = json.loads(mb)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ArtifactError("bad_manifest", f"manifest.json is not valid JSON ({e})") from None
+    _check_manifest(manifest)
+    pay = manifest["payload"]
+    if len(pb) != pay["nbytes"]:
+        raise ArtifactError("checksum_mismatch", f"payload is {len(pb)} bytes, manifest says {pay['nbytes']}")
+    if hashlib.sha256(pb).hexdigest() != pay["sha256"]:
+        raise ArtifactError("checksum_mismatch", "payload sha256 does not match the manifest (tensors altered)")
+    tensors = {}
+    for name, meta in pay["tensors"].items():
+        tensors[name] = _read_tensor(pb, name, meta)
+    art = Artifact(manifest=manifest, tensors=tensors, artifact_id=digest.decode().strip())
+    try:
+        art.spec  # noqa: B018 - validates the embedded spec
+    except (TypeError, ValueError) as e:
+        raise ArtifactError("bad_manifest", f"embedded device spec is invalid: {e}") from None
+    if spec is not None:
+        check_compatible(art, spec)
+    return art
+
+
+def save_artifact(path: str | os.PathLike, artifact: Artifact) -> str:
+    """Write atomically (temp file + rename); return the artifact id."""
+    data = dumps(artifact)
+    atomic_write(Path(path), data)
+    return artifact.artifact_id
+
+
+def load_artifact(path: str | os.PathLike, spec: DeviceSpec | None = None) -> Artifact:
+    """Read and verify a ``.pnn`` file (see :func:`loads`)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise ArtifactError("unreadable", f"cannot read artifact {path}: {e}") from None
+    return loads(data, spec=spec)
+
+
+def check_compatible(artifact: Artifact, spec: DeviceSpec) -> None:
+    """Raise ``kind_mismatch`` / ``spec_mismatch`` unless ``artifact`` was trained for a device like ``spec``."""
+    mine = artifact.spec
+    if mine.kind != spec.kind:
+        raise ArtifactError("kind_mismatch", f"artifact was trained for device kind {mine.kind!r}, "
+                                             f"this device is {spec.kind!r}")
+    a, b = mine.to_dict(), spec.to_dict()
+    diffs = [f"{k}: artifact {a[k]} vs device {b[k]}" for k in SPEC_KEYS if a[k] != b[k]]
+    if diffs:
+        raise ArtifactError("spec_mismatch", "artifact does not fit this device (" + "; ".join(diffs) + ")")
+
+
+# ----- helpers -------------------------------------------------------------------------------------------
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a fsynced temp file and ``os.replace`` (never a half-written file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    try:
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:  # some filesystems do not support fsync on directories
+        pass
+
+
+def _check_manifest(m: Any) -> None:
+    if not isinstance(m, dict):
+        raise ArtifactError("bad_manifest", "manifest is not a JSON object")
+    if m.get("format") != FORMAT:
+        raise ArtifactError("bad_manifest", f"format is {m.get('format')!r}, expected {FORMAT!r}")
+    v = m.get("format_version")
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise ArtifactError("bad_manifest", f"format_version {v!r} is not an int")
+    if v > FORMAT_VERSION or v < 1:
+        raise ArtifactError("unsupported_version",
+                            f"artifact format_version {v} is not supported (this reader knows 1..{FORMAT_VERSION})")
+    for key, typ in (("model_version", str), ("created", str), ("device", dict), ("layers", list),
+                     ("payload", dict)):
+        if not isinstance(m.get(key), typ):
+            raise ArtifactError("bad_manifest", f"manifest field {key!r} missing or not a {typ.__name__}")
+    dev = m["device"]
+    if not isinstance(dev.get("kind"), str) or not isinstance(dev.get("spec"), dict):
+        raise ArtifactError("bad_manifest", "manifest 'device' needs a string 'kind' and a 'spec' object")
+    if dev["spec"].get("kind") != dev["kind"]:
+        raise ArtifactError("bad_manifest", "device.kind disagrees with device.spec.kind")
+    pay = m["payload"]
+    if not isinstance(pay.get("sha256"), str) or not isinstance(pay.get("nbytes"), int) \
+            or not isinstance(pay.get("tensors"), dict):
+        raise ArtifactError("bad_manifest", "manifest 'payload' needs sha256, nbytes and tensors")
+    for i, layer in enumerate(m["layers"]):
+        if not isinstance(layer, dict) or not isinstance(layer.get("type"), str):
+            raise ArtifactError("bad_manifest", f"layer {i} must be an object with a string 'type'")
+
+
+def _read_tensor(pb: bytes, name: str, meta: Any) -> np.ndarray:
+    if not isinstance(meta, dict):
+        raise ArtifactError("bad_manifest", f"tensor {name!r}: entry is not an object")
+    dt, shape, off, n = meta.get("dtype"), meta.get("shape"), meta.get("offset"), meta.get("nbytes")
+    if dt not in ALLOWED_DTYPES:
+        raise ArtifactError("bad_manifest", f"tensor {name!r}: dtype {dt!r} not allowed")
+    if not isinstance(shape, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                                              for s in shape):
+        raise ArtifactError("bad_manifest", f"tensor {name!r}: bad shape {shape!r}")
+    dtype = np.dtype(dt).newbyteorder("<")
+    need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if not isinstance(off, int) or not isinstance(n, int) or n != need or off < 0 or off + n > len(pb):
+        raise ArtifactError("bad_manifest", f"tensor {name!r}: offset/size out of bounds")
+    return np.frombuffer(pb, dtype=dtype, count=need // dtype.itemsize, offset=off).reshape(shape).astype(
+        np.dtype(dt), copy=True)
+
+
+def _jsonable(obj: Any) -> Any:
+    """Convert numpy scalars/arrays and tuples so the manifest is plain JSON; reject anything else."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if hasattr(obj, "detach"):
+        return obj.detach().cpu().numpy().tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    raise ArtifactError("bad_manifest", f"value of type {type(obj).__name__} cannot go in a manifest")
