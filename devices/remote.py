@@ -1,0 +1,103 @@
+"""RemoteDevice: a device served by an edge node, reached through a coordinator.
+
+``apply(x, theta)`` validates shapes and safe ranges locally (:class:`devices.base.Device`), then sends one
+``apply`` request with arrays ``[x, theta]`` and returns the node's ``y``. Timeouts and retries are the
+coordinator's (a retry reuses the request id, so the node never applies a batch twice).
+
+URIs (:func:`connect_uri`, used by ``devices.factory.make_device``)::
+
+    zmq://HOST:PORT/NODE[?timeout=10&retries=2&liveness=3]   binds a ZmqCoordinator on tcp://HOST:PORT
+    tcp://HOST:PORT/NODE                                      same
+    mqtt://[USER:PASS@]HOST:PORT/NODE                         MqttCoordinator through the broker
+
+A device built from a URI owns its coordinator and closes it on :meth:`close`.
+"""
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+import numpy as np
+
+from runtime.transport.base import Coordinator
+from runtime.wire import MessageType
+
+from .base import Device
+from .errors import ShapeError
+
+
+class RemoteDevice(Device):
+    """The device of edge node ``node_id``. ``own_coordinator``: close the coordinator with the device."""
+
+    def __init__(self, coordinator: Coordinator, node_id: str, timeout: float = 10.0, retries: int = 2,
+                 own_coordinator: bool = False, name: str | None = None):
+        super().__init__(name or node_id)
+        self.coordinator = coordinator
+        self.node_id = node_id
+        self.timeout = float(timeout)
+        self.retries = int(retries)
+        self.own_coordinator = own_coordinator
+
+    async def _connect(self, timeout: float) -> None:
+        started_here = not getattr(self.coordinator, "started", False)
+        if started_here:
+            await self.coordinator.start()
+        try:
+            info = await self.coordinator.wait_for_node(self.node_id, timeout=timeout)
+        except BaseException:
+            if started_here and self.own_coordinator:
+                await self.coordinator.close()
+            raise
+        self._spec = info.spec
+
+    async def _apply(self, x: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        _, out = await self.coordinator.request(self.node_id, MessageType.APPLY, [x, theta],
+                                                timeout=self.timeout, retries=self.retries)
+        if len(out) != 1:
+            raise ShapeError(self.name, f"apply reply has {len(out)} arrays, expected 1")
+        y = out[0]
+        want = (x.shape[0], self.spec.out_dim)
+        if y.shape != want:
+            raise ShapeError(self.name, f"node returned y of shape {list(y.shape)}, expected {list(want)}")
+        return np.array(y, dtype=np.float32)  # a writable copy, detached from the transport's buffer
+
+    async def close(self) -> None:
+        await super().close()
+        if self.own_coordinator:
+            await self.coordinator.close()
+
+
+def _options(query: str) -> dict[str, Any]:
+    from .factory import _coerce
+
+    return {k: _coerce(v) for k, v in parse_qsl(query)}
+
+
+def connect_uri(uri: str, **kwargs: Any) -> RemoteDevice:
+    """``zmq://HOST:PORT/NODE`` or ``mqtt://[USER:PASS@]HOST:PORT/NODE`` -> an unconnected :class:`RemoteDevice`.
+
+    Query options and ``kwargs``: ``timeout``, ``retries``, ``name`` for the device; anything else goes to
+    the coordinator (e.g. ``liveness``, ``max_inflight``).
+    """
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
+    node = parts.path.strip("/")
+    if not node or "/" in node:
+        raise ValueError(f"device URI {uri!r} must name exactly one node: {scheme}://HOST:PORT/NODE")
+    if parts.hostname is None or parts.port is None:
+        raise ValueError(f"device URI {uri!r} needs HOST:PORT")
+    opts = _options(parts.query)
+    opts.update(kwargs)
+    dev_kw = {k: opts.pop(k) for k in ("timeout", "retries", "name") if k in opts}
+    if scheme in ("zmq", "tcp"):
+        from runtime.transport.zmq import ZmqCoordinator
+
+        host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+        coord: Coordinator = ZmqCoordinator(f"tcp://{host}:{parts.port}", **opts)
+    elif scheme in ("mqtt", "mqtts"):
+        from runtime.transport.mqtt import MqttCoordinator
+
+        coord = MqttCoordinator(urlunsplit((scheme, parts.netloc, "", "", "")), **opts)
+    else:
+        raise ValueError(f"unsupported remote device scheme {scheme!r} in {uri!r}")
+    return RemoteDevice(coord, node, own_coordinator=True, **dev_kw)

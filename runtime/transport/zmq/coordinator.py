@@ -1,0 +1,291 @@
+"""ZmqCoordinator: the training-side ROUTER that talks to many edge nodes (DEALERs).
+
+Frames on the ROUTER are ``[routing_id, header, *array_buffers]`` (routing id == node id, see
+:mod:`runtime.wire`). One receive task reads everything the nodes send:
+
+* ``reply``     -> resolves the future of the pending request with the same ``id`` (and the same node)
+* ``hello``     -> registers the node with its ``spec``
+* ``heartbeat`` -> refreshes ``last_seen``; from an unknown node it is answered with ``hello``
+                   ("say hello"), so nodes re-announce themselves after a coordinator restart
+* ``bye``       -> marks the node dead and fails its in-flight requests at once
+
+Malformed messages are counted in ``stats.malformed`` and dropped. A liveness task marks nodes dead after
+``liveness`` seconds without traffic.
+
+``request`` pipelines: up to ``max_inflight`` requests per node are outstanding at once (an
+``asyncio.Semaphore`` per node: callers beyond that wait, which is the backpressure). Each attempt waits
+``timeout`` seconds; a retry re-sends the *same* request id, so the node's reply cache answers it without
+driving the device again, and a late reply to an earlier attempt still completes the request.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Sequence
+
+import numpy as np
+import zmq
+import zmq.asyncio
+
+from devices.errors import DeviceConnectionError, DeviceTimeoutError, RemoteDeviceError
+from runtime import wire
+from runtime.transport.base import Coordinator
+from runtime.wire import DEFAULT_LIMITS, Limits, MessageType, WireError
+
+from .options import DEFAULT_HWM, CurveServer, router_options
+from .stats import TransportStats
+
+log = logging.getLogger(__name__)
+
+class _Pending:
+    __slots__ = ("node", "future", "t0")
+
+    def __init__(self, node: str, future: asyncio.Future, t0: float):
+        self.node, self.future, self.t0 = node, future, t0
+
+
+class ZmqCoordinator(Coordinator):
+    """ROUTER-socket coordinator. ``bind`` is a ZeroMQ endpoint, e.g. ``tcp://127.0.0.1:5555``."""
+
+    def __init__(self, bind: str = "tcp://127.0.0.1:5555", *, curve: CurveServer | None = None,
+                 liveness: float = 3.0, timeout: float = 10.0, retries: int = 2, max_inflight: int = 8,
+                 hwm: int = DEFAULT_HWM, limits: Limits = DEFAULT_LIMITS,
+                 context: zmq.asyncio.Context | None = None):
+        super().__init__()
+        self.bind = bind
+        self.curve = curve
+        self.liveness = float(liveness)
+        self.timeout = float(timeout)
+        self.retries = int(retries)
+        self.max_inflight = int(max_inflight)
+        self.hwm = int(hwm)
+        self.limits = limits
+        self.stats = TransportStats()
+        self.started = False
+        self._own_ctx = context is None
+        self._ctx = context
+        self._sock: zmq.asyncio.Socket | None = None
+        self._auth = None
+        self._tasks: list[asyncio.Task] = []
+        self._pending: dict[str, _Pending] = {}
+        self._sems: dict[str, asyncio.Semaphore] = {}
+
+    # ----- lifecycle ---------------------------------------------------------------------------------
+    async def start(self) -> "ZmqCoordinator":
+        if self.started:
+            return self
+        if self._ctx is None:
+            self._ctx = zmq.asyncio.Context()
+        if self.curve is not None:
+            from zmq.auth.asyncio import AsyncioAuthenticator
+
+            self._auth = AsyncioAuthenticator(self._ctx)
+            self._auth.start()
+            self._auth.configure_curve_callback("*", credentials_provider=self.curve)
+        sock = self._ctx.socket(zmq.ROUTER)
+        router_options(sock, self.hwm)
+        if self.curve is not None:
+            self.curve.apply(sock)
+        try:
+            sock.bind(self.bind)
+        except zmq.ZMQError as e:
+            sock.close(0)
+            await self._teardown()
+            raise DeviceConnectionError("coordinator", f"cannot bind {self.bind}: {e}") from None
+        self._sock = sock
+        self.started = True
+        self._tasks = [asyncio.create_task(self._recv_loop(), name=f"zmq-coordinator-recv {self.bind}"),
+                       asyncio.create_task(self._liveness_loop(), name=f"zmq-coordinator-liveness {self.bind}")]
+        return self
+
+    async def close(self) -> None:
+        if not self.started:
+            return
+        self.started = False
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        for p in list(self._pending.values()):
+            if not p.future.done():
+                p.future.set_exception(DeviceConnectionError(p.node, "coordinator closed"))
+        self._pending.clear()
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+        await self._teardown()
+        for n in list(self.nodes):
+            self._node_left(n)
+
+    async def _teardown(self) -> None:
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+            await asyncio.sleep(0)  # let the cancelled ZAP task finish
+        if self._own_ctx and self._ctx is not None:
+            self._ctx.destroy(linger=0)
+            self._ctx = None
+
+    # ----- requests ----------------------------------------------------------------------------------
+    async def request(self, node_id: str, type: str, arrays: Sequence[np.ndarray] = (), *,
+                      timeout: float | None = None, retries: int | None = None,
+                      **fields: Any) -> tuple[dict[str, Any], list[np.ndarray]]:
+        if not self.started or self._sock is None:
+            raise DeviceConnectionError(node_id, "coordinator is not started")
+        timeout = self.timeout if timeout is None else float(timeout)
+        retries = self.retries if retries is None else int(retries)
+        header = wire.make_header(type, node=node_id, **fields)
+        rid = header["id"]
+        try:
+            frames = wire.encode(header, arrays, self.limits)
+        except WireError as e:
+            raise RemoteDeviceError(node_id, str(e), code=e.code) from None
+        nbytes = sum(memoryview(f).nbytes for f in frames)
+        msg = [node_id.encode(), *frames]
+        sem = self._sems.get(node_id)
+        if sem is None:
+            sem = self._sems[node_id] = asyncio.Semaphore(self.max_inflight)
+        stats = self.stats
+        stats.requests += 1
+        async with sem:
+            loop = asyncio.get_running_loop()
+            fut = loop.create_future()
+            pend = self._pending[rid] = _Pending(node_id, fut, time.perf_counter())
+            unreachable = False
+            try:
+                for attempt in range(retries + 1):
+                    if attempt:
+                        stats.retries += 1
+                    try:
+                        sent = self._sock.send_multipart(msg, copy=False)
+                        if not sent.done():  # high-water mark reached: wait for room, at most `timeout`
+                            try:
+                                await asyncio.wait_for(sent, timeout)
+                            except asyncio.TimeoutError:
+                                continue
+                        sent.result()
+                    except zmq.ZMQError as e:
+                        if e.errno != zmq.EHOSTUNREACH:
+                            raise DeviceConnectionError(node_id, f"send failed: {e}") from None
+                        stats.unreachable += 1
+                        unreachable = True
+                        # not connected (yet / any more): give it a moment to (re)connect, then retry
+                        await asyncio.wait((fut,), timeout=min(timeout, 0.05 * 2 ** attempt))
+                        if fut.done():
+                            break
+                        continue
+                    unreachable = False
+                    stats.sent_msgs += 1
+                    stats.bytes_out += nbytes
+                    if not fut.done():
+                        await asyncio.wait((fut,), timeout=timeout)
+                    if fut.done():
+                        break
+            finally:
+                self._pending.pop(rid, None)
+            if not fut.done():
+                fut.cancel()
+                if unreachable:
+                    raise DeviceConnectionError(node_id, f"node is not connected to {self.bind} "
+                                                         f"({retries + 1} attempts)")
+                stats.timeouts += 1
+                raise DeviceTimeoutError(node_id, f"no reply to {type!r} (id {rid[:8]}) within {timeout:g} s "
+                                                  f"after {retries + 1} attempt(s)")
+            reply, out = fut.result()  # raises DeviceConnectionError if the node left / we closed
+            stats.latency.append(time.perf_counter() - pend.t0)
+        if not reply.get("ok", False):
+            stats.errors += 1
+            err = reply.get("error") if isinstance(reply.get("error"), dict) else {}
+            raise RemoteDeviceError(node_id, str(err.get("message", "error reply")), code=str(err.get("code", "remote")))
+        return reply, out
+
+    # ----- receive side ------------------------------------------------------------------------------
+    async def _recv_loop(self) -> None:
+        sock = self._sock
+        stats = self.stats
+        while True:
+            frames = await sock.recv_multipart(copy=False)
+            stats.recv_msgs += 1
+            try:
+                self._dispatch(frames)
+            except Exception as e:  # a peer must never take the loop down
+                stats.malformed += 1
+                log.debug("dropped a malformed message: %s", e)
+
+    def _dispatch(self, frames: list) -> None:
+        stats = self.stats
+        ident = frames[0].bytes
+        node = ident.decode("utf-8")  # raises on garbage ids: counted as malformed
+        if len(frames) < 2:
+            raise WireError("empty", "no header frame")
+        stats.bytes_in += sum(len(f) for f in frames[1:])
+        if self.curve is not None and self.curve.pinned:
+            key = self.curve.pinned.get(node)
+            user = frames[1].get("User-Id")
+            if key is None or user != key.decode():
+                stats.rejected += 1
+                return
+        header, arrays = wire.decode(frames[1:], self.limits)
+        t = header["type"]
+        if t == MessageType.REPLY:
+            p = self._pending.get(header.get("id", ""))
+            if p is None or p.node != node or p.future.done():
+                stats.unmatched += 1
+                return
+            stats.round_trips += 1
+            p.future.set_result((header, arrays))
+            info = self.nodes.get(node)
+            if info is not None:
+                info.last_seen = time.monotonic()
+        elif t == MessageType.HEARTBEAT:
+            info = self.nodes.get(node)
+            if info is None or info.spec is None:
+                self._ask_hello(ident, node)
+            else:
+                self._node_seen(node, **_meta(header))
+        elif t == MessageType.HELLO:
+            spec = header.get("spec")
+            if not isinstance(spec, dict):
+                raise WireError("bad_hello", "hello without a spec")
+            self._node_seen(node, spec=spec, **_meta(header))
+        elif t == MessageType.BYE:
+            self._node_left(node)
+            self._fail_pending(node, "node left (bye)")
+        else:
+            log.debug("ignoring %r from %s", t, node)
+
+    def _ask_hello(self, ident: bytes, node: str) -> None:
+        """Answer a heartbeat from a node we do not know with ``hello``: the node re-sends its hello."""
+        f = self._sock.send_multipart([ident, *wire.encode(wire.make_header(MessageType.HELLO, node=node))],
+                                      flags=zmq.DONTWAIT)
+        f.add_done_callback(_consume)
+
+    def _fail_pending(self, node: str, why: str) -> None:
+        for p in list(self._pending.values()):
+            if p.node == node and not p.future.done():
+                p.future.set_exception(DeviceConnectionError(node, why))
+
+    async def _liveness_loop(self) -> None:
+        period = max(0.02, min(0.25, self.liveness / 4))
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for node, info in list(self.nodes.items()):
+                if info.alive and now - info.last_seen > self.liveness:
+                    log.info("node %s missed heartbeats for %.1f s: dead", node, now - info.last_seen)
+                    self._node_left(node)
+
+
+_ENVELOPE = frozenset({"v", "type", "id", "node", "node_id", "arrays", "spec"})
+
+
+def _meta(header: dict[str, Any]) -> dict[str, Any]:
+    """Node metadata carried by hello / heartbeat (everything but the envelope fields)."""
+    return {k: v for k, v in header.items() if k not in _ENVELOPE}
+
+
+def _consume(f: asyncio.Future) -> None:
+    """Retrieve a fire-and-forget send's exception (a node that went away is not an error here)."""
+    if not f.cancelled():
+        f.exception()
