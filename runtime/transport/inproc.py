@@ -1,0 +1,346 @@
+"""In-memory transport: many virtual edge nodes multiplexed on one event loop (Flower-style).
+
+Nothing is shared between the two sides except byte frames: every message is encoded with
+:func:`runtime.wire.encode`, copied to ``bytes`` (as a network would), optionally checked by a CRC
+trailer, and decoded with :func:`runtime.wire.decode` on the other side. So faults can corrupt real
+frames, and a node never sees the coordinator's arrays (or vice versa).
+
+Frames on the "link"::
+
+    [header, array_0, ..., array_k, crc]        crc = u32 little-endian zlib.crc32 over all previous frames
+
+With ``integrity=True`` (default) a frame set whose CRC does not match is dropped (counted in
+``counters["corrupt"]``), like a link layer discarding a damaged packet; the sender recovers by its
+timeout and retry (same request id, so :class:`edge.service.NodeService` does not drive the device twice).
+With ``integrity=False`` damaged frames go straight to the decoder: malformed ones become error replies.
+
+Usage::
+
+    coord = await InprocCoordinator("inproc://fleet").start()
+    edge = InprocEdgeTransport("inproc://fleet", "node-1")          # or pass the coordinator object
+    task = asyncio.create_task(edge.serve(NodeService(device, "node-1"), stop))
+    await coord.wait_for_node("node-1")
+    hdr, (y,) = await coord.request("node-1", "apply", [x, theta], timeout=1.0)
+
+Each node handles its requests one at a time (a physical device is serial; ``concurrency`` raises that).
+A service whose ``handle`` returns ``None`` sends no reply (used to inject dropped replies).
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+import struct
+import time
+import uuid
+import weakref
+import zlib
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+from devices.errors import DeviceConnectionError, DeviceTimeoutError, RemoteDeviceError
+from runtime import wire
+from runtime.wire import MessageType, WireError
+
+from .base import Coordinator, EdgeTransport
+
+log = logging.getLogger(__name__)
+
+Frames = list[bytes]
+
+_HUBS: "weakref.WeakValueDictionary[str, InprocCoordinator]" = weakref.WeakValueDictionary()
+_counter = itertools.count(1)
+
+
+class FrameTamper(Protocol):
+    """Hook on the edge's link: returns the (possibly damaged) frames, or ``None`` to drop them."""
+
+    def tamper(self, frames: Frames, direction: str) -> Frames | None: ...
+
+
+def _crc(frames: Sequence[bytes]) -> bytes:
+    c = 0
+    for f in frames:
+        c = zlib.crc32(f, c)
+    return struct.pack("<I", c)
+
+
+def to_frames(header: dict[str, Any], arrays: Sequence[Any] = (), integrity: bool = True,
+              limits: wire.Limits = wire.DEFAULT_LIMITS) -> Frames:
+    """Encode with :func:`runtime.wire.encode` and copy to bytes; append a CRC frame if ``integrity``."""
+    frames = [bytes(f) for f in wire.encode(header, arrays, limits)]
+    if integrity:
+        frames.append(_crc(frames))
+    return frames
+
+
+def from_frames(frames: Sequence[bytes], integrity: bool = True,
+                limits: wire.Limits = wire.DEFAULT_LIMITS) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """Inverse of :func:`to_frames`; raises :class:`WireError` (code ``corrupt``) on a CRC mismatch."""
+    if integrity:
+        if len(frames) < 2 or len(frames[-1]) != 4 or _crc(frames[:-1]) != bytes(frames[-1]):
+            raise WireError("corrupt", "frame checksum mismatch")
+        frames = frames[:-1]
+    return wire.decode(frames, limits)
+
+
+class InprocCoordinator(Coordinator):
+    """Coordinator whose nodes live in this process (see module docstring).
+
+    ``timeout``/``retries`` are the defaults for :meth:`request`; ``liveness`` is how long a node may stay
+    silent (no heartbeat or reply) before :meth:`alive_nodes` drops it.
+    """
+
+    def __init__(self, address: str | None = None, *, timeout: float = 5.0, retries: int = 2,
+                 liveness: float = 3.0, integrity: bool = True, limits: wire.Limits = wire.DEFAULT_LIMITS):
+        super().__init__()
+        self.address = address or f"inproc://fleet-{next(_counter)}-{uuid.uuid4().hex[:6]}"
+        if not self.address.startswith("inproc://"):
+            raise ValueError(f"inproc address must start with inproc://, got {self.address!r}")
+        self.timeout, self.retries, self.liveness = float(timeout), int(retries), float(liveness)
+        self.integrity, self.limits = integrity, limits
+        self.counters = {"sent": 0, "received": 0, "replies": 0, "corrupt": 0, "late": 0, "retries": 0}
+        self._edges: dict[str, InprocEdgeTransport] = {}
+        self._pending: dict[str, asyncio.Future] = {}
+        self._open = False
+
+    async def start(self) -> "InprocCoordinator":
+        other = _HUBS.get(self.address)
+        if other is not None and other is not self and other._open:
+            raise RuntimeError(f"{self.address} is already served by another coordinator")
+        _HUBS[self.address] = self
+        self._open = True
+        return self
+
+    async def close(self) -> None:
+        self._open = False
+        if _HUBS.get(self.address) is self:
+            del _HUBS[self.address]
+        for rid, fut in list(self._pending.items()):
+            if not fut.done():
+                fut.set_exception(DeviceConnectionError("coordinator", "coordinator closed"))
+                fut.exception()  # mark retrieved: nobody may be waiting any more
+        self._pending.clear()
+        for node in list(self.nodes):
+            self._node_left(node)
+        self._edges.clear()
+
+    # ----- edge side calls these ---------------------------------------------------------------------
+    def _attach(self, node_id: str, edge: "InprocEdgeTransport") -> None:
+        self._edges[node_id] = edge
+
+    def _detach(self, node_id: str, edge: "InprocEdgeTransport") -> None:
+        if self._edges.get(node_id) is edge:
+            del self._edges[node_id]
+
+    def _receive(self, node_id: str, frames: Frames) -> None:
+        """A frame set arrived from ``node_id``'s link."""
+        if not self._open:
+            return
+        self.counters["received"] += 1
+        try:
+            h, arrays = from_frames(frames, self.integrity, self.limits)
+        except WireError as e:
+            self.counters["corrupt"] += 1
+            log.debug("dropping bad frames from %s: %s", node_id, e)
+            return
+        t = h.get("type")
+        if t == MessageType.BYE:
+            self._node_left(node_id)
+            return
+        if t == MessageType.HELLO:
+            try:
+                self._node_seen(node_id, spec=h.get("spec"), session=h.get("session"), hello_at=time.monotonic())
+            except (TypeError, ValueError) as e:
+                log.warning("node %s sent a bad spec: %s", node_id, e)
+            return
+        if node_id in self.nodes:  # heartbeats and replies keep a known node alive
+            self._node_seen(node_id)
+        if t == MessageType.REPLY:
+            self.counters["replies"] += 1
+            fut = self._pending.get(h.get("id", ""))
+            if fut is None or fut.done():
+                self.counters["late"] += 1
+                return
+            fut.set_result((h, arrays))
+
+    # ----- requests -----------------------------------------------------------------------------------
+    async def request(self, node_id: str, type: str, arrays: Sequence[np.ndarray] = (), *,
+                      timeout: float | None = None, retries: int | None = None,
+                      **fields: Any) -> tuple[dict[str, Any], list[np.ndarray]]:
+        if not self._open:
+            raise DeviceConnectionError(node_id, "coordinator is not started")
+        timeout = self.timeout if timeout is None else float(timeout)
+        retries = self.retries if retries is None else int(retries)
+        header = wire.make_header(type, node=node_id, **fields)
+        frames = to_frames(header, arrays, self.integrity, self.limits)
+        rid = header["id"]
+        fut = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
+        try:
+            for attempt in range(retries + 1):
+                edge = self._edges.get(node_id)
+                if edge is None:
+                    raise DeviceConnectionError(node_id, "node is not connected")
+                if attempt:
+                    self.counters["retries"] += 1
+                self.counters["sent"] += 1
+                edge._deliver(list(frames))
+                try:
+                    rh, out = await asyncio.wait_for(asyncio.shield(fut), timeout)
+                    break
+                except asyncio.TimeoutError:
+                    continue
+            else:
+                raise DeviceTimeoutError(node_id, f"no reply to {type!r} within {timeout} s "
+                                                  f"({retries + 1} attempts)")
+        finally:
+            self._pending.pop(rid, None)
+            if not fut.done():
+                fut.cancel()
+        if not rh.get("ok", False):
+            err = rh.get("error") or {}
+            raise RemoteDeviceError(node_id, str(err.get("message", "error")), str(err.get("code", "remote")))
+        return rh, out
+
+
+class InprocEdgeTransport(EdgeTransport):
+    """The node end of an in-memory link to an :class:`InprocCoordinator` (given or by address).
+
+    ``heartbeat`` is the period of heartbeats (s); ``tamper`` is an optional :class:`FrameTamper` applied to
+    incoming requests and outgoing replies; ``concurrency`` is how many requests are handled at once.
+    """
+
+    def __init__(self, coordinator: "InprocCoordinator | str", node_id: str, *, heartbeat: float = 1.0,
+                 tamper: FrameTamper | None = None, concurrency: int = 1, connect_timeout: float = 10.0):
+        self._coord_ref = coordinator
+        self.node_id = node_id
+        self.heartbeat = float(heartbeat)
+        self.tamper = tamper
+        self.concurrency = int(concurrency)
+        self.connect_timeout = float(connect_timeout)
+        self.session = uuid.uuid4().hex
+        self.counters = {"requests": 0, "replies": 0, "bad": 0, "corrupt": 0, "dropped": 0}
+        self.busy = 0.0          # seconds spent handling requests (node-side utilization)
+        self.crashed = False
+        self._crash_event = asyncio.Event()
+        self._inbox: asyncio.Queue[Frames] = asyncio.Queue()
+        self._coord: InprocCoordinator | None = None
+        self.integrity = True
+        self.limits = wire.DEFAULT_LIMITS
+
+    # coordinator -> node
+    def _deliver(self, frames: Frames) -> None:
+        if not self.crashed:
+            self._inbox.put_nowait(frames)
+
+    def crash(self) -> None:
+        """Stop answering at once, without a bye (the coordinator keeps a dead link until a restart)."""
+        self.crashed = True
+        self._crash_event.set()
+
+    async def _resolve(self, stop: asyncio.Event) -> InprocCoordinator | None:
+        if isinstance(self._coord_ref, InprocCoordinator):
+            return self._coord_ref
+        deadline = time.monotonic() + self.connect_timeout
+        while not stop.is_set():
+            c = _HUBS.get(self._coord_ref)
+            if c is not None and c._open:
+                return c
+            if time.monotonic() > deadline:
+                raise DeviceConnectionError(self.node_id, f"no coordinator at {self._coord_ref}")
+            await asyncio.sleep(0.05)
+        return None
+
+    def _send(self, header: dict[str, Any], arrays: Sequence[Any] = (), tamper: bool = False) -> None:
+        c = self._coord
+        if c is None or self.crashed:
+            return
+        frames = to_frames(header, arrays, self.integrity, self.limits)
+        if tamper and self.tamper is not None:
+            frames = self.tamper.tamper(frames, "reply")
+            if frames is None:
+                self.counters["dropped"] += 1
+                return
+        c._receive(self.node_id, frames)
+
+    async def serve(self, service: Any, stop: asyncio.Event) -> None:
+        coord = await self._resolve(stop)
+        if coord is None:
+            return
+        self._coord = coord
+        self.integrity, self.limits = coord.integrity, coord.limits
+        coord._attach(self.node_id, self)
+        spec = service.device.spec.to_dict()
+        self._send(wire.make_header(MessageType.HELLO, node=self.node_id, spec=spec, session=self.session))
+        tasks = [asyncio.create_task(self._heartbeats(stop), name=f"inproc-hb-{self.node_id}")]
+        tasks += [asyncio.create_task(self._worker(service), name=f"inproc-worker-{self.node_id}")
+                  for _ in range(self.concurrency)]
+        stopper = asyncio.create_task(_first(stop.wait(), self._crash_event.wait()))
+        try:
+            await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for t in tasks:
+                if t.done() and not t.cancelled() and t.exception() is not None:
+                    raise t.exception()
+        finally:
+            stopper.cancel()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(stopper, *tasks, return_exceptions=True)
+            if not self.crashed:
+                self._send(wire.make_header(MessageType.BYE, node=self.node_id, session=self.session))
+                coord._detach(self.node_id, self)
+            self._coord = None
+
+    async def _heartbeats(self, stop: asyncio.Event) -> None:
+        # a random phase so that a thousand nodes do not beat in lockstep
+        await asyncio.sleep(random.random() * self.heartbeat)
+        while True:
+            self._send(wire.make_header(MessageType.HEARTBEAT, node=self.node_id, session=self.session))
+            await asyncio.sleep(self.heartbeat)
+
+    async def _worker(self, service: Any) -> None:
+        while True:
+            frames = await self._inbox.get()
+            self.counters["requests"] += 1
+            if self.tamper is not None:
+                frames = self.tamper.tamper(frames, "request")
+                if frames is None:
+                    self.counters["dropped"] += 1
+                    continue
+            try:
+                h, arrays = from_frames(frames, self.integrity, self.limits)
+            except WireError as e:
+                if e.code == "corrupt":       # link-layer discard: the sender will retry
+                    self.counters["corrupt"] += 1
+                else:                         # malformed but intact: tell the sender
+                    self.counters["bad"] += 1
+                    self._send(wire.error_header(None, e.code, str(e), node=self.node_id))
+                continue
+            t0 = time.perf_counter()
+            try:
+                reply = await service.handle(h, arrays)
+            finally:
+                self.busy += time.perf_counter() - t0
+            if reply is None or self.crashed:
+                self.counters["dropped"] += reply is None
+                continue
+            rh, out = reply
+            try:
+                self._send(rh, out, tamper=True)
+            except WireError as e:  # the service produced something unsendable: say so
+                self._send(wire.error_header(h, "internal", f"reply not encodable: {e}", node=self.node_id))
+            self.counters["replies"] += 1
+
+
+async def _first(*aws) -> None:
+    """Return when the first of ``aws`` finishes; cancel the rest."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

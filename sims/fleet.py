@@ -1,0 +1,351 @@
+"""Simulated fleets: N edge nodes, each a different unit (own hidden variation), with fault injection.
+
+Faults (all seeded; ``FaultSpec.parse("drop=0.05,latency=0.01,jitter=0.005,crash=2,corrupt=0.01,slow=1")``):
+
+==============  ==========================================================================================
+``latency``     extra seconds before each request is handled (on top of the device's own latency)
+``jitter``      plus a uniform random ``[0, jitter)`` s per request
+``drop``        probability that a reply is lost (the node did the work; the coordinator times out and
+                retries with the same request id, which the node answers from its idempotency cache)
+``corrupt``     probability that a request's or a reply's frames get 1-3 bytes flipped on the link
+``crash``       number of nodes that crash; each stops answering (no bye) after a random number of apply
+                requests drawn from ``[crash_min, crash_max]``
+``restart``     seconds after a crash when the node comes back (same unit, same hidden variation, new
+                session); negative: crashed nodes stay down
+``slow``        number of slow nodes; a slow node takes ``slow_factor`` x as long for every request
+``seed``        seed of every random choice above (which nodes crash / are slow, when, which bytes)
+==============  ==========================================================================================
+
+``SimFleet`` launches the nodes (in-process virtual nodes on the :mod:`runtime.transport.inproc`
+transport, or separate processes on ZeroMQ) next to a coordinator and a :class:`FleetManager`.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, fields, replace
+from typing import Any, Callable
+
+import numpy as np
+
+from devices.factory import parse_sim_uri
+from devices.local import LocalDevice
+from edge.service import NodeService
+from runtime.wire import MessageType
+
+from . import make_sim
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    """What goes wrong in a simulated fleet (see module docstring)."""
+
+    latency: float = 0.0
+    jitter: float = 0.0
+    drop: float = 0.0
+    corrupt: float = 0.0
+    crash: int = 0
+    crash_min: int = 2
+    crash_max: int = 20
+    restart: float = -1.0
+    slow: int = 0
+    slow_factor: float = 4.0
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("drop", "corrupt"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"fault {name}={getattr(self, name)} must be a probability in [0, 1]")
+        for name in ("latency", "jitter", "crash", "slow", "crash_min"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"fault {name}={getattr(self, name)} must be >= 0")
+        if self.crash_max < self.crash_min:
+            raise ValueError(f"crash_max={self.crash_max} < crash_min={self.crash_min}")
+        if self.slow_factor < 1:
+            raise ValueError(f"slow_factor={self.slow_factor} must be >= 1")
+
+    @classmethod
+    def parse(cls, text: str | None) -> "FaultSpec":
+        """``"drop=0.05,latency=0.01,crash=2"`` -> FaultSpec. Empty / ``none`` -> no faults."""
+        if text is None or text.strip().lower() in ("", "none"):
+            return cls()
+        types = {f.name: f.type for f in fields(cls)}
+        kw: dict[str, Any] = {}
+        for part in text.split(","):
+            key, sep, val = part.strip().partition("=")
+            key = key.strip().replace("-", "_")
+            if not sep or key not in types:
+                raise ValueError(f"bad fault {part.strip()!r}; expected KEY=VALUE with KEY in {', '.join(types)}")
+            conv = int if types[key] in ("int", int) else float
+            try:
+                kw[key] = conv(val)
+            except ValueError:
+                raise ValueError(f"fault {key}={val!r} is not a valid {conv.__name__}") from None
+        return cls(**kw)
+
+    def __str__(self) -> str:
+        default = FaultSpec()
+        parts = [f"{f.name}={getattr(self, f.name)}" for f in fields(self)
+                 if getattr(self, f.name) != getattr(default, f.name)]
+        return ",".join(parts) or "none"
+
+    @property
+    def any(self) -> bool:
+        return self != replace(FaultSpec(), seed=self.seed)
+
+
+class FaultPlan:
+    """Decides, from the spec's seed, which nodes crash (after how many applies) and which are slow."""
+
+    def __init__(self, spec: FaultSpec, n_nodes: int):
+        if spec.crash > n_nodes or spec.slow > n_nodes:
+            raise ValueError(f"faults crash={spec.crash}, slow={spec.slow} exceed the {n_nodes} nodes")
+        self.spec, self.n = spec, n_nodes
+        rng = np.random.default_rng([spec.seed, 7919])
+        crashers = rng.choice(n_nodes, size=spec.crash, replace=False)
+        self.crash_after = {int(i): int(rng.integers(spec.crash_min, spec.crash_max + 1)) for i in crashers}
+        self.slow = {int(i) for i in rng.choice(n_nodes, size=spec.slow, replace=False)}
+
+    def injector(self, index: int, incarnation: int = 0) -> "FaultInjector":
+        """The injector for node ``index``; a restarted node (incarnation > 0) does not crash again."""
+        return FaultInjector(self.spec, index, incarnation,
+                             crash_after=self.crash_after.get(index) if incarnation == 0 else None,
+                             slow=index in self.slow)
+
+
+class FaultInjector:
+    """Per-node faults: wraps a service (:meth:`wrap`) and tampers with link frames (:meth:`tamper`)."""
+
+    def __init__(self, spec: FaultSpec, index: int = 0, incarnation: int = 0, *,
+                 crash_after: int | None = None, slow: bool = False):
+        self.spec, self.index = spec, index
+        self.crash_after, self.slow = crash_after, slow
+        self.rng = np.random.default_rng([spec.seed, index, incarnation])
+        self.counters = {"applies": 0, "dropped": 0, "corrupted": 0, "crashed": 0}
+
+    def wrap(self, service: NodeService, on_crash: Callable[[], None]) -> "FaultyService":
+        return FaultyService(service, self, on_crash)
+
+    def tamper(self, frames: list[bytes], direction: str) -> list[bytes] | None:
+        """With probability ``corrupt``, flip 1-3 random bytes in one random frame."""
+        if not self.spec.corrupt or self.rng.random() >= self.spec.corrupt:
+            return frames
+        frames = list(frames)
+        sizes = [len(f) for f in frames]
+        k = int(self.rng.choice(len(frames), p=np.asarray(sizes) / sum(sizes))) if sum(sizes) else 0
+        buf = bytearray(frames[k])
+        for pos in self.rng.integers(0, max(len(buf), 1), size=int(self.rng.integers(1, 4))):
+            if buf:
+                buf[pos] ^= int(self.rng.integers(1, 256))
+        frames[k] = bytes(buf)
+        self.counters["corrupted"] += 1
+        return frames
+
+
+class FaultyService:
+    """A :class:`NodeService` seen through faults: delays, slowness, dropped replies and a crash.
+
+    ``handle`` returns ``None`` for a dropped reply (the transport then sends nothing).
+    """
+
+    def __init__(self, inner: NodeService, injector: FaultInjector, on_crash: Callable[[], None]):
+        self.inner, self.injector, self.on_crash = inner, injector, on_crash
+        self.crashed = False
+
+    @property
+    def device(self):
+        return self.inner.device
+
+    @property
+    def node_id(self) -> str:
+        return self.inner.node_id
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    async def handle(self, header: dict[str, Any], arrays: list[np.ndarray]):
+        inj, spec = self.injector, self.injector.spec
+        if self.crashed:
+            return None
+        if header.get("type") == MessageType.APPLY:
+            inj.counters["applies"] += 1
+            if inj.crash_after is not None and inj.counters["applies"] > inj.crash_after:
+                self.crashed = True
+                inj.counters["crashed"] += 1
+                self.on_crash()
+                return None
+        t0 = time.perf_counter()
+        delay = spec.latency + (spec.jitter * inj.rng.random() if spec.jitter else 0.0)
+        if delay:
+            await asyncio.sleep(delay)
+        reply = await self.inner.handle(header, arrays)
+        if inj.slow:
+            await asyncio.sleep((spec.slow_factor - 1.0) * (time.perf_counter() - t0))
+        if self.crashed:
+            return None
+        if spec.drop and inj.rng.random() < spec.drop:
+            inj.counters["dropped"] += 1
+            return None
+        return reply
+
+
+def node_device(device: str, index: int, seed: int = 0, threaded: bool = False, **overrides) -> LocalDevice:
+    """The simulated device of node ``index``: ``device`` URI (``sim:KIND?opt=..``) with ``unit=index``."""
+    if not device.startswith("sim:"):
+        raise ValueError(f"simulated fleets need a sim:KIND device, got {device!r}")
+    kind, opts = parse_sim_uri(device)
+    opts.update(overrides)
+    opts["unit"] = int(opts.get("unit", 0)) + index
+    opts.setdefault("seed", seed)
+    return LocalDevice(make_sim(kind, **opts), name=f"{kind}#{opts['unit']}", threaded=threaded)
+
+
+@dataclass
+class _Node:
+    index: int
+    node_id: str
+    incarnation: int
+    injector: FaultInjector
+    service: FaultyService
+    transport: Any
+    stop: asyncio.Event
+    task: asyncio.Task
+
+
+class SimFleet:
+    """``n_nodes`` simulated edge nodes + coordinator + :class:`runtime.fleet.FleetManager`.
+
+    Node ``i`` is called ``{prefix}-{i}`` and runs ``device`` (a ``sim:KIND?..`` URI) as unit ``i``, so
+    every node has its own hidden variation; a restarted node is the same unit again. ``timeout`` and
+    ``retries`` apply to each request, ``liveness`` is how long a silent node is still considered alive.
+    Use as ``async with SimFleet(16, faults="drop=0.05") as fleet: ...`` (``fleet.manager`` schedules work).
+    """
+
+    def __init__(self, n_nodes: int, device: str = "sim:circuit", *, faults: FaultSpec | str | None = None,
+                 transport: str = "inproc", seed: int = 0, cap: int = 2, timeout: float = 1.0,
+                 retries: int = 2, heartbeat: float = 0.25, liveness: float = 1.0, integrity: bool = True,
+                 threaded: bool = False, prefix: str = "node", join_timeout: float = 30.0,
+                 manager_options: dict[str, Any] | None = None, device_options: dict[str, Any] | None = None):
+        if n_nodes < 1:
+            raise ValueError(f"a fleet needs at least one node, got {n_nodes}")
+        if transport not in ("inproc", "zmq"):
+            raise ValueError(f"transport must be 'inproc' or 'zmq', got {transport!r}")
+        self.n, self.device, self.seed = int(n_nodes), device, int(seed)
+        self.faults = faults if isinstance(faults, FaultSpec) else FaultSpec.parse(faults)
+        self.plan = FaultPlan(self.faults, self.n)
+        self.transport, self.cap, self.timeout, self.retries = transport, cap, timeout, retries
+        self.heartbeat, self.liveness, self.integrity, self.threaded = heartbeat, liveness, integrity, threaded
+        self.join_timeout = join_timeout
+        self.manager_options = dict(manager_options or {})
+        self.device_options = dict(device_options or {})
+        width = len(str(self.n - 1))
+        self.node_ids = [f"{prefix}-{i:0{width}d}" for i in range(self.n)]
+        self.nodes: dict[str, _Node] = {}
+        self.coordinator = None
+        self.manager = None
+        self._restarts: set[asyncio.Task] = set()
+        self.crashes: list[tuple[float, str]] = []
+        self.restarts: list[tuple[float, str]] = []
+
+    # ----- lifecycle ------------------------------------------------------------------------------------
+    async def start(self) -> "SimFleet":
+        from runtime.fleet.manager import FleetManager
+        from runtime.transport.inproc import InprocCoordinator
+
+        try:
+            self.coordinator = await InprocCoordinator(timeout=self.timeout, retries=self.retries,
+                                                       liveness=self.liveness,
+                                                       integrity=self.integrity).start()
+            for i in range(self.n):
+                await self._launch(i, 0)
+            self.manager = FleetManager(self.coordinator, cap=self.cap, **self.manager_options)
+            await self.manager.start()
+            await self.manager.wait_for_nodes(self.n, timeout=self.join_timeout)
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def _launch(self, index: int, incarnation: int) -> _Node:
+        from runtime.transport.inproc import InprocEdgeTransport
+
+        node_id = self.node_ids[index]
+        dev = node_device(self.device, index, self.seed, threaded=self.threaded, **self.device_options)
+        await dev.connect()
+        injector = self.plan.injector(index, incarnation)
+        transport = InprocEdgeTransport(self.coordinator, node_id, heartbeat=self.heartbeat,
+                                        tamper=injector if self.faults.corrupt else None)
+        service = injector.wrap(NodeService(dev, node_id), on_crash=lambda: self._on_crash(node_id))
+        stop = asyncio.Event()
+        task = asyncio.create_task(transport.serve(service, stop), name=f"node-{node_id}")
+        node = self.nodes[node_id] = _Node(index, node_id, incarnation, injector, service, transport, stop, task)
+        return node
+
+    def _on_crash(self, node_id: str) -> None:
+        node = self.nodes[node_id]
+        node.transport.crash()
+        self.crashes.append((time.monotonic(), node_id))
+        log.info("fault injection: node %s crashed", node_id)
+        if self.faults.restart >= 0:
+            t = asyncio.create_task(self._restart_later(node_id, self.faults.restart))
+            self._restarts.add(t)
+            t.add_done_callback(self._restarts.discard)
+
+    async def _restart_later(self, node_id: str, delay: float) -> None:
+        await asyncio.sleep(delay)
+        await self.restart(node_id)
+
+    async def crash(self, node_id: str) -> None:
+        """Kill ``node_id`` now: it stops answering without saying bye."""
+        node = self.nodes[node_id]
+        if not node.service.crashed:
+            node.service.crashed = True
+            self._on_crash(node_id)
+        await asyncio.gather(node.task, return_exceptions=True)
+
+    async def restart(self, node_id: str) -> None:
+        """Bring ``node_id`` back (same unit, new session); stops the old incarnation first."""
+        old = self.nodes[node_id]
+        old.stop.set()
+        old.transport.crash()
+        await asyncio.gather(old.task, return_exceptions=True)
+        await self._launch(old.index, old.incarnation + 1)
+        self.restarts.append((time.monotonic(), node_id))
+
+    async def close(self) -> None:
+        for t in list(self._restarts):
+            t.cancel()
+        await asyncio.gather(*self._restarts, return_exceptions=True)
+        if self.manager is not None:
+            await self.manager.close()
+        for node in self.nodes.values():
+            node.stop.set()
+        await asyncio.gather(*(n.task for n in self.nodes.values()), return_exceptions=True)
+        if self.coordinator is not None:
+            await self.coordinator.close()
+
+    async def __aenter__(self) -> "SimFleet":
+        return await self.start()
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    # ----- inspection -----------------------------------------------------------------------------------
+    def crashed(self) -> list[str]:
+        return [n for n, node in self.nodes.items() if node.service.crashed]
+
+    def fault_counters(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for node in self.nodes.values():
+            for k, v in node.injector.counters.items():
+                total[k] = total.get(k, 0) + v
+        total["crashes"] = len(self.crashes)
+        total["restarts"] = len(self.restarts)
+        return total
+
+    def node_busy(self) -> dict[str, float]:
+        """Seconds each node spent handling requests (node-side, current incarnation)."""
+        return {n: node.transport.busy for n, node in self.nodes.items()}

@@ -1,0 +1,1 @@
+from runtime.testing.fleet import fleet_factory  # noqa: F401  (fixture)
