@@ -15,7 +15,9 @@ the same model always gives the same bytes::
     created         ISO-8601 UTC timestamp
     device          {"kind": spec.kind, "spec": DeviceSpec.to_dict()}
     normalization   {...}                  how raw inputs are mapped before the first layer (free-form)
-    layers          [{"type": ..., ...}]   the layer list (see :mod:`runtime.pnn_artifact` / the model)
+    layers          [{"type": ..., ...}]   the layer list: physical (θ tensor, channels), range_map, bin_readout,
+                                           linear, ... with the names of their tensors
+    architecture    {"builder": "runtime.pat.build_pnn", "config": {...}}   how to rebuild the model
     metadata        {...}                  free-form (task, accuracy, training run, ...)
     payload         {"sha256": hex of payload.bin, "nbytes": int,
                      "tensors": {name: {"dtype", "shape", "offset", "nbytes"}}}
@@ -108,7 +110,8 @@ class Artifact:
 
 def build_artifact(tensors: Mapping[str, Any], layers: list[dict[str, Any]], spec: DeviceSpec,
                    model_version: str | int, normalization: Mapping[str, Any] | None = None,
-                   metadata: Mapping[str, Any] | None = None, created: str | None = None) -> Artifact:
+                   metadata: Mapping[str, Any] | None = None, created: str | None = None,
+                   architecture: Mapping[str, Any] | None = None) -> Artifact:
     """Assemble an artifact (not yet serialized). Tensors may be numpy arrays or torch tensors."""
     arrs: dict[str, np.ndarray] = {}
     for name, t in tensors.items():
@@ -129,6 +132,7 @@ def build_artifact(tensors: Mapping[str, Any], layers: list[dict[str, Any]], spe
         "device": {"kind": spec.kind, "spec": spec.to_dict()},
         "normalization": _jsonable(dict(normalization or {})),
         "layers": _jsonable(list(layers)),
+        "architecture": _jsonable(dict(architecture or {})),
         "metadata": _jsonable(dict(metadata or {})),
     }
     return Artifact(manifest=manifest, tensors=arrs)
@@ -238,6 +242,96 @@ def check_compatible(artifact: Artifact, spec: DeviceSpec) -> None:
     diffs = [f"{k}: artifact {a[k]} vs device {b[k]}" for k in SPEC_KEYS if a[k] != b[k]]
     if diffs:
         raise ArtifactError("spec_mismatch", "artifact does not fit this device (" + "; ".join(diffs) + ")")
+
+
+# ----- PNN <-> artifact ----------------------------------------------------------------------------------
+def pnn_to_artifact(pnn: Any, model_version: str | int, normalization: Mapping[str, Any] | None = None,
+                    metadata: Mapping[str, Any] | None = None, created: str | None = None) -> Artifact:
+    """Package a trained :class:`runtime.pat.PNN` (θ per physical layer, digital weights, spec, architecture).
+
+    ``normalization`` maps raw inputs to the model's features (:func:`normalize`); default identity.
+    """
+    from torch import nn
+
+    from runtime.pat import BinReadout, PhysicalLayer, RangeMap
+
+    cfg = dict(getattr(pnn, "config", {}) or {})
+    if "n_features" not in cfg or "n_classes" not in cfg:
+        raise ArtifactError("unsupported_model", "only PNNs made by runtime.pat.build_pnn (with a config) can be "
+                                                 "packaged: the artifact must say how to rebuild the model")
+    state = pnn.state_dict()
+    layers: list[dict[str, Any]] = []
+    for i, s in enumerate(pnn.stages):
+        pre = f"stages.{i}."
+        names = {k[len(pre):]: k for k in state if k.startswith(pre)}
+        if isinstance(s, PhysicalLayer):
+            layers.append({"type": "physical", "name": s.name, "channels": s.channels, "theta": names["theta"],
+                           "in": s.n_in, "out": s.n_out})
+        elif isinstance(s, RangeMap):
+            layers.append({"type": "range_map", "in": s.n_in, "out": s.n_out, "lo": s.lo, "hi": s.hi,
+                           "pad": s.pad, "tensors": names})
+        elif isinstance(s, BinReadout):
+            layers.append({"type": "bin_readout", "in": int(s.bins.shape[1]), "out": int(s.bins.shape[0]),
+                           "tensors": names})
+        elif isinstance(s, nn.Linear):
+            layers.append({"type": "linear", "in": s.in_features, "out": s.out_features, "tensors": names})
+        else:
+            layers.append({"type": type(s).__name__, "tensors": names})
+    norm = dict(normalization or {"type": "identity"})
+    norm.setdefault("n_features", cfg["n_features"])
+    return build_artifact(state, layers, pnn.spec, model_version, normalization=norm, metadata=metadata,
+                          created=created, architecture={"builder": "runtime.pat.build_pnn", "config": cfg})
+
+
+def pnn_from_artifact(artifact: Artifact, device: Any = None, twin: Any = None) -> Any:
+    """Rebuild the :class:`runtime.pat.PNN` of ``artifact`` (on ``device`` for physical inference).
+
+    Without ``twin`` the model can run forward on the device (``aforward`` under ``torch.no_grad``) but
+    cannot be trained or run in silico.
+    """
+    import torch
+
+    from runtime.pat import build_pnn
+
+    arch = artifact.manifest.get("architecture") or {}
+    if arch.get("builder") != "runtime.pat.build_pnn" or not isinstance(arch.get("config"), dict):
+        raise ArtifactError("bad_manifest", f"unknown model builder {arch.get('builder')!r}")
+    if device is not None and getattr(device, "connected", False):
+        check_compatible(artifact, device.spec)
+    try:
+        model = build_pnn(spec=artifact.spec, device=device, twin=twin or _no_twin, **arch["config"])
+        model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in artifact.tensors.items()}, strict=True)
+    except (TypeError, ValueError, RuntimeError, KeyError) as e:
+        raise ArtifactError("bad_manifest", f"the tensors do not fit the declared architecture: {e}") from None
+    model.eval()
+    return model
+
+
+def _no_twin(x, theta):
+    raise RuntimeError("deployed model has no twin: it runs forward on its device only")
+
+
+def normalize(x: np.ndarray, normalization: Mapping[str, Any]) -> np.ndarray:
+    """Map raw inputs to model features: ``identity`` or ``affine`` ``(x - offset) * scale`` (then clip to
+    ``clip`` if given). Also checks the feature count (``n_features``)."""
+    x = np.asarray(x, np.float32)
+    if x.ndim == 1:
+        x = x[None]
+    n = normalization.get("n_features")
+    if x.ndim != 2 or (n is not None and x.shape[1] != n):
+        raise ValueError(f"inputs must have shape [B, {n}], got {list(x.shape)}")
+    if x.shape[0] == 0 or not np.all(np.isfinite(x)):
+        raise ValueError("inputs must be a non-empty batch of finite numbers")
+    kind = normalization.get("type", "identity")
+    if kind == "affine":
+        x = (x - np.asarray(normalization.get("offset", 0.0), np.float32)) * np.asarray(
+            normalization.get("scale", 1.0), np.float32)
+    elif kind != "identity":
+        raise ValueError(f"unknown normalization type {kind!r}")
+    if normalization.get("clip") is not None:
+        lo, hi = normalization["clip"]
+        x = np.clip(x, lo, hi)
+    return np.ascontiguousarray(x, np.float32)
 
 
 # ----- helpers -------------------------------------------------------------------------------------------

@@ -1,0 +1,22 @@
+"""Helpers for deployment tests: small PNN artifacts for a device, and an in-process node with a Deployment."""
+from __future__ import annotations
+
+from typing import Any
+
+from devices.base import Device
+from runtime.artifact import Artifact, dumps, pnn_to_artifact
+
+
+def pnn_artifact(device: Device, version: str | int = 1, seed: int = 0, n_features: int = 64,
+                 n_classes: int = 10, layers: int = 1, hybrid: bool = False, **meta: Any) -> tuple[Artifact, bytes]:
+    """An untrained (seeded) PNN for ``device`` packaged as an artifact; returns (artifact, bytes).
+
+    Different seeds give different θ and weights, so versions are distinguishable by their predictions.
+    """
+    from runtime.pat import build_pnn
+    from runtime.twins import make_twin
+
+    twin = make_twin("mlp", device.spec)
+    pnn = build_pnn(n_features, n_classes, twin, spec=device.spec, layers=layers, hybrid=hybrid, seed=seed)
+    art = pnn_to_artifact(pnn, version, metadata={"seed": seed, **meta})
+    return art, dumps(art)
