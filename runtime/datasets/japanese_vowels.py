@@ -51,9 +51,18 @@ def load_vowels_xy(length: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """``x[640, 12 * length]`` in [0, 1] and speaker labels ``y[640]`` in 0..8."""
     if isinstance(length, bool) or not isinstance(length, int) or not 2 <= length <= 64:
         raise ValueError(f"vowels: length must be an int in [2, 64], got {length!r}")
+    return _features(length)
+
+
+@lru_cache(maxsize=4)
+def _features(length: int) -> tuple[np.ndarray, np.ndarray]:
     series, y = _raw()
     x = np.stack([np.stack([resample_series(s[:, c], length) for c in range(N_CHANNELS)])
                   for s in series])  # [N, 12, length]
     lo = x.min(axis=(0, 2), keepdims=True)
     hi = x.max(axis=(0, 2), keepdims=True)
-    return scale_unit(x, lo, hi).reshape(len(x), N_CHANNELS * length), y.copy()
+    x = scale_unit(x, lo, hi).reshape(len(x), N_CHANNELS * length)
+    y = y.copy()
+    x.setflags(write=False)
+    y.setflags(write=False)
+    return x, y
