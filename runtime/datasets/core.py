@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,6 +84,8 @@ def split_task(name: str, description: str, x: np.ndarray, y: np.ndarray, n_clas
     if n_train < n_classes or n_test < n_classes:
         raise ValueError(f"{name}: n_train={n_train} and n_test={n_test} must each be >= "
                          f"n_classes={n_classes} for a stratified split")
+    from sklearn.model_selection import train_test_split  # lazy: keeps `import runtime.datasets` light
+
     idx = np.arange(total)
     rng = np.random.RandomState(int(seed) % 2**32)
     tr, rest_idx = train_test_split(idx, train_size=n_train, stratify=y, random_state=rng)
