@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from devices.base import Device
 from devices.errors import DeviceConnectionError, DeviceTimeoutError, RemoteDeviceError
 from devices.spec import DeviceSpec
 from runtime.transport.base import Coordinator
@@ -248,3 +249,25 @@ class FleetManager:
     def status(self) -> dict[str, dict[str, Any]]:
         return {n: {"state": v.state, "joins": v.joins, "evictions": v.evictions, "failures": v.failures,
                     "cap": v.cap} for n, v in self.nodes.items()}
+
+
+class FleetDevice(Device):
+    """Node ``node_id`` of a fleet as a :class:`devices.base.Device` (requests metered by the manager).
+
+    Validation of shapes and safe ranges happens here, before anything is sent.
+    """
+
+    def __init__(self, manager: FleetManager, node_id: str, timeout: float | None = None):
+        super().__init__(node_id)
+        self.manager, self.node_id, self.timeout = manager, node_id, timeout
+
+    async def _connect(self, timeout: float) -> None:
+        node = self.manager.nodes.get(self.node_id)
+        if node is None or node.spec is None:
+            await self.manager.coordinator.wait_for_node(self.node_id, timeout=timeout)
+            self.manager.refresh()
+            node = self.manager.nodes[self.node_id]
+        self._spec = node.spec
+
+    async def _apply(self, x: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        return await self.manager.apply(self.node_id, x, theta, timeout=self.timeout)
