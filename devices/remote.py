@@ -8,14 +8,14 @@ URIs (:func:`connect_uri`, used by ``devices.factory.make_device``)::
 
     zmq://HOST:PORT/NODE[?timeout=10&retries=2&liveness=3]   binds a ZmqCoordinator on tcp://HOST:PORT
     tcp://HOST:PORT/NODE                                      same
-    mqtt://[USER:PASS@]HOST:PORT/NODE                         MqttCoordinator through the broker
+    mqtt://[USER:PASS@]HOST:PORT/NODE[?prefix=pat]           MqttCoordinator through the broker
 
 A device built from a URI owns its coordinator and closes it on :meth:`close`.
 """
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 
@@ -67,37 +67,44 @@ class RemoteDevice(Device):
             await self.coordinator.close()
 
 
-def _options(query: str) -> dict[str, Any]:
-    from .factory import _coerce
-
-    return {k: _coerce(v) for k, v in parse_qsl(query)}
+_DEVICE_OPTIONS = ("timeout", "retries", "name")
 
 
 def connect_uri(uri: str, **kwargs: Any) -> RemoteDevice:
     """``zmq://HOST:PORT/NODE`` or ``mqtt://[USER:PASS@]HOST:PORT/NODE`` -> an unconnected :class:`RemoteDevice`.
 
-    Query options and ``kwargs``: ``timeout``, ``retries``, ``name`` for the device; anything else goes to
-    the coordinator (e.g. ``liveness``, ``max_inflight``).
+    Query options and ``kwargs``: ``timeout``, ``retries``, ``name`` configure the device; other ``kwargs``
+    go to the coordinator (e.g. ``liveness``, ``max_inflight``). Other query options go to the ZeroMQ
+    coordinator as keywords, or stay in the MQTT URL (which has its own, e.g. ``prefix``).
     """
+    from .factory import _coerce
+
     parts = urlsplit(uri)
     scheme = parts.scheme.lower()
-    node = parts.path.strip("/")
+    node = unquote(parts.path.strip("/"))
     if not node or "/" in node:
         raise ValueError(f"device URI {uri!r} must name exactly one node: {scheme}://HOST:PORT/NODE")
-    if parts.hostname is None or parts.port is None:
-        raise ValueError(f"device URI {uri!r} needs HOST:PORT")
-    opts = _options(parts.query)
-    opts.update(kwargs)
-    dev_kw = {k: opts.pop(k) for k in ("timeout", "retries", "name") if k in opts}
+    query = parse_qsl(parts.query)
+    dev_kw = {k: _coerce(v) for k, v in query if k in _DEVICE_OPTIONS}
+    rest = [(k, v) for k, v in query if k not in _DEVICE_OPTIONS]
+    dev_kw.update({k: kwargs.pop(k) for k in _DEVICE_OPTIONS if k in kwargs})
     if scheme in ("zmq", "tcp"):
         from runtime.transport.zmq import ZmqCoordinator
 
+        try:
+            port = parts.port
+        except ValueError as e:
+            raise ValueError(f"bad port in {uri!r}: {e}") from None
+        if not parts.hostname or port is None:
+            raise ValueError(f"device URI {uri!r} needs HOST:PORT")
         host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
-        coord: Coordinator = ZmqCoordinator(f"tcp://{host}:{parts.port}", **opts)
+        opts = {k: _coerce(v) for k, v in rest}
+        opts.update(kwargs)
+        coord: Coordinator = ZmqCoordinator(f"tcp://{host}:{port}", **opts)
     elif scheme in ("mqtt", "mqtts"):
         from runtime.transport.mqtt import MqttCoordinator
 
-        coord = MqttCoordinator(urlunsplit((scheme, parts.netloc, "", "", "")), **opts)
+        coord = MqttCoordinator(urlunsplit((scheme, parts.netloc, "", urlencode(rest), "")), **kwargs)
     else:
         raise ValueError(f"unsupported remote device scheme {scheme!r} in {uri!r}")
     return RemoteDevice(coord, node, own_coordinator=True, **dev_kw)

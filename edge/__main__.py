@@ -4,4 +4,4 @@ import sys
 from runtime.cli import app
 
 if __name__ == "__main__":
-    app(["edge", *sys.argv[1:]], prog_name="python -m edge")
+    app(["edge", *sys.argv[1:]], prog_name="python -m")

@@ -96,6 +96,6 @@ async def run_edge(device_uri: str, connect_url: str, node_id: str, heartbeat: f
     """Build the device from ``device_uri`` (``devices.factory.make_device``) and serve it until stopped."""
     from devices.factory import make_device
 
-    device = make_device(device_uri)
     transport = make_edge_transport(connect_url, node_id, heartbeat=heartbeat, **transport_kw)
+    device = make_device(device_uri)
     await EdgeNode(device, transport, node_id, plugins).run(stop, handle_signals=handle_signals)

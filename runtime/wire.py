@@ -17,6 +17,7 @@ Everything received is validated against strict limits; violations raise :class:
 """
 from __future__ import annotations
 
+import math
 import struct
 import uuid
 from dataclasses import dataclass
@@ -29,6 +30,9 @@ VERSION = 1
 MAGIC = b"PAT1"
 
 ALLOWED_DTYPES = frozenset({"float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "bool"})
+# hot-path caches: ``dtype.name`` and ``np.dtype(str)`` cost microseconds each (native byte order only)
+_DTYPE_NAME = {np.dtype(n): n for n in ALLOWED_DTYPES}
+_DTYPE = {n: np.dtype(n) for n in ALLOWED_DTYPES}
 
 
 class MessageType:
@@ -70,15 +74,20 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
+def _dtype_name(dt: np.dtype) -> str:
+    name = _DTYPE_NAME.get(dt)
+    return name if name is not None else dt.name
+
+
 def _array_meta(a: np.ndarray) -> dict[str, Any]:
-    return {"dtype": a.dtype.name, "shape": list(a.shape)}
+    return {"dtype": _dtype_name(a.dtype), "shape": list(a.shape)}
 
 
 def _as_wire_array(a: Any) -> np.ndarray:
     if hasattr(a, "detach"):
         a = a.detach().cpu().numpy()
     a = np.asarray(a)
-    if a.dtype.name not in ALLOWED_DTYPES:
+    if _dtype_name(a.dtype) not in ALLOWED_DTYPES:
         raise WireError("bad_dtype", f"dtype {a.dtype} cannot be sent")
     if not a.flags.c_contiguous:
         a = np.ascontiguousarray(a)
@@ -147,13 +156,13 @@ def _meta_nbytes(meta: Any, limits: Limits) -> tuple[np.dtype, tuple[int, ...], 
     if not isinstance(meta, dict):
         raise WireError("bad_header", "array entry is not a map")
     dt, shape = meta.get("dtype"), meta.get("shape")
-    if dt not in ALLOWED_DTYPES:
+    if not isinstance(dt, str) or dt not in ALLOWED_DTYPES:
         raise WireError("bad_dtype", f"dtype {dt!r} not allowed")
     if (not isinstance(shape, list) or len(shape) > limits.max_ndim
             or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**40 for s in shape)):
         raise WireError("bad_shape", f"shape {shape!r} invalid (at most {limits.max_ndim} non-negative ints)")
-    dtype = np.dtype(dt)
-    n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize if shape else dtype.itemsize
+    dtype = _DTYPE[dt]
+    n = math.prod(shape) * dtype.itemsize
     if n > limits.max_array_bytes:
         raise WireError("array_too_large", f"{n} bytes > {limits.max_array_bytes}")
     return dtype, tuple(shape), n

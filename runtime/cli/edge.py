@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
         connect: str = typer.Option(..., "--connect", "-c", help="coordinator: tcp://HOST:PORT or mqtt://HOST:PORT"),
         node_id: str = typer.Option(..., "--node-id", "-n", help="this node's id (unique in the fleet)"),
         heartbeat: float = typer.Option(0.5, help="seconds between heartbeats"),
-        max_concurrency: int = typer.Option(8, help="requests served at once (ZeroMQ)"),
+        max_concurrency: int = typer.Option(8, help="requests served at once"),
         curve_server_key: Optional[str] = typer.Option(
             None, help="ZeroMQ CURVE: the coordinator's public key (Z85) or a zmq.auth certificate file"),
         curve_cert: Optional[Path] = typer.Option(
@@ -32,9 +32,8 @@ def register(app: typer.Typer) -> None:
         """Serve DEVICE to the coordinator at CONNECT as NODE_ID until SIGTERM / SIGINT."""
         from edge.agent import run_edge
 
-        kw = {}
+        kw = {"max_concurrency": max_concurrency}
         if connect.startswith(("tcp://", "ipc://")):
-            kw["max_concurrency"] = max_concurrency
             if curve_server_key or curve_cert:
                 kw["curve"] = _curve_client(curve_server_key, curve_cert)
         try:

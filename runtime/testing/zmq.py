@@ -25,6 +25,26 @@ from runtime.transport.zmq import ZmqCoordinator, ZmqEdgeTransport
 from .core import free_port, sim_device
 
 
+class LossyEdgeTransport(ZmqEdgeTransport):
+    """A ZmqEdgeTransport that drops its first ``drop_replies`` replies to ``types`` (a lossy link).
+
+    ``dropped_ids`` records the request ids whose reply was dropped.
+    """
+
+    def __init__(self, *args: Any, drop_replies: int = 1, types: Iterable[str] = ("apply",), **kw: Any):
+        super().__init__(*args, **kw)
+        self.drop_left = drop_replies
+        self.types = set(types)
+        self.dropped_ids: list[str] = []
+
+    def _reply(self, header, arrays, *rest) -> None:
+        if self.drop_left > 0 and header.get("re") in self.types:
+            self.drop_left -= 1
+            self.dropped_ids.append(header.get("id"))
+            return
+        super()._reply(header, arrays, *rest)
+
+
 @dataclass
 class RunningNode:
     """An in-process edge node running as a task; :meth:`stop` says bye and waits for it."""

@@ -1,7 +1,7 @@
 """ZmqCoordinator: the training-side ROUTER that talks to many edge nodes (DEALERs).
 
 Frames on the ROUTER are ``[routing_id, header, *array_buffers]`` (routing id == node id, see
-:mod:`runtime.wire`). One receive task reads everything the nodes send:
+:mod:`runtime.wire`). A reader callback (:class:`~.driver.SocketDriver`) dispatches everything the nodes send:
 
 * ``reply``     -> resolves the future of the pending request with the same ``id`` (and the same node)
 * ``hello``     -> registers the node with its ``spec``
@@ -20,7 +20,9 @@ driving the device again, and a late reply to an earlier attempt still completes
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
 import time
 from typing import Any, Sequence
 
@@ -29,24 +31,41 @@ import zmq
 import zmq.asyncio
 
 from devices.errors import DeviceConnectionError, DeviceTimeoutError, RemoteDeviceError
+from devices.spec import DeviceSpec
 from runtime import wire
 from runtime.transport.base import Coordinator
 from runtime.wire import DEFAULT_LIMITS, Limits, MessageType, WireError
 
+from .driver import SocketDriver
 from .options import DEFAULT_HWM, CurveServer, router_options
 from .stats import TransportStats
 
 log = logging.getLogger(__name__)
 
-class _Pending:
-    __slots__ = ("node", "future", "t0")
+_TIMEOUT = object()      # an attempt's timer fired
+_UNREACHABLE = object()  # the node was not connected for the whole attempt
 
-    def __init__(self, node: str, future: asyncio.Future, t0: float):
-        self.node, self.future, self.t0 = node, future, t0
+
+class _Pending:
+    __slots__ = ("node", "future", "t0", "nbytes")
+
+    def __init__(self, node: str, nbytes: int):
+        self.node, self.nbytes = node, nbytes
+        self.future: asyncio.Future | None = None
+        self.t0 = time.perf_counter()
+
+
+def _expire(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(_TIMEOUT)
 
 
 class ZmqCoordinator(Coordinator):
-    """ROUTER-socket coordinator. ``bind`` is a ZeroMQ endpoint, e.g. ``tcp://127.0.0.1:5555``."""
+    """ROUTER-socket coordinator. ``bind`` is a ZeroMQ endpoint, e.g. ``tcp://127.0.0.1:5555``.
+
+    ``timeout`` (s) is per attempt, ``retries`` the extra attempts (same request id), ``max_inflight`` the
+    per-node pipelining cap, ``liveness`` the seconds without a heartbeat after which a node is dead.
+    """
 
     def __init__(self, bind: str = "tcp://127.0.0.1:5555", *, curve: CurveServer | None = None,
                  liveness: float = 3.0, timeout: float = 10.0, retries: int = 2, max_inflight: int = 8,
@@ -65,11 +84,16 @@ class ZmqCoordinator(Coordinator):
         self.started = False
         self._own_ctx = context is None
         self._ctx = context
-        self._sock: zmq.asyncio.Socket | None = None
+        self._sock: zmq.Socket | None = None
+        self._driver: SocketDriver | None = None
         self._auth = None
         self._tasks: list[asyncio.Task] = []
         self._pending: dict[str, _Pending] = {}
         self._sems: dict[str, asyncio.Semaphore] = {}
+        # request ids: a random per-instance prefix + a counter (unique across coordinator restarts, so a
+        # node's reply cache never answers a new request with an old reply)
+        self._id_prefix = os.urandom(8).hex()
+        self._seq = itertools.count(1)
 
     # ----- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> "ZmqCoordinator":
@@ -83,7 +107,7 @@ class ZmqCoordinator(Coordinator):
             self._auth = AsyncioAuthenticator(self._ctx)
             self._auth.start()
             self._auth.configure_curve_callback("*", credentials_provider=self.curve)
-        sock = self._ctx.socket(zmq.ROUTER)
+        sock = zmq.Socket(self._ctx, zmq.ROUTER)  # driven by SocketDriver (reader callback), not futures
         router_options(sock, self.hwm)
         if self.curve is not None:
             self.curve.apply(sock)
@@ -94,9 +118,9 @@ class ZmqCoordinator(Coordinator):
             await self._teardown()
             raise DeviceConnectionError("coordinator", f"cannot bind {self.bind}: {e}") from None
         self._sock = sock
+        self._driver = SocketDriver(sock, self._on_message).start()
         self.started = True
-        self._tasks = [asyncio.create_task(self._recv_loop(), name=f"zmq-coordinator-recv {self.bind}"),
-                       asyncio.create_task(self._liveness_loop(), name=f"zmq-coordinator-liveness {self.bind}")]
+        self._tasks = [asyncio.create_task(self._liveness_loop(), name=f"zmq-coordinator-liveness {self.bind}")]
         return self
 
     async def close(self) -> None:
@@ -111,6 +135,9 @@ class ZmqCoordinator(Coordinator):
             if not p.future.done():
                 p.future.set_exception(DeviceConnectionError(p.node, "coordinator closed"))
         self._pending.clear()
+        if self._driver is not None:
+            self._driver.close()
+            self._driver = None
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
@@ -131,17 +158,15 @@ class ZmqCoordinator(Coordinator):
     async def request(self, node_id: str, type: str, arrays: Sequence[np.ndarray] = (), *,
                       timeout: float | None = None, retries: int | None = None,
                       **fields: Any) -> tuple[dict[str, Any], list[np.ndarray]]:
-        if not self.started or self._sock is None:
+        if not self.started:
             raise DeviceConnectionError(node_id, "coordinator is not started")
         timeout = self.timeout if timeout is None else float(timeout)
         retries = self.retries if retries is None else int(retries)
-        header = wire.make_header(type, node=node_id, **fields)
-        rid = header["id"]
+        rid = f"{self._id_prefix}{next(self._seq):x}"
         try:
-            frames = wire.encode(header, arrays, self.limits)
+            frames = wire.encode(wire.make_header(type, id=rid, node=node_id, **fields), arrays, self.limits)
         except WireError as e:
             raise RemoteDeviceError(node_id, str(e), code=e.code) from None
-        nbytes = sum(memoryview(f).nbytes for f in frames)
         msg = [node_id.encode(), *frames]
         sem = self._sems.get(node_id)
         if sem is None:
@@ -149,69 +174,74 @@ class ZmqCoordinator(Coordinator):
         stats = self.stats
         stats.requests += 1
         async with sem:
-            loop = asyncio.get_running_loop()
-            fut = loop.create_future()
-            pend = self._pending[rid] = _Pending(node_id, fut, time.perf_counter())
-            unreachable = False
+            pend = self._pending[rid] = _Pending(node_id, sum(len(f) for f in frames))
             try:
                 for attempt in range(retries + 1):
                     if attempt:
                         stats.retries += 1
-                    try:
-                        sent = self._sock.send_multipart(msg, copy=False)
-                        if not sent.done():  # high-water mark reached: wait for room, at most `timeout`
-                            try:
-                                await asyncio.wait_for(sent, timeout)
-                            except asyncio.TimeoutError:
-                                continue
-                        sent.result()
-                    except zmq.ZMQError as e:
-                        if e.errno != zmq.EHOSTUNREACH:
-                            raise DeviceConnectionError(node_id, f"send failed: {e}") from None
-                        stats.unreachable += 1
-                        unreachable = True
-                        # not connected (yet / any more): give it a moment to (re)connect, then retry
-                        await asyncio.wait((fut,), timeout=min(timeout, 0.05 * 2 ** attempt))
-                        if fut.done():
-                            break
-                        continue
-                    unreachable = False
-                    stats.sent_msgs += 1
-                    stats.bytes_out += nbytes
-                    if not fut.done():
-                        await asyncio.wait((fut,), timeout=timeout)
-                    if fut.done():
+                    result = await self._attempt(pend, msg, timeout)
+                    if result is not _TIMEOUT and result is not _UNREACHABLE:
                         break
+                else:
+                    if result is _UNREACHABLE:
+                        raise DeviceConnectionError(node_id, f"node is not connected to {self.bind} "
+                                                             f"({retries + 1} attempt(s) of {timeout:g} s)")
+                    stats.timeouts += 1
+                    raise DeviceTimeoutError(node_id, f"no reply to {type!r} (id {rid}) within {timeout:g} s "
+                                                      f"after {retries + 1} attempt(s)")
             finally:
                 self._pending.pop(rid, None)
-            if not fut.done():
-                fut.cancel()
-                if unreachable:
-                    raise DeviceConnectionError(node_id, f"node is not connected to {self.bind} "
-                                                         f"({retries + 1} attempts)")
-                stats.timeouts += 1
-                raise DeviceTimeoutError(node_id, f"no reply to {type!r} (id {rid[:8]}) within {timeout:g} s "
-                                                  f"after {retries + 1} attempt(s)")
-            reply, out = fut.result()  # raises DeviceConnectionError if the node left / we closed
             stats.latency.append(time.perf_counter() - pend.t0)
+        reply, out = result
         if not reply.get("ok", False):
             stats.errors += 1
             err = reply.get("error") if isinstance(reply.get("error"), dict) else {}
-            raise RemoteDeviceError(node_id, str(err.get("message", "error reply")), code=str(err.get("code", "remote")))
+            raise RemoteDeviceError(node_id, str(err.get("message", "error reply")),
+                                    code=str(err.get("code", "remote")))
         return reply, out
 
-    # ----- receive side ------------------------------------------------------------------------------
-    async def _recv_loop(self) -> None:
-        sock = self._sock
-        stats = self.stats
+    async def _attempt(self, pend: _Pending, msg: list, timeout: float) -> Any:
+        """Send ``msg`` once and wait up to ``timeout`` for the reply (to this or an earlier attempt).
+
+        A node that is not connected (EHOSTUNREACH) is re-tried with a growing back-off within the same
+        attempt, so a node that is (re)connecting gets the whole ``timeout`` to come back.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        backoff = 0.01
         while True:
-            frames = await sock.recv_multipart(copy=False)
-            stats.recv_msgs += 1
+            fut = pend.future = loop.create_future()
             try:
-                self._dispatch(frames)
-            except Exception as e:  # a peer must never take the loop down
-                stats.malformed += 1
-                log.debug("dropped a malformed message: %s", e)
+                if not self._driver.send_nowait(msg):  # high-water mark: wait for room
+                    try:
+                        await asyncio.wait_for(self._driver.send(msg), max(0.0, deadline - loop.time()))
+                    except asyncio.TimeoutError:
+                        return _TIMEOUT
+                break
+            except zmq.ZMQError as e:
+                if e.errno != zmq.EHOSTUNREACH:
+                    raise DeviceConnectionError(pend.node, f"send failed: {e}") from None
+                self.stats.unreachable += 1
+                left = deadline - loop.time()
+                if left <= 0:
+                    return _UNREACHABLE
+                result = await _wait(fut, min(backoff, left))
+                if result is not _TIMEOUT:  # a late reply to an earlier attempt
+                    return result
+                backoff = min(2 * backoff, 0.2)
+        self.stats.sent_msgs += 1
+        self.stats.bytes_out += pend.nbytes
+        return await _wait(fut, max(0.0, deadline - loop.time()))
+
+    # ----- receive side ------------------------------------------------------------------------------
+    def _on_message(self, frames: list) -> None:
+        stats = self.stats
+        stats.recv_msgs += 1
+        try:
+            self._dispatch(frames)
+        except Exception as e:  # a peer must never take the coordinator down
+            stats.malformed += 1
+            log.debug("dropped a malformed message: %s", e)
 
     def _dispatch(self, frames: list) -> None:
         stats = self.stats
@@ -248,6 +278,7 @@ class ZmqCoordinator(Coordinator):
             spec = header.get("spec")
             if not isinstance(spec, dict):
                 raise WireError("bad_hello", "hello without a spec")
+            DeviceSpec.from_dict(spec)  # validate before registering anything
             self._node_seen(node, spec=spec, **_meta(header))
         elif t == MessageType.BYE:
             self._node_left(node)
@@ -257,9 +288,10 @@ class ZmqCoordinator(Coordinator):
 
     def _ask_hello(self, ident: bytes, node: str) -> None:
         """Answer a heartbeat from a node we do not know with ``hello``: the node re-sends its hello."""
-        f = self._sock.send_multipart([ident, *wire.encode(wire.make_header(MessageType.HELLO, node=node))],
-                                      flags=zmq.DONTWAIT)
-        f.add_done_callback(_consume)
+        try:
+            self._driver.send_nowait([ident, *wire.encode(wire.make_header(MessageType.HELLO, node=node))])
+        except zmq.ZMQError:  # gone again: it will heartbeat again
+            pass
 
     def _fail_pending(self, node: str, why: str) -> None:
         for p in list(self._pending.values()):
@@ -285,7 +317,10 @@ def _meta(header: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in header.items() if k not in _ENVELOPE}
 
 
-def _consume(f: asyncio.Future) -> None:
-    """Retrieve a fire-and-forget send's exception (a node that went away is not an error here)."""
-    if not f.cancelled():
-        f.exception()
+async def _wait(fut: asyncio.Future, timeout: float) -> Any:
+    """``await fut`` for at most ``timeout`` s (then ``_TIMEOUT``) without wrapping it in a task."""
+    handle = asyncio.get_running_loop().call_later(timeout, _expire, fut)
+    try:
+        return await fut
+    finally:
+        handle.cancel()

@@ -19,6 +19,7 @@ import logging
 import os
 from typing import Any
 
+import msgpack
 import zmq
 import zmq.asyncio
 
@@ -26,6 +27,7 @@ from runtime import wire
 from runtime.transport.base import EdgeTransport
 from runtime.wire import DEFAULT_LIMITS, Limits, MessageType, WireError
 
+from .driver import SocketDriver
 from .options import DEFAULT_HWM, CurveClient, dealer_options
 
 log = logging.getLogger(__name__)
@@ -49,8 +51,10 @@ class ZmqEdgeTransport(EdgeTransport):
         self.drain = float(drain)
         self.bye_linger = float(bye_linger)
         self._ctx = context
-        self._sock: zmq.asyncio.Socket | None = None
+        self._driver: SocketDriver | None = None
         self._service: Any = None
+        self._handlers: set[asyncio.Task] = set()
+        self._stopping = False
         self.counters = {"served": 0, "malformed": 0, "hellos": 0, "heartbeats": 0, "dropped": 0}
         self.inflight = 0
 
@@ -58,80 +62,92 @@ class ZmqEdgeTransport(EdgeTransport):
     async def serve(self, service: Any, stop: asyncio.Event) -> None:
         own_ctx = self._ctx is None
         ctx = zmq.asyncio.Context() if own_ctx else self._ctx
-        sock = ctx.socket(zmq.DEALER)
+        sock = zmq.Socket(ctx, zmq.DEALER)  # driven by SocketDriver (reader callback), not futures
         dealer_options(sock, self.node_id, self.hwm)
         if self.curve is not None:
             self.curve.apply(sock)
-        self._sock, self._service = sock, service
-        handlers: set[asyncio.Task] = set()
-        tasks: list[asyncio.Task] = []
+        self._service = service
+        self._handlers = set()
+        self._stopping = False
+        self.inflight = 0
+        hb: asyncio.Task | None = None
         try:
             sock.connect(self.connect)
+            self._driver = SocketDriver(sock, self._on_message).start()
             self._send_nowait(self._hello_frames())
-            tasks = [asyncio.create_task(self._recv_loop(handlers), name=f"zmq-edge-recv {self.node_id}"),
-                     asyncio.create_task(self._heartbeat_loop(), name=f"zmq-edge-heartbeat {self.node_id}"),
-                     asyncio.create_task(stop.wait(), name=f"zmq-edge-stop {self.node_id}")]
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for t in done:
-                if t is not tasks[2] and not t.cancelled() and t.exception() is not None:
-                    raise t.exception()
+            hb = asyncio.create_task(self._heartbeat_loop(), name=f"zmq-edge-heartbeat {self.node_id}")
+            await stop.wait()
         finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            if handlers:  # let in-flight requests finish and reply
-                _, left = await asyncio.wait(handlers, timeout=self.drain)
+            if hb is not None:
+                hb.cancel()
+                await asyncio.gather(hb, return_exceptions=True)
+            self._stopping = True
+            if self._driver is not None:
+                self._driver.pause()  # take no new requests
+            if self._handlers:  # let in-flight requests finish and reply
+                _, left = await asyncio.wait(self._handlers, timeout=self.drain)
                 for t in left:
                     t.cancel()
-                await asyncio.gather(*handlers, return_exceptions=True)
-            self._send_nowait(wire.encode(wire.make_header(MessageType.BYE, node=self.node_id)))
+                await asyncio.gather(*left, return_exceptions=True)
+            if self._driver is not None:
+                self._send_nowait(wire.encode(wire.make_header(MessageType.BYE, node=self.node_id)))
+                self._driver.close()
+                self._driver = None
             sock.close(linger=int(self.bye_linger * 1000))  # a short window to flush the bye
-            self._sock = None
             if own_ctx:
                 ctx.term()
 
-    async def _recv_loop(self, handlers: set[asyncio.Task]) -> None:
-        sem = asyncio.Semaphore(self.max_concurrency)
-        sock = self._sock
-        while True:
-            frames = await sock.recv_multipart(copy=False)
-            await sem.acquire()
-            t = asyncio.create_task(self._handle(frames, sem))
-            handlers.add(t)
-            t.add_done_callback(handlers.discard)
-
-    async def _handle(self, frames: list, sem: asyncio.Semaphore) -> None:
+    def _on_message(self, frames: list) -> None:
+        """Reader callback: start a handler task per request; pause reading at ``max_concurrency``."""
+        t = asyncio.get_running_loop().create_task(self._handle(frames))
+        self._handlers.add(t)
+        t.add_done_callback(self._handler_done)
         self.inflight += 1
+        if self.inflight >= self.max_concurrency:
+            self._driver.pause()  # the rest waits in ZeroMQ's queue (backpressure)
+
+    def _handler_done(self, t: asyncio.Task) -> None:
+        self._handlers.discard(t)
+        self.inflight -= 1
+        if self._driver is not None and self.inflight < self.max_concurrency and not self._stopping:
+            self._driver.resume()
+
+    async def _handle(self, frames: list) -> None:
         try:
             try:
                 header, arrays = wire.decode(frames, self.limits)
-            except WireError as e:
+            except Exception as e:  # WireError, or anything a hostile header provokes
                 self.counters["malformed"] += 1
-                self._reply(wire.error_header(_partial_header(frames, self.limits), e.code, str(e), self.node_id), ())
+                code = e.code if isinstance(e, WireError) else "bad_request"
+                self._reply(wire.error_header(_partial_header(frames, self.limits), code, str(e), self.node_id), ())
                 return
             if header["type"] == MessageType.HELLO:  # the coordinator asks us to (re)announce
                 self._send_nowait(self._hello_frames())
                 return
             reply, out = await self._service.handle(header, arrays)
             self.counters["served"] += 1
-            self._reply(reply, out)
+            self._reply(reply, out, arrays, frames)
         except asyncio.CancelledError:
             raise
         except Exception:  # never let one request take the node down
             log.exception("node %s: failed to handle a request", self.node_id)
-        finally:
-            self.inflight -= 1
-            sem.release()
 
-    def _reply(self, header: dict[str, Any], arrays) -> None:
+    def _reply(self, header: dict[str, Any], arrays, request_arrays=(), request_frames=()) -> None:
         try:
             frames = wire.encode(header, arrays, self.limits)
         except WireError as e:  # a handler produced something we cannot send
             frames = wire.encode(wire.error_header(header, e.code, f"reply cannot be sent: {e}", self.node_id))
-        f = self._sock.send_multipart(frames, copy=False)
-        if not f.done():
-            f.add_done_callback(_consume)
-        elif f.exception() is not None:
+        else:
+            # a reply array that *is* a request array (echo, pass-through) goes back as the received
+            # zmq.Frame: zero-copy without registering a new buffer with pyzmq's garbage collector thread
+            for i, a in enumerate(arrays):
+                for j, r in enumerate(request_arrays):
+                    if a is r:
+                        frames[i + 1] = request_frames[j + 1]
+                        break
+        if self._driver is None or not self._driver.send_nowait(frames):
+            # queue full (coordinator gone or slow): the coordinator retries with the same id and gets
+            # the cached reply, so dropping here loses nothing
             self.counters["dropped"] += 1
 
     # ----- announcements -----------------------------------------------------------------------------
@@ -154,21 +170,21 @@ class ZmqEdgeTransport(EdgeTransport):
 
     def _send_nowait(self, frames: list) -> None:
         """Fire-and-forget control message; dropped (counted) when the send queue is full."""
-        f = self._sock.send_multipart(frames, flags=zmq.DONTWAIT)
-        if not f.done():  # queued behind other sends
-            f.add_done_callback(_consume)
-        elif f.exception() is not None:
+        try:
+            ok = self._driver is not None and self._driver.send_nowait(frames)
+        except zmq.ZMQError:
+            ok = False
+        if not ok:
             self.counters["dropped"] += 1
 
 
 def _partial_header(frames: list, limits: Limits) -> dict[str, Any] | None:
-    """The header of a message whose arrays were bad, so the error reply carries its id (None if unreadable)."""
+    """What can be read of a rejected message's header, so the error reply carries its id (None if nothing)."""
     try:
-        return wire.decode_header(frames[0], limits) if frames else None
-    except WireError:
+        hb = frames[0].bytes if hasattr(frames[0], "bytes") else bytes(frames[0])
+        if len(hb) > limits.max_header_bytes:
+            return None
+        h = msgpack.unpackb(hb, raw=False)
+    except Exception:
         return None
-
-
-def _consume(f: asyncio.Future) -> None:
-    if not f.cancelled():
-        f.exception()
+    return h if isinstance(h, dict) else None
