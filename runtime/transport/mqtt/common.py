@@ -1,0 +1,191 @@
+"""Shared pieces of the MQTT transport: URLs, the topic layout, client construction, errors.
+
+Topic layout under a ``prefix`` (default ``pat``; a node id is one topic level, no ``/ + #``)::
+
+    PREFIX/NODE/req          coordinator -> node   request payloads                       QoS 1
+    PREFIX/NODE/rep/CID      node -> coordinator   replies to coordinator CID ("cid" field) QoS 1
+    PREFIX/NODE/rep          node -> anyone        error replies to unreadable requests     QoS 1
+    PREFIX/NODE/hello        node, retained        hello header with spec, heartbeat, handlers, max_payload
+    PREFIX/NODE/status       node, retained        "online SID" / "offline SID" (UTF-8; the Last Will is "offline SID")
+    PREFIX/NODE/hb           node -> coordinator   heartbeat header every `heartbeat` s     QoS 0
+
+``SID`` is a random session id per connection: an "offline" for an older session (a late Last Will of a
+connection the node already replaced) is ignored. Every payload except ``status`` is one
+:func:`runtime.wire.pack` message: ``PAT1 | u32 header_len | msgpack header | arrays (8-byte aligned)``.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import ssl
+import struct
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import aiomqtt
+
+from devices.errors import DeviceConnectionError, DeviceError
+from runtime.wire import DEFAULT_LIMITS, MAGIC, Limits, WireError, decode_header
+
+log = logging.getLogger("runtime.transport.mqtt")
+
+#: MQTT's largest packet is 268,435,455 bytes (remaining length); keep room for topic and packet id
+MQTT_MAX_PACKET = 268_435_455
+DEFAULT_MAX_PAYLOAD = MQTT_MAX_PACKET - 65_540
+
+_NAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
+
+
+def check_name(name: str, what: str = "node id") -> str:
+    """A node id / coordinator id must be one MQTT topic level: letters, digits, ``_ . : @ -``."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(f"invalid {what} {name!r}: use 1-128 of A-Z a-z 0-9 _ . : @ - (one MQTT topic level)")
+    return name
+
+
+def check_prefix(prefix: str) -> str:
+    if not prefix or any(c in prefix for c in "+#") or prefix.startswith("/") or prefix.endswith("/"):
+        raise ValueError(f"invalid topic prefix {prefix!r}: no wildcards, no leading/trailing '/'")
+    return prefix
+
+
+class PayloadTooLargeError(DeviceError, ValueError):
+    """A payload over ``max_payload`` bytes: refused before anything was published."""
+
+    code = "too_large"
+
+
+class MqttAuthError(DeviceConnectionError):
+    """The broker refused the connection (bad username/password or not authorised)."""
+
+
+@dataclass(frozen=True)
+class MqttUrl:
+    """``mqtt[s]://[user[:password]@]host[:port][/NODE][?prefix=..&max_payload=..]`` (user/password URL-quoted)."""
+
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    node: str | None = None
+    options: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def parse(cls, url: str) -> "MqttUrl":
+        u = urlsplit(url)
+        if u.scheme not in ("mqtt", "mqtts"):
+            raise ValueError(f"not an MQTT URL: {url!r} (expected mqtt://host:port or mqtts://...)")
+        tls = u.scheme == "mqtts"
+        try:
+            port = u.port or (8883 if tls else 1883)
+        except ValueError as e:
+            raise ValueError(f"bad port in MQTT URL {url!r}: {e}") from None
+        node = unquote(u.path.strip("/")) or None
+        if node is not None:
+            check_name(node)
+        return cls(host=u.hostname or "127.0.0.1", port=port,
+                   username=unquote(u.username) if u.username is not None else None,
+                   password=unquote(u.password) if u.password is not None else None,
+                   tls=tls, node=node, options=tuple(parse_qsl(u.query)))
+
+    def option(self, name: str, default: Any = None) -> Any:
+        return dict(self.options).get(name, default)
+
+    @property
+    def where(self) -> str:
+        """The broker, for messages (no credentials)."""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+def split_device_url(url: str) -> tuple[str, str]:
+    """``mqtt://u:p@h:1883/node-1?prefix=x`` -> (``mqtt://u:p@h:1883?prefix=x``, ``node-1``)."""
+    u = urlsplit(url)
+    node = unquote(u.path.strip("/"))
+    if not node:
+        raise ValueError(f"MQTT device URL {url!r} names no node: use mqtt://host:port/NODE")
+    check_name(node)
+    return u._replace(path="").geturl(), node
+
+
+class Topics:
+    """The topic names of one prefix (see the module docstring)."""
+
+    def __init__(self, prefix: str):
+        self.prefix = check_prefix(prefix)
+        self._cut = len(prefix) + 1
+
+    def req(self, node: str) -> str:
+        return f"{self.prefix}/{node}/req"
+
+    def rep(self, node: str, cid: str | None = None) -> str:
+        return f"{self.prefix}/{node}/rep/{cid}" if cid else f"{self.prefix}/{node}/rep"
+
+    def hello(self, node: str) -> str:
+        return f"{self.prefix}/{node}/hello"
+
+    def status(self, node: str) -> str:
+        return f"{self.prefix}/{node}/status"
+
+    def hb(self, node: str) -> str:
+        return f"{self.prefix}/{node}/hb"
+
+    def split(self, topic: str) -> tuple[str, str] | None:
+        """``PREFIX/NODE/KIND[/...]`` -> (NODE, KIND), None for foreign topics."""
+        if not topic.startswith(self.prefix) or topic[self._cut - 1: self._cut] != "/":
+            return None
+        parts = topic[self._cut:].split("/", 2)
+        return (parts[0], parts[1]) if len(parts) >= 2 else None
+
+
+#: CONNACK codes for refused credentials: 3.1.1 (4 bad user/password, 5 not authorised) and MQTT 5 (134, 135)
+_AUTH_CODES = frozenset({4, 5, 134, 135})
+
+
+def make_client(url: MqttUrl, identifier: str, *, will: aiomqtt.Will | None = None, keepalive: int = 10,
+                timeout: float = 10.0, max_queued_incoming: int = 0) -> aiomqtt.Client:
+    """An (unconnected) ``aiomqtt.Client`` for ``url``; MQTT 3.1.1, clean session."""
+    return aiomqtt.Client(
+        url.host, url.port, identifier=identifier, username=url.username, password=url.password, will=will,
+        keepalive=keepalive, timeout=timeout, max_queued_incoming_messages=max_queued_incoming,
+        tls_context=ssl.create_default_context() if url.tls else None, clean_session=True)
+
+
+async def connect(client: aiomqtt.Client, url: MqttUrl, who: str) -> aiomqtt.Client:
+    """Connect ``client``; failures become :class:`DeviceConnectionError` / :class:`MqttAuthError` naming ``who``."""
+    try:
+        await client.__aenter__()
+    except aiomqtt.MqttCodeError as e:  # a CONNACK refusal (aiomqtt's MqttConnectError) carries the code
+        rc = getattr(e.rc, "value", e.rc)
+        if rc in _AUTH_CODES:
+            raise MqttAuthError(who, f"broker {url.where} refused the connection: {e} "
+                                     f"(check the username/password in the URL; user={url.username!r})") from None
+        raise DeviceConnectionError(who, f"broker {url.where} refused the connection: {e}") from None
+    except aiomqtt.MqttError as e:
+        raise DeviceConnectionError(who, f"cannot connect to MQTT broker {url.where}: {e}") from None
+    return client
+
+
+async def disconnect(client: aiomqtt.Client | None) -> None:
+    """Graceful DISCONNECT (no Last Will); quiet if the connection is already gone."""
+    if client is None:
+        return
+    with contextlib.suppress(aiomqtt.MqttError, OSError, RuntimeError):
+        await client.__aexit__(None, None, None)
+
+
+def peek_header(payload: Any, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any] | None:
+    """The header of a payload whose arrays are bad (so an error reply can carry its id), else None."""
+    try:
+        mv = memoryview(payload).cast("B")
+        if bytes(mv[: len(MAGIC)]) != MAGIC:
+            return None
+        (hlen,) = struct.unpack_from("<I", mv, len(MAGIC))
+        start = len(MAGIC) + 4
+        if start + hlen > mv.nbytes:
+            return None
+        return decode_header(mv[start: start + hlen], limits)
+    except (WireError, ValueError, TypeError, struct.error):
+        return None

@@ -1,0 +1,311 @@
+"""MqttCoordinator: the training side of the MQTT transport (topics in :mod:`.common`).
+
+One aiomqtt client subscribes to ``PREFIX/+/status``, ``PREFIX/+/hello``, ``PREFIX/+/hb``,
+``PREFIX/+/rep/CID`` and ``PREFIX/+/rep``; one receive task dispatches what arrives:
+
+* ``status`` "online SID"  -> the node's session; with its hello it joins the registry (``_node_seen``)
+* ``status`` "offline SID" -> (clean exit or the broker's Last Will after a crash) the node is dead and its
+                              in-flight requests fail at once with DeviceConnectionError (stale SIDs ignored)
+* ``hello``                -> spec, heartbeat interval, handlers, max_payload of the node
+* ``hb``                   -> refreshes ``last_seen``; a liveness task marks nodes dead after ``liveness`` s
+* ``rep``                  -> resolves the pending request with the same ``id``
+
+``request`` publishes ``pack(header + arrays)`` to ``PREFIX/NODE/req`` at QoS 1 with ``cid`` = this
+coordinator's id (the node answers on ``PREFIX/NODE/rep/CID``). At most ``max_inflight`` requests per node are
+outstanding (an ``asyncio.Semaphore`` per node; later callers wait). Each attempt waits ``timeout`` s; a retry
+re-publishes the *same* id, so the node's reply cache answers it without driving the device twice, and a late
+reply to an earlier attempt completes the request. Payloads over ``max_payload`` bytes (or the node's announced
+limit) raise :class:`PayloadTooLargeError` and nothing is published. If the broker connection drops, a
+background task reconnects (backoff up to 2 s); requests wait for it within their timeouts.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from typing import Any, Sequence
+
+import aiomqtt
+import numpy as np
+
+from devices.errors import DeviceConnectionError, DeviceTimeoutError, RemoteDeviceError
+from runtime import wire
+from runtime.transport.base import Coordinator
+from runtime.transport.zmq.stats import TransportStats
+from runtime.wire import DEFAULT_LIMITS, Limits, MessageType, WireError
+
+from .common import (DEFAULT_MAX_PAYLOAD, MqttUrl, PayloadTooLargeError, Topics, check_name, connect, disconnect,
+                     make_client)
+
+log = logging.getLogger(__name__)
+
+_ENVELOPE = frozenset({"v", "type", "id", "node", "arrays", "spec"})
+
+
+class _Pending:
+    __slots__ = ("node", "future", "t0")
+
+    def __init__(self, node: str, future: asyncio.Future, t0: float):
+        self.node, self.future, self.t0 = node, future, t0
+
+
+class MqttCoordinator(Coordinator):
+    """Coordinator that reaches edge nodes through an MQTT broker at ``url`` (``mqtt://[user:pass@]host:port``)."""
+
+    def __init__(self, url: str = "mqtt://127.0.0.1:1883", prefix: str | None = None, *, timeout: float = 10.0,
+                 retries: int = 2, max_inflight: int = 8, liveness: float = 3.0,
+                 max_payload: int | None = None, keepalive: int = 10, connect_timeout: float = 10.0,
+                 limits: Limits = DEFAULT_LIMITS, client_id: str | None = None):
+        super().__init__()
+        self.url = MqttUrl.parse(url)
+        if self.url.node:
+            raise ValueError(f"coordinator URL {self.url.where}/{self.url.node} names a node; "
+                             "pass the broker URL and the node id to request()")
+        self.topics = Topics(prefix or self.url.option("prefix", "pat"))
+        self.cid = check_name(client_id or uuid.uuid4().hex[:12], "coordinator id")
+        self.timeout = float(timeout)
+        self.retries = int(retries)
+        self.max_inflight = int(max_inflight)
+        self.liveness = float(liveness)
+        self.max_payload = int(max_payload or self.url.option("max_payload", DEFAULT_MAX_PAYLOAD))
+        self.keepalive = int(keepalive)
+        self.connect_timeout = float(connect_timeout)
+        self.limits = limits
+        self.stats = TransportStats()
+        self.started = False
+        self._client: aiomqtt.Client | None = None
+        self._connected = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._pending: dict[str, _Pending] = {}
+        self._sems: dict[str, asyncio.Semaphore] = {}
+        self._sessions: dict[str, str | None] = {}      # node -> SID of its live session, None when offline
+        self._hellos: dict[str, dict[str, Any]] = {}    # node -> last hello header
+
+    # ----- lifecycle ---------------------------------------------------------------------------------
+    async def start(self) -> "MqttCoordinator":
+        """Connect and subscribe; raises DeviceConnectionError / MqttAuthError if the broker refuses."""
+        if self.started:
+            return self
+        client = await self._connect()
+        self.started = True
+        self._tasks = [asyncio.create_task(self._run(client), name=f"mqtt-coordinator {self.cid}"),
+                       asyncio.create_task(self._liveness_loop(), name=f"mqtt-coordinator-liveness {self.cid}")]
+        return self
+
+    async def close(self) -> None:
+        if not self.started:
+            return
+        self.started = False
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        for p in list(self._pending.values()):
+            if not p.future.done():
+                p.future.set_exception(DeviceConnectionError(p.node, "coordinator closed"))
+        self._pending.clear()
+        client, self._client = self._client, None
+        self._connected.clear()
+        await disconnect(client)
+        for n in list(self.nodes):
+            self._node_left(n)
+
+    async def _connect(self) -> aiomqtt.Client:
+        client = make_client(self.url, f"{self.topics.prefix}-coord-{self.cid}", keepalive=self.keepalive,
+                             timeout=self.connect_timeout)
+        await connect(client, self.url, "coordinator")
+        t = self.topics.prefix
+        try:
+            await client.subscribe([(f"{t}/+/status", 1), (f"{t}/+/hello", 1), (f"{t}/+/hb", 0),
+                                    (f"{t}/+/rep/{self.cid}", 1), (f"{t}/+/rep", 1)])
+        except aiomqtt.MqttError as e:
+            await disconnect(client)
+            raise DeviceConnectionError("coordinator", f"subscribe on {self.url.where} failed: {e}") from None
+        self._client = client
+        self._connected.set()
+        return client
+
+    async def _run(self, client: aiomqtt.Client) -> None:
+        """Receive until the connection drops, then reconnect (forever, until close)."""
+        while True:
+            try:
+                async for msg in client.messages:
+                    self.stats.recv_msgs += 1
+                    try:
+                        self._dispatch(msg.topic.value, msg.payload)
+                    except Exception as e:  # a peer must never take the loop down
+                        self.stats.malformed += 1
+                        log.debug("dropped a malformed message on %s: %s", msg.topic.value, e)
+            except aiomqtt.MqttError as e:
+                log.warning("coordinator %s lost the broker %s: %s; reconnecting", self.cid, self.url.where, e)
+            self._connected.clear()
+            self._client = None
+            await disconnect(client)
+            delay = 0.05
+            while True:
+                await asyncio.sleep(delay)
+                try:
+                    client = await self._connect()
+                    break
+                except DeviceConnectionError as e:
+                    log.debug("reconnect failed: %s", e)
+                    delay = min(2.0, delay * 2)
+
+    # ----- requests ----------------------------------------------------------------------------------
+    async def request(self, node_id: str, type: str, arrays: Sequence[np.ndarray] = (), *,
+                      timeout: float | None = None, retries: int | None = None,
+                      **fields: Any) -> tuple[dict[str, Any], list[np.ndarray]]:
+        """One request to ``node_id`` (``fields`` go into the header; ``id=`` reuses a request id)."""
+        if not self.started:
+            raise DeviceConnectionError(node_id, "coordinator is not started")
+        timeout = self.timeout if timeout is None else float(timeout)
+        retries = self.retries if retries is None else int(retries)
+        if self._sessions.get(node_id, "?") is None:
+            raise DeviceConnectionError(node_id, f"node is offline (status on {self.topics.status(node_id)})")
+        header = wire.make_header(type, id=fields.pop("id", None), node=node_id, cid=self.cid, **fields)
+        rid = header["id"]
+        try:
+            payload = wire.pack(header, arrays, self.limits)
+        except WireError as e:
+            raise RemoteDeviceError(node_id, str(e), code=e.code) from None
+        limit = min(self.max_payload, int(self._hellos.get(node_id, {}).get("max_payload") or self.max_payload))
+        if len(payload) > limit:
+            raise PayloadTooLargeError(node_id, f"{type!r} request is {len(payload)} bytes > max_payload {limit} "
+                                                f"(broker/node limit); nothing was sent - send smaller batches")
+        topic = self.topics.req(node_id)
+        sem = self._sems.get(node_id)
+        if sem is None:
+            sem = self._sems[node_id] = asyncio.Semaphore(self.max_inflight)
+        stats = self.stats
+        stats.requests += 1
+        async with sem:
+            fut = asyncio.get_running_loop().create_future()
+            pend = self._pending[rid] = _Pending(node_id, fut, time.perf_counter())
+            lost: str | None = None
+            try:
+                for attempt in range(retries + 1):
+                    if attempt:
+                        stats.retries += 1
+                    lost = await self._publish(topic, payload, timeout)
+                    if lost is None:
+                        stats.sent_msgs += 1
+                        stats.bytes_out += len(payload)
+                    if not fut.done():
+                        await asyncio.wait((fut,), timeout=timeout if lost is None else 0.05 * 2 ** attempt)
+                    if fut.done():
+                        break
+            finally:
+                self._pending.pop(rid, None)
+            if not fut.done():
+                fut.cancel()
+                if lost is not None:
+                    raise DeviceConnectionError(node_id, f"no broker connection ({lost}) after {retries + 1} attempts")
+                stats.timeouts += 1
+                raise DeviceTimeoutError(node_id, f"no reply to {type!r} (id {rid[:8]}) within {timeout:g} s "
+                                                  f"after {retries + 1} attempt(s) via {self.url.where}")
+            reply, out = fut.result()  # raises DeviceConnectionError if the node went offline / we closed
+            stats.latency.append(time.perf_counter() - pend.t0)
+        if not reply.get("ok", False):
+            stats.errors += 1
+            err = reply.get("error") if isinstance(reply.get("error"), dict) else {}
+            raise RemoteDeviceError(node_id, str(err.get("message", "error reply")), code=str(err.get("code", "remote")))
+        return reply, out
+
+    async def _publish(self, topic: str, payload: bytes, timeout: float) -> str | None:
+        """Publish at QoS 1; None on success, else why not (no connection)."""
+        client = self._client
+        if client is None:
+            try:
+                await asyncio.wait_for(self._connected.wait(), timeout)
+            except asyncio.TimeoutError:
+                return "not connected to the broker"
+            client = self._client
+            if client is None:
+                return "not connected to the broker"
+        try:
+            await client.publish(topic, payload, qos=1, timeout=timeout)
+        except aiomqtt.MqttError as e:
+            return f"publish failed: {e}"
+        return None
+
+    # ----- receive side ------------------------------------------------------------------------------
+    def _dispatch(self, topic: str, payload: bytes) -> None:
+        where = self.topics.split(topic)
+        if where is None:
+            return
+        node, kind = where
+        if kind == "rep":
+            self._on_reply(node, payload)
+        elif kind == "hb":
+            if self._sessions.get(node) and node in self._hellos:
+                header = wire.unpack(payload, self.limits)[0]
+                self._node_seen(node, **_meta(header))
+        elif kind == "status":
+            self._on_status(node, bytes(payload).decode("utf-8", "replace").split())
+        elif kind == "hello":
+            self._on_hello(node, payload)
+
+    def _on_reply(self, node: str, payload: bytes) -> None:
+        stats = self.stats
+        stats.bytes_in += len(payload)
+        header, arrays = wire.unpack(payload, self.limits)
+        p = self._pending.get(header.get("id", ""))
+        if p is None or p.node != node or p.future.done():
+            stats.unmatched += 1
+            if not header.get("ok", True):
+                log.warning("node %s: error reply to an unknown request: %s", node, header.get("error"))
+            return
+        stats.round_trips += 1
+        p.future.set_result((header, arrays))
+        info = self.nodes.get(node)
+        if info is not None:
+            info.last_seen = time.monotonic()
+
+    def _on_status(self, node: str, words: list[str]) -> None:
+        state, sid = (words + ["", ""])[:2]
+        if state == "online":
+            self._sessions[node] = sid
+            hello = self._hellos.get(node)
+            if hello is not None and hello.get("sid") == sid:
+                self._node_seen(node, spec=hello["spec"], **_meta(hello))
+        elif state == "offline":
+            current = self._sessions.get(node)
+            if current is not None and sid and current != sid:
+                log.debug("node %s: ignoring offline of old session %s (live: %s)", node, sid, current)
+                return
+            self._sessions[node] = None
+            self._node_left(node)
+            self._fail_pending(node, "node went offline (clean exit, or its broker connection died: Last Will)")
+
+    def _on_hello(self, node: str, payload: bytes) -> None:
+        if not payload:  # retained hello cleared by a clean exit
+            self._hellos.pop(node, None)
+            return
+        header = wire.unpack(payload, self.limits)[0]
+        if not isinstance(header.get("spec"), dict):
+            raise WireError("bad_hello", "hello without a spec")
+        self._hellos[node] = header
+        if self._sessions.get(node) and self._sessions[node] == header.get("sid"):
+            self._node_seen(node, spec=header["spec"], **_meta(header))
+
+    def _fail_pending(self, node: str, why: str) -> None:
+        for p in list(self._pending.values()):
+            if p.node == node and not p.future.done():
+                p.future.set_exception(DeviceConnectionError(node, why))
+
+    async def _liveness_loop(self) -> None:
+        period = max(0.02, min(0.25, self.liveness / 4))
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for node, info in list(self.nodes.items()):
+                if info.alive and now - info.last_seen > self.liveness:
+                    log.info("node %s missed heartbeats for %.1f s: dead", node, now - info.last_seen)
+                    self._node_left(node)
+
+
+def _meta(header: dict[str, Any]) -> dict[str, Any]:
+    """Node metadata carried by hello / heartbeat (everything but the envelope fields)."""
+    return {k: v for k, v in header.items() if k not in _ENVELOPE}

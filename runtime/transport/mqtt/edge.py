@@ -1,0 +1,196 @@
+"""MqttEdgeTransport: the node side of the MQTT transport (topics in :mod:`.common`).
+
+Life cycle of :meth:`MqttEdgeTransport.serve`, per broker connection (session id SID)::
+
+    connect with Last Will  PREFIX/NODE/status = "offline SID" (retained, QoS 1)
+    subscribe PREFIX/NODE/req (QoS 1)                      -- before announcing, so no request is missed
+    publish   PREFIX/NODE/status = "online SID"  (retained)
+    publish   PREFIX/NODE/hello  = {spec, sid, heartbeat, handlers, max_payload}  (retained)
+    every `heartbeat` s: PREFIX/NODE/hb = {seq, inflight, served}   (QoS 0)
+    each request: unpack -> NodeService.handle -> pack -> PREFIX/NODE/rep/CID  (at most `max_concurrency` at once)
+    stop set -> finish in-flight requests (at most `drain` s) -> status "offline SID", clear hello -> DISCONNECT
+
+A crash (process killed, socket gone) skips the last step; the broker then publishes the Last Will, so the
+coordinator learns at once that the node is offline. A lost connection is re-established after
+``reconnect`` s (doubling up to 5 s); a refused login (:class:`MqttAuthError`) is raised, not retried.
+A payload that cannot be unpacked gets an error reply (``ok: false`` with the wire error code; on
+``PREFIX/NODE/rep/CID`` when its header was readable, else on ``PREFIX/NODE/rep``) and the node keeps serving.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from typing import Any
+
+import aiomqtt
+
+from devices.errors import DeviceConnectionError
+from runtime import wire
+from runtime.transport.base import EdgeTransport
+from runtime.wire import DEFAULT_LIMITS, Limits, MessageType, WireError
+
+from .common import (DEFAULT_MAX_PAYLOAD, MqttAuthError, MqttUrl, Topics, check_name, connect, disconnect,
+                     make_client, peek_header)
+
+log = logging.getLogger(__name__)
+
+
+class MqttEdgeTransport(EdgeTransport):
+    """Serve a NodeService through the MQTT broker at ``url`` (``mqtt://[user:pass@]host:port``)."""
+
+    def __init__(self, url: str, node_id: str, heartbeat: float = 0.5, *, prefix: str | None = None,
+                 max_concurrency: int = 8, max_payload: int | None = None, keepalive: int = 5,
+                 reconnect: float = 0.2, drain: float = 2.0, connect_timeout: float = 10.0,
+                 max_queued: int = 1000, limits: Limits = DEFAULT_LIMITS):
+        self.url = MqttUrl.parse(url)
+        self.node_id = check_name(node_id)
+        self.topics = Topics(prefix or self.url.option("prefix", "pat"))
+        self.heartbeat = float(heartbeat)
+        self.max_concurrency = int(max_concurrency)
+        self.max_payload = int(max_payload or self.url.option("max_payload", DEFAULT_MAX_PAYLOAD))
+        self.keepalive = int(keepalive)
+        self.reconnect = float(reconnect)
+        self.drain = float(drain)
+        self.connect_timeout = float(connect_timeout)
+        self.max_queued = int(max_queued)
+        self.limits = limits
+        self.counters = {"served": 0, "malformed": 0, "too_large": 0, "heartbeats": 0, "connects": 0,
+                         "dropped": 0}
+        self.inflight = 0
+        self.client: aiomqtt.Client | None = None   # the live connection (tests may inspect it)
+        self.sid: str | None = None
+
+    # ----- main loop ---------------------------------------------------------------------------------
+    async def serve(self, service: Any, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set (reconnecting when the broker connection drops)."""
+        delay = self.reconnect
+        while not stop.is_set():
+            self.sid = wire.new_id()[:12]
+            status = self.topics.status(self.node_id)
+            will = aiomqtt.Will(status, f"offline {self.sid}".encode(), qos=1, retain=True)
+            client = make_client(self.url, f"{self.topics.prefix}-node-{self.node_id}", will=will,
+                                 keepalive=self.keepalive, timeout=self.connect_timeout,
+                                 max_queued_incoming=self.max_queued)
+            try:
+                await connect(client, self.url, self.node_id)
+            except MqttAuthError:
+                raise
+            except DeviceConnectionError as e:
+                log.warning("node %s: %s; retrying in %.1f s", self.node_id, e, delay)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                delay = min(5.0, delay * 2)
+                continue
+            delay = self.reconnect
+            self.client = client
+            self.counters["connects"] += 1
+            try:
+                await self._session(client, service, stop)
+            except aiomqtt.MqttError as e:
+                log.warning("node %s lost the broker %s: %s", self.node_id, self.url.where, e)
+            finally:
+                self.client = None
+                await disconnect(client)
+
+    async def _session(self, client: aiomqtt.Client, service: Any, stop: asyncio.Event) -> None:
+        node, topics, sid = self.node_id, self.topics, self.sid
+        await client.subscribe(topics.req(node), qos=1)
+        await client.publish(topics.status(node), f"online {sid}".encode(), qos=1, retain=True)
+        await client.publish(topics.hello(node), self._hello(service), qos=1, retain=True)
+        handlers: set[asyncio.Task] = set()
+        tasks = [asyncio.create_task(self._recv_loop(client, service, handlers), name=f"mqtt-edge-recv {node}"),
+                 asyncio.create_task(self._heartbeat_loop(client), name=f"mqtt-edge-heartbeat {node}"),
+                 asyncio.create_task(stop.wait(), name=f"mqtt-edge-stop {node}")]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                if t is not tasks[2] and not t.cancelled() and t.exception() is not None:
+                    raise t.exception()
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if handlers:  # let in-flight requests finish and reply
+                _, left = await asyncio.wait(handlers, timeout=self.drain)
+                for t in left:
+                    t.cancel()
+                await asyncio.gather(*handlers, return_exceptions=True)
+        # clean exit: say offline (the Will is discarded on DISCONNECT) and drop the retained hello
+        with contextlib.suppress(aiomqtt.MqttError):
+            await client.publish(topics.status(node), f"offline {sid}".encode(), qos=1, retain=True, timeout=2)
+            await client.publish(topics.hello(node), b"", qos=1, retain=True, timeout=2)
+
+    def _hello(self, service: Any) -> bytes:
+        return wire.pack(wire.make_header(
+            MessageType.HELLO, node=self.node_id, sid=self.sid, spec=service.device.spec.to_dict(),
+            heartbeat=self.heartbeat, handlers=sorted(service.handlers), max_payload=self.max_payload,
+            pid=os.getpid()))
+
+    async def _recv_loop(self, client: aiomqtt.Client, service: Any, handlers: set[asyncio.Task]) -> None:
+        sem = asyncio.Semaphore(self.max_concurrency)
+        req = self.topics.req(self.node_id)
+        async for msg in client.messages:
+            if msg.topic.value != req:
+                continue
+            await sem.acquire()
+            t = asyncio.create_task(self._handle(client, service, msg.payload, sem))
+            handlers.add(t)
+            t.add_done_callback(handlers.discard)
+
+    async def _handle(self, client: aiomqtt.Client, service: Any, payload: bytes, sem: asyncio.Semaphore) -> None:
+        self.inflight += 1
+        header: dict[str, Any] | None = None
+        try:
+            try:
+                if len(payload) > self.max_payload:
+                    self.counters["too_large"] += 1
+                    raise WireError("too_large", f"request of {len(payload)} bytes > max_payload {self.max_payload}")
+                header, arrays = wire.unpack(payload, self.limits)
+            except WireError as e:
+                self.counters["malformed"] += 1
+                header = peek_header(payload, self.limits)
+                reply, out = wire.error_header(header, e.code, str(e), self.node_id), []
+            else:
+                reply, out = await service.handle(header, arrays)
+                self.counters["served"] += 1
+            await client.publish(self._reply_topic(header), self._pack_reply(reply, out), qos=1)
+        except asyncio.CancelledError:
+            raise
+        except aiomqtt.MqttError as e:  # connection lost: the coordinator retries with the same id
+            self.counters["dropped"] += 1
+            log.debug("node %s: reply not sent: %s", self.node_id, e)
+        except Exception:  # never let one request take the node down
+            log.exception("node %s: failed to handle a request", self.node_id)
+        finally:
+            self.inflight -= 1
+            sem.release()
+
+    def _reply_topic(self, header: dict[str, Any] | None) -> str:
+        cid = header.get("cid") if header else None
+        if isinstance(cid, str):
+            with contextlib.suppress(ValueError):
+                return self.topics.rep(self.node_id, check_name(cid, "coordinator id"))
+        return self.topics.rep(self.node_id)
+
+    def _pack_reply(self, reply: dict[str, Any], out: list) -> bytes:
+        try:
+            data = wire.pack(reply, out, self.limits)
+        except WireError as e:  # a handler produced something we cannot send
+            return wire.pack(wire.error_header(reply, e.code, f"reply cannot be sent: {e}", self.node_id))
+        if len(data) > self.max_payload:
+            return wire.pack(wire.error_header(reply, "too_large", f"reply of {len(data)} bytes > max_payload "
+                                                                   f"{self.max_payload}", self.node_id))
+        return data
+
+    async def _heartbeat_loop(self, client: aiomqtt.Client) -> None:
+        seq = 0
+        hb = self.topics.hb(self.node_id)
+        while True:
+            await asyncio.sleep(self.heartbeat)
+            seq += 1
+            self.counters["heartbeats"] += 1
+            await client.publish(hb, wire.pack(wire.make_header(
+                MessageType.HEARTBEAT, node=self.node_id, sid=self.sid, seq=seq, inflight=self.inflight,
+                served=self.counters["served"])), qos=0)
