@@ -89,6 +89,8 @@ def _as_wire_array(a: Any) -> np.ndarray:
     a = np.asarray(a)
     if _dtype_name(a.dtype) not in ALLOWED_DTYPES:
         raise WireError("bad_dtype", f"dtype {a.dtype} cannot be sent")
+    if not a.dtype.isnative:  # the wire is little-endian / native: never send foreign byte order raw
+        a = a.astype(a.dtype.newbyteorder("="))
     if not a.flags.c_contiguous:
         a = np.ascontiguousarray(a)
     return a
