@@ -21,6 +21,8 @@ class ReplayBuffer:
         self.x = np.zeros((capacity, in_dim), np.float32)
         self.theta = np.zeros((capacity, param_dim), np.float32)
         self.y = np.zeros((capacity, out_dim), np.float32)
+        self.group = np.zeros(capacity, np.int64)   # which add() (measurement batch) a row came from
+        self.batches = 0
         self.size = 0
         self.head = 0          # next slot to write
         self.total = 0         # triples ever added
@@ -30,7 +32,7 @@ class ReplayBuffer:
 
     @property
     def nbytes(self) -> int:
-        return self.x.nbytes + self.theta.nbytes + self.y.nbytes
+        return self.x.nbytes + self.theta.nbytes + self.y.nbytes + self.group.nbytes
 
     def add(self, x: Any, theta: Any, y: Any) -> None:
         """Add a batch: ``x[B, in]``, ``theta[P]`` (shared) or ``[B, P]``, ``y[B, out]``."""
@@ -49,6 +51,8 @@ class ReplayBuffer:
             b = self.capacity
         idx = (self.head + np.arange(b)) % self.capacity
         self.x[idx], self.theta[idx], self.y[idx] = x, theta, y
+        self.group[idx] = self.batches
+        self.batches += 1
         self.head = int((self.head + b) % self.capacity)
         self.size = min(self.capacity, self.size + b)
         self.total += b
@@ -75,19 +79,33 @@ class ReplayBuffer:
         o = self._order()[rng.integers(0, self.size, int(n))]
         return self.x[o], self.theta[o], self.y[o]
 
+    def twin_data(self, n: int | None = None):
+        """The newest ``n`` (default: all) triples as :class:`runtime.twins.TwinData` for ``fit_twin``."""
+        from runtime.twins import TwinData
+
+        o = self._order()
+        if n is not None:
+            o = o[-int(n):]
+        y = self.y[o]
+        return TwinData(self.x[o], self.theta[o], y, y[None].copy(), self.group[o])
+
     def state_dict(self) -> dict[str, Any]:
-        x, t, y = self.arrays()
-        return {"capacity": self.capacity, "total": self.total, "x": x, "theta": t, "y": y}
+        o = self._order()
+        return {"capacity": self.capacity, "total": self.total, "batches": self.batches,
+                "x": self.x[o], "theta": self.theta[o], "y": self.y[o], "group": self.group[o]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         x, t, y = (np.asarray(state[k], np.float32) for k in ("x", "theta", "y"))
         if x.shape[1:] != self.x.shape[1:] or t.shape[1:] != self.theta.shape[1:] or y.shape[1:] != self.y.shape[1:]:
             raise ValueError("replay state has different dimensions than this buffer")
-        self.size = self.head = 0
-        self.total = 0
-        if len(x):
-            self.add(x, t, y)
-        self.total = int(state.get("total", len(x)))
+        n = min(len(x), self.capacity)
+        x, t, y = x[len(x) - n:], t[len(t) - n:], y[len(y) - n:]
+        g = np.asarray(state.get("group", np.zeros(len(x))), np.int64)[-n:] if n else np.zeros(0, np.int64)
+        self.x[:n], self.theta[:n], self.y[:n], self.group[:n] = x, t, y, g
+        self.size = n
+        self.head = n % self.capacity
+        self.total = int(state.get("total", n))
+        self.batches = int(state.get("batches", int(g.max()) + 1 if n else 0))
 
 
 def _np(a: Any) -> np.ndarray:

@@ -54,7 +54,7 @@ class Sample:
 
     @staticmethod
     def make(seq: int, x: Any, y: Any) -> "Sample":
-        x = np.asarray(x, np.float32)
+        x = np.array(x, np.float32)  # a writable copy (wire arrays are read-only views)
         y = np.asarray(y).astype(np.int64)
         if x.ndim == 1:
             x = x[None]
