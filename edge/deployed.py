@@ -392,7 +392,7 @@ class Deployment:
             log.warning("node %s: deploy refused (%s: %s)", self.node_id, code, msg)
             return {"ok": False, "request": req, "error": {"code": code, "message": f"refused, still serving "
                                                                                      f"{self._current_desc()}: {msg}"},
-                    **(self.current.info if self.current else {})}
+                    **(self.current.info if self.current else {}), "previous": self._previous_id()}
 
     async def _announce(self, client, status: dict[str, Any]) -> None:
         await client.publish(self._topic("deployed"), pack(make_header("deployed", node=self.node_id, **status)),

@@ -314,7 +314,7 @@ def _no_twin(x, theta):
 def normalize(x: np.ndarray, normalization: Mapping[str, Any]) -> np.ndarray:
     """Map raw inputs to model features: ``identity`` or ``affine`` ``(x - offset) * scale`` (then clip to
     ``clip`` if given). Also checks the feature count (``n_features``)."""
-    x = np.asarray(x, np.float32)
+    x = np.array(x, np.float32)  # a private, writable copy
     if x.ndim == 1:
         x = x[None]
     n = normalization.get("n_features")
