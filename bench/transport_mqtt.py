@@ -11,7 +11,8 @@ same Mosquitto broker (started here on a free loopback port):
 Both payloads are the same size (the runtime adds a ~100-byte header). Each is run sequentially (window 1)
 and pipelined (``--window`` requests in flight). The serving side runs in a child process (``--server
 inproc`` puts it in this event loop). Repeats alternate raw and runtime and keep each one's best, so
-background load hits both alike. Reported: round trips/s, samples/s (best run) and the ratio runtime/raw
+background load hits both alike. Both processes ``gc.freeze()`` after start-up: with torch imported, a
+full garbage collection takes ~0.2 s, which would otherwise land at random in either mode. Reported: round trips/s, samples/s (best run) and the ratio runtime/raw
 (goal >= 0.85) three ways: best vs best, the median of paired runs, and by CPU cost per round trip summed over
 the client, the serving process and the broker (from /proc, so it is not inflated by other load on the machine).
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import statistics
 import subprocess
@@ -153,6 +155,8 @@ async def main(args: argparse.Namespace) -> None:
                     break
                 await bench_raw(client, x, 5, 1)
                 await bench_runtime(coord, x, 5, 1)
+                gc.collect()
+                gc.freeze()  # torch & co. are imported: a full collection of them costs ~0.2 s, in either mode
                 print(f"MQTT round trips of a {args.batch}x{args.dim} float32 batch ({x.nbytes / 1024:.0f} KiB), "
                       f"n={args.n} x {args.repeats} alternating runs, server={args.server}, "
                       f"NodeService cache_size={args.cache_size}, load avg {os.getloadavg()[0]:.1f}")
@@ -206,6 +210,7 @@ if __name__ == "__main__":
         import torch
 
         torch.set_num_threads(1)
+        gc.freeze()
         asyncio.run(serve_both(a.serve, cache_size=a.cache_size))
     else:
         asyncio.run(main(a))

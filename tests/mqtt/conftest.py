@@ -66,13 +66,14 @@ async def _edge_node(url: str, node_id: str = "node-1", heartbeat: float = 0.2, 
         yield node
     finally:
         stop.set()
-        try:
-            await asyncio.wait_for(task, 10)
-        except BaseException:
+        done, _ = await asyncio.wait({task}, timeout=10)
+        if not done:
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
-            raise
+            raise AssertionError(f"edge node {node_id} did not stop within 10 s of stop.set()")
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()
 
 
 @contextlib.asynccontextmanager

@@ -161,3 +161,14 @@ async def test_node_and_coordinator_survive_a_broker_restart(edge_node, coordina
                 assert node.transport.counters["connects"] == 2
                 node.stop.set()
                 await asyncio.wait_for(node.task, 10)
+
+
+async def test_cancelled_node_still_says_offline(broker, edge_node, coordinator):
+    async with coordinator(broker.url, liveness=30) as coord:
+        async with edge_node(broker.url, "cancelled") as node:
+            await coord.wait_for_node("cancelled")
+            node.task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await node.task
+            await _until(lambda: not coord.nodes["cancelled"].alive, timeout=2)
+            assert coord._sessions["cancelled"] is None  # told by the node, not by missed heartbeats

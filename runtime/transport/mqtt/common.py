@@ -15,6 +15,7 @@ connection the node already replaced) is ignored. Every payload except ``status`
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
@@ -165,6 +166,10 @@ async def connect(client: aiomqtt.Client, url: MqttUrl, who: str) -> aiomqtt.Cli
         raise DeviceConnectionError(who, f"broker {url.where} refused the connection: {e}") from None
     except aiomqtt.MqttError as e:
         raise DeviceConnectionError(who, f"cannot connect to MQTT broker {url.where}: {e}") from None
+    except asyncio.CancelledError:  # do not leave a half-open connection (and its aiomqtt task) behind
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(disconnect(client), 1.0)
+        raise
     return client
 
 

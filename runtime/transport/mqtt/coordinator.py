@@ -123,6 +123,9 @@ class MqttCoordinator(Coordinator):
         except aiomqtt.MqttError as e:
             await disconnect(client)
             raise DeviceConnectionError("coordinator", f"subscribe on {self.url.where} failed: {e}") from None
+        except asyncio.CancelledError:
+            await disconnect(client)
+            raise
         self._client = client
         self._connected.set()
         return client

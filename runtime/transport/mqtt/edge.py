@@ -90,6 +90,9 @@ class MqttEdgeTransport(EdgeTransport):
                 await self._session(client, service, stop)
             except aiomqtt.MqttError as e:
                 log.warning("node %s lost the broker %s: %s", self.node_id, self.url.where, e)
+            except asyncio.CancelledError:  # cancelled instead of stopped: still tell the coordinator
+                await self._say_offline(client)
+                raise
             finally:
                 self.client = None
                 await disconnect(client)
@@ -117,10 +120,15 @@ class MqttEdgeTransport(EdgeTransport):
                 for t in left:
                     t.cancel()
                 await asyncio.gather(*handlers, return_exceptions=True)
-        # clean exit: say offline (the Will is discarded on DISCONNECT) and drop the retained hello
-        with contextlib.suppress(aiomqtt.MqttError):
-            await client.publish(topics.status(node), f"offline {sid}".encode(), qos=1, retain=True, timeout=2)
-            await client.publish(topics.hello(node), b"", qos=1, retain=True, timeout=2)
+        await self._say_offline(client)
+
+    async def _say_offline(self, client: aiomqtt.Client) -> None:
+        """Clean exit: status "offline SID" (the Will is discarded on DISCONNECT), retained hello cleared."""
+        node = self.node_id
+        with contextlib.suppress(aiomqtt.MqttError, asyncio.TimeoutError):
+            await client.publish(self.topics.status(node), f"offline {self.sid}".encode(), qos=1, retain=True,
+                                 timeout=2)
+            await client.publish(self.topics.hello(node), b"", qos=1, retain=True, timeout=2)
 
     def _hello(self, service: Any) -> bytes:
         return wire.pack(wire.make_header(
