@@ -5,5 +5,7 @@ Import from here in tests and downstream projects, e.g. ``from runtime.testing i
 from __future__ import annotations
 
 from .core import assert_no_leaked_tasks, free_port, sim_device
+from .mosquitto import Broker, mosquitto_broker, mosquitto_broker_sync, require_mosquitto
 
-__all__ = ["assert_no_leaked_tasks", "free_port", "sim_device"]
+__all__ = ["Broker", "assert_no_leaked_tasks", "free_port", "mosquitto_broker", "mosquitto_broker_sync",
+           "require_mosquitto", "sim_device"]
