@@ -1,8 +1,80 @@
-"""`pat deploy` (not implemented yet)."""
+"""`pat deploy`: ship a trained PNN artifact (.pnn) to edge nodes, roll back, or inspect one.
+
+    pat deploy model.pnn --to zmq://127.0.0.1:5555/node1          # bind, wait for node1, DEPLOY
+    pat deploy model.pnn --to mqtt://127.0.0.1:1883/node1         # retained on pat/node1/deploy
+    pat deploy model.pnn --to fleet --coordinator tcp://127.0.0.1:5555 [--nodes n1,n2] [--wait 5]
+    pat deploy --rollback --to mqtt://127.0.0.1:1883/node1 [--version ARTIFACT_ID]
+    pat deploy model.pnn --inspect
+
+Exit status: 0 when every node confirmed, 1 when any node refused (its reason is printed), 2 for bad usage or
+an artifact that fails verification locally.
+"""
 from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Optional
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
     """Add the `deploy` command to `app`."""
+
+    @app.command("deploy")
+    def deploy(
+        model: Optional[Path] = typer.Argument(None, help="the .pnn artifact (not needed with --rollback)"),
+        to: Optional[str] = typer.Option(None, "--to", help="zmq://HOST:PORT/NODE, mqtt://HOST:PORT/NODE or fleet"),
+        coordinator: Optional[str] = typer.Option(None, help="with --to fleet: tcp://HOST:PORT (bind) or "
+                                                             "mqtt://HOST:PORT (broker)"),
+        nodes: Optional[str] = typer.Option(None, help="with --to fleet: comma-separated node ids (default: all "
+                                                       "that join within --wait)"),
+        rollback: bool = typer.Option(False, "--rollback", help="roll back to the previous version"),
+        version: Optional[str] = typer.Option(None, help="with --rollback: the artifact id to go back to"),
+        inspect: bool = typer.Option(False, "--inspect", help="verify MODEL and print its manifest summary"),
+        wait: float = typer.Option(10.0, help="seconds to wait for nodes to join"),
+        timeout: float = typer.Option(30.0, help="seconds to wait for each node's verdict"),
+    ) -> None:
+        """Deploy MODEL to the node(s) given by --to (or roll back, or inspect)."""
+        from runtime.artifact import ArtifactError, load_artifact
+        from runtime.deployer import DeployError, Target, run_on_target
+
+        data = None
+        if not rollback:
+            if model is None:
+                raise typer.BadParameter("give the .pnn artifact to deploy (or --rollback)")
+            try:
+                art = load_artifact(model)
+            except ArtifactError as e:
+                typer.echo(f"error: {model}: {e}", err=True)
+                raise typer.Exit(2) from None
+            if inspect:
+                typer.echo(json.dumps({**art.summary(), "spec": art.manifest["device"]["spec"],
+                                       "normalization": art.normalization, "metadata": art.metadata}, indent=1))
+                return
+            data = model.read_bytes()
+        if not to:
+            raise typer.BadParameter("--to is required (zmq://HOST:PORT/NODE, mqtt://HOST:PORT/NODE or fleet)")
+        try:
+            target = Target.parse(to, coordinator, [n for n in (nodes or "").split(",") if n])
+        except ValueError as e:
+            raise typer.BadParameter(str(e)) from None
+        try:
+            results = asyncio.run(run_on_target(target, "rollback" if rollback else "deploy", data, to=version,
+                                                wait=wait, timeout=timeout))
+        except DeployError as e:
+            results = {e.node: e}
+        except Exception as e:  # connection problems: say which and exit non-zero
+            typer.echo(f"error: {type(e).__name__}: {e}", err=True)
+            raise typer.Exit(1) from None
+        failed = False
+        for node, r in results.items():
+            if isinstance(r, DeployError):
+                failed = True
+                typer.echo(f"{node}: REFUSED {r.code}: {r.message}", err=True)
+            else:
+                what = "unchanged" if r.get("unchanged") else ("rolled back to" if rollback else "deployed")
+                typer.echo(f"{node}: {what} version {r.get('model_version')} ({str(r.get('artifact_id'))[:12]})")
+        if failed:
+            raise typer.Exit(1)

@@ -28,6 +28,11 @@ def register(app: typer.Typer) -> None:
             None, help="ZeroMQ CURVE: the coordinator's public key (Z85) or a zmq.auth certificate file"),
         curve_cert: Optional[Path] = typer.Option(
             None, help="ZeroMQ CURVE: this node's secret certificate file (zmq.auth.create_certificates)"),
+        deploy_dir: Optional[Path] = typer.Option(
+            None, help="accept deployed PNNs (deploy/rollback/infer), persisted in this directory"),
+        deploy_mqtt: Optional[str] = typer.Option(
+            None, help="with --deploy-dir: also follow the retained deploy topic and publish predictions on "
+                       "this MQTT broker (mqtt://HOST:PORT)"),
     ) -> None:
         """Serve DEVICE to the coordinator at CONNECT as NODE_ID until SIGTERM / SIGINT."""
         from edge.agent import run_edge
@@ -37,9 +42,20 @@ def register(app: typer.Typer) -> None:
             if curve_server_key or curve_cert:
                 kw["curve"] = _curve_client(curve_server_key, curve_cert)
         try:
-            asyncio.run(run_edge(device, connect, node_id, heartbeat=heartbeat, **kw))
+            asyncio.run(_run_with_deployment(run_edge, device, connect, node_id, heartbeat, kw, deploy_dir,
+                                             deploy_mqtt))
         except ValueError as e:
             raise typer.BadParameter(str(e)) from None
+
+
+async def _run_with_deployment(run_edge, device, connect, node_id, heartbeat, kw, deploy_dir, deploy_mqtt):
+    """``run_edge`` plus, with ``deploy_dir``, the :class:`edge.deployed.Deployment` plugin (closed at exit)."""
+    if deploy_dir is None:
+        return await run_edge(device, connect, node_id, heartbeat=heartbeat, **kw)
+    from edge.deployed import Deployment
+
+    async with Deployment(deploy_dir, mqtt=deploy_mqtt) as dep:
+        await run_edge(device, connect, node_id, heartbeat=heartbeat, plugins=[dep], **kw)
 
 
 def _curve_client(server_key: str | None, cert: Path | None):
