@@ -133,3 +133,19 @@ async def test_retained_deploy_over_mqtt_reaches_late_nodes_and_refusals_keep_se
         finally:
             await node.stop()
             await dep.close()
+
+
+async def test_deploy_to_a_whole_fleet_through_its_coordinator(tmp_path):
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    devs = [await sim_device(**SIM) for _ in range(2)]
+    _, data = pnn_artifact(devs[0], version="5", seed=5)
+    deps = [Deployment(tmp_path / f"n{i}") for i in range(2)]
+    nodes = [await start_node(d, url, f"n{i}", plugins=[dep]) for i, (d, dep) in enumerate(zip(devs, deps))]
+    try:
+        res = await run_on_target(Target.parse("fleet", coordinator=url), "deploy", data, wait=1.5)
+        assert sorted(res) == ["n0", "n1"] and all(r["model_version"] == "5" for r in res.values()), res
+        assert all(d.current.artifact.model_version == "5" for d in deps)
+    finally:
+        for n in nodes:
+            await n.stop()
