@@ -3,10 +3,12 @@
 Encoding. A 4f pulse shaper spreads the fundamental spectrum over ``N = ppv * (in_dim + param_dim)`` SLM
 pixels (frequencies ``nu_j`` spanning ``[-bw/2, bw/2]`` THz around the carrier). Each value of ``x`` and of
 ``theta`` sets the spectral phase of its own block of ``ppv`` pixels; the blocks are interleaved along the
-spectrum (``x_0, theta_0, x_1, ...`` in proportion). The liquid-crystal pixels do not switch sharply: the
+spectrum (``x_0, theta_0, x_1, ...`` in proportion). A fixed pseudo-random phase mask ``phi_0`` (uniform in
+``[-mask pi, mask pi]`` per block, part of the design, the same on every unit) is added so that a flat
+drive is not a transform-limited pulse (which would saturate the camera). The liquid-crystal pixels do not switch sharply: the
 applied phase is smoothed by the pixel cross-talk kernel ``g`` (Gaussian, width ``xt`` pixels)::
 
-    phi(nu) = g * [pi * kappa * v(nu)] + gdd * (2 nu / bw)^2        (kappa: SLM calibration, gdd: residual chirp)
+    phi(nu) = g * [pi * kappa * v(nu) + phi_0(nu)] + gdd * (2 nu / bw)^2  (kappa: SLM calibration, gdd: chirp)
     E(nu)   = A(nu) exp(i phi(nu)),   A(nu) = exp(-((nu - nu_c) / sigma)^4 / 2)   (flat-top laser spectrum)
 
 Type-I SHG in a thin crystal, undepleted pump: the second-harmonic field is the autoconvolution of the
@@ -46,13 +48,16 @@ class SHGSim(ToleranceMixin, Simulator):
     tolerance = {"kappa": 0.3, "sigma": 0.3, "gain": 0.5, "nu_c": 3.0, "Omega_pm": 3.0, "shift": 5.0}
 
     def make_spec(self, in_dim: int = 32, param_dim: int = 32, out_dim: int = 32, ppv: int = 4,
-                  bw: float = 40.0, **_):
+                  bw: float = 40.0, mask: float = 0.7, **_):
         self.in_dim, self.param_dim, self.out_dim, self.ppv = int(in_dim), int(param_dim), int(out_dim), int(ppv)
         self.bw = float(bw)
         self.order = interleave_order(self.in_dim, self.param_dim)
         self.N = self.ppv * (self.in_dim + self.param_dim)
         self.nu = (torch.arange(self.N, dtype=torch.float64) + 0.5) / self.N * self.bw - self.bw / 2   # THz
         self.Omega = torch.arange(2 * self.N - 1, dtype=torch.float64) * (self.bw / self.N) - self.bw + self.bw / self.N
+        g = torch.Generator().manual_seed(20220126)
+        nb = self.in_dim + self.param_dim
+        self.phi0 = ((2 * torch.rand(nb, generator=g, dtype=torch.float64) - 1) * math.pi * float(mask)).repeat_interleave(self.ppv)
         self.centers = torch.linspace(-0.5 * self.bw, 0.5 * self.bw, self.out_dim, dtype=torch.float64)
         return DeviceSpec(
             kind="sim:shg", in_dim=self.in_dim, param_dim=self.param_dim, out_dim=self.out_dim,
@@ -68,7 +73,7 @@ class SHGSim(ToleranceMixin, Simulator):
         return {
             "kappa": t(0.6), "xt": t(1.0), "gdd": t(1.5), "sigma": t(0.42 * bw), "nu_c": t(0.02 * bw),
             "ell": t(0.9 / bw), "Omega_pm": t(0.05 * bw), "shift": t(0.01 * bw), "res": t(0.015 * bw),
-            "gain": t(5.0), "dark": t(0.02),
+            "gain": t(15.0), "dark": t(0.02),
         }
 
     def physics(self, x, theta, p):
@@ -77,7 +82,7 @@ class SHGSim(ToleranceMixin, Simulator):
         p = {k: v.to(dt) for k, v in p.items()}
         B = x.shape[0]
         v = torch.cat([x, broadcast_theta(theta, B).to(dt)], 1)[:, self.order]
-        phi = (math.pi * p["kappa"]) * v.repeat_interleave(self.ppv, dim=1)            # [B, N]
+        phi = (math.pi * p["kappa"]) * v.repeat_interleave(self.ppv, dim=1) + self.phi0.to(dt)   # [B, N]
         # pixel cross-talk: Gaussian smoothing along the spectrum (width xt pixels)
         r = torch.arange(-3, 4, dtype=dt)
         ker = torch.exp(-0.5 * (r / p["xt"]) ** 2)
