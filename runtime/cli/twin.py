@@ -1,8 +1,58 @@
-"""`pat twin` (not implemented yet)."""
+"""``pat twin``: collect measurements, fit a digital twin and report its held-out error.
+
+    pat twin --device sim:plate --kind greybox --save runs/plate-greybox.pt
+    pat twin --device sim:plate --kind nominal          # how wrong is the datasheet model?
+"""
 from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
-    """Add the `twin` command to `app`."""
+    @app.command("twin")
+    def twin(
+        device: str = typer.Option("sim:plate", help="device URI"),
+        kind: str = typer.Option("greybox", help="mlp | greybox | residual | nominal"),
+        samples: int | None = typer.Option(None, help="random (x, θ) measurements (default per kind)"),
+        epochs: int | None = typer.Option(None, help="fitting epochs (default per kind)"),
+        repeats: int = typer.Option(2, min=1, help="repeat each measurement to estimate the noise floor"),
+        seed: int = typer.Option(0),
+        save: Path | None = typer.Option(None, help="save the twin here (load with runtime.twins.load_twin)"),
+        report: Path | None = typer.Option(None, help="write the report as JSON here"),
+        threads: int = typer.Option(1, min=1, help="torch CPU threads"),
+    ) -> None:
+        """Fit a twin of a device and print its held-out NMSE next to the noise floor."""
+        import torch
+
+        from devices.errors import DeviceError
+        from devices.factory import make_device
+        from runtime.twins import build_twin, save_twin, twin_kinds
+
+        if kind not in twin_kinds():
+            raise typer.BadParameter(f"unknown kind {kind!r}; choose {', '.join(twin_kinds())}", param_hint="--kind")
+        torch.set_num_threads(threads)
+
+        async def go():
+            dev = make_device(device)
+            await dev.connect()
+            try:
+                return await build_twin(dev, kind, n_samples=samples, epochs=epochs, seed=seed, repeats=repeats)
+            finally:
+                await dev.close()
+
+        try:
+            tw, rep, _ = asyncio.run(go())
+        except (DeviceError, ValueError) as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+        typer.echo(str(rep))
+        if save:
+            save_twin(tw, save)
+            typer.echo(f"saved {save}")
+        if report:
+            report.parent.mkdir(parents=True, exist_ok=True)
+            report.write_text(json.dumps(rep.to_dict(), indent=2) + "\n")

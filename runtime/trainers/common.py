@@ -43,6 +43,8 @@ class TrainConfig:
     #: SPSA perturbation size and number of perturbations averaged per step
     spsa_c: float = 0.05
     spsa_samples: int = 1
+    #: learning-rate schedule over epochs: "cosine" (to 5 % of lr at the end) or "constant"
+    schedule: str = "cosine"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,6 +83,18 @@ class Method(abc.ABC):
 
     def end_epoch(self, epoch: int) -> None:
         """Hook called after each epoch (e.g. LR schedules)."""
+        sched = getattr(self, "sched", None)
+        if sched is not None:
+            sched.step()
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
+    """Per-epoch LR schedule for ``opt`` (``None`` for a constant rate)."""
+    if cfg.schedule == "constant":
+        return None
+    if cfg.schedule != "cosine":
+        raise ValueError(f"unknown schedule {cfg.schedule!r}: use 'cosine' or 'constant'")
+    return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs, 1), eta_min=0.05 * cfg.lr)
 
 
 class GradientMethod(Method):
@@ -89,6 +103,7 @@ class GradientMethod(Method):
     def __init__(self, model: nn.Module, cfg: TrainConfig):
         super().__init__(model, cfg)
         self.opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
+        self.sched = make_scheduler(self.opt, cfg)
 
     @abc.abstractmethod
     async def logits(self, x: torch.Tensor) -> torch.Tensor: ...
@@ -146,7 +161,8 @@ async def train_loop(method: Method, task: Task, cfg: TrainConfig, device: Devic
     bar = None
     if progress:
         from tqdm.auto import tqdm
-        bar = tqdm(total=cfg.epochs * n_batches, desc=desc or method.name, unit="batch", dynamic_ncols=True)
+        bar = tqdm(total=cfg.epochs * n_batches, desc=desc or method.name, unit="batch", dynamic_ncols=True,
+                   mininterval=0.5)
     t_start = time.perf_counter()
     try:
         for epoch in range(1, cfg.epochs + 1):
@@ -162,7 +178,7 @@ async def train_loop(method: Method, task: Task, cfg: TrainConfig, device: Devic
                 seen += len(yb)
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(epoch=epoch, loss=f"{loss:.3f}", acc=f"{correct / seen:.3f}")
+                    bar.set_postfix(epoch=epoch, loss=f"{loss:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
             train_time = time.perf_counter() - t0
             method.end_epoch(epoch)
             test_loss, test_acc = await evaluate(model, xte, yte, physical_eval, cfg.eval_batch)
@@ -175,7 +191,7 @@ async def train_loop(method: Method, task: Task, cfg: TrainConfig, device: Devic
                              seconds=time.perf_counter() - t0, wall=time.perf_counter() - t_start)
             history.append(m)
             if bar is not None:
-                bar.set_postfix(epoch=epoch, loss=f"{m.train_loss:.3f}", test=f"{test_acc:.3f}")
+                bar.set_postfix(epoch=epoch, loss=f"{m.train_loss:.3f}", test=f"{test_acc:.3f}", refresh=False)
             if on_epoch:
                 on_epoch(m)
             if cfg.patience is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .common import Method, TrainConfig
+from .common import Method, TrainConfig, make_scheduler
 
 
 class SPSAMethod(Method):
@@ -23,6 +23,7 @@ class SPSAMethod(Method):
         super().__init__(model, cfg)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.opt = torch.optim.Adam(self.params, lr=cfg.lr)
+        self.sched = make_scheduler(self.opt, cfg)
         self.k = 0
         self.gen = torch.Generator().manual_seed(cfg.seed + 7919)
 

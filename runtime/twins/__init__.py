@@ -14,7 +14,7 @@ from devices.base import Device
 
 from .base import TWIN_FORMAT, Twin, load_twin, make_twin, save_twin, twin_from_dict, twin_kinds, twin_to_dict
 from .collect import TwinData, collect
-from .fit import TwinReport, fit_twin, nmse
+from .fit import TwinReport, evaluate_twin, fit_twin, nmse
 from .greybox import GreyBoxTwin, NominalTwin, nominal_sim, sim_options_of
 from .mlp import MLPTwin
 from .residual import ResidualTwin
@@ -23,7 +23,7 @@ from .residual import ResidualTwin
 DEFAULTS: dict[str, dict[str, int]] = {
     "nominal": {"n_samples": 1024, "epochs": 0},
     "greybox": {"n_samples": 2048, "epochs": 15},
-    "residual": {"n_samples": 8192, "epochs": 40},
+    "residual": {"n_samples": 4096, "epochs": 25},
     "mlp": {"n_samples": 16384, "epochs": 60},
 }
 
@@ -42,5 +42,5 @@ async def build_twin(device: Device, kind: str, n_samples: int | None = None, ep
 
 
 __all__ = ["DEFAULTS", "GreyBoxTwin", "MLPTwin", "NominalTwin", "ResidualTwin", "TWIN_FORMAT", "Twin", "TwinData",
-           "TwinReport", "build_twin", "collect", "fit_twin", "load_twin", "make_twin", "nmse", "nominal_sim",
+           "TwinReport", "build_twin", "collect", "evaluate_twin", "fit_twin", "load_twin", "make_twin", "nmse", "nominal_sim",
            "save_twin", "sim_options_of", "twin_from_dict", "twin_kinds", "twin_to_dict"]

@@ -1,0 +1,240 @@
+"""One training run end to end (what ``pat train`` does): device, twin, model, loop, outputs.
+
+``await run_experiment(ExperimentConfig(device="sim:plate", task="digits", method="pat"))`` connects the
+device (:func:`devices.factory.make_device`), builds the twin (``nominal`` = datasheet physics, or a
+``greybox``/``residual``/``mlp`` twin fitted to fresh measurements, or one loaded from ``twin_path``),
+builds the PNN (:func:`runtime.pat.build_pnn`) or the digital baseline, trains with the chosen method and,
+with ``out`` set, writes::
+
+    out/metrics.jsonl   one JSON object per epoch (EpochMetrics)
+    out/curves.png      loss / accuracy curves
+    out/summary.json    config, twin report, final metrics, timings
+    out/model.json      the trained PNN (PNN.to_artifact_dict) or digital state
+    out/twin.pt         the twin used (runtime.twins.save_twin), for fitted twins
+
+Twin held-out NMSE is always measured on fresh device data, also for the unfitted nominal twin, so
+every result states how good the model behind it was.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from devices.base import Device
+from devices.factory import make_device
+from runtime.datasets import Task, load_task
+from runtime.pat import PNN, build_pnn
+from runtime.twins import Twin, TwinReport, build_twin, collect, evaluate_twin, load_twin
+
+from .common import EpochMetrics, TrainConfig, seed_everything, train_loop
+from .digital import build_digital
+
+METHOD_NAMES = ("pat", "insilico", "spsa", "digital")
+
+
+@dataclass
+class ExperimentConfig:
+    device: str = "sim:plate"
+    task: str = "digits"
+    method: str = "pat"
+    twin: str = "nominal"
+    twin_path: str | None = None
+    twin_samples: int | None = None
+    twin_epochs: int | None = None
+    epochs: int = 30
+    batch: int = 64
+    lr: float | None = None
+    layers: int = 2
+    hybrid: bool = False
+    channels: int | None = None
+    seed: int = 0
+    patience: int | None = None
+    max_steps: int | None = None
+    spsa_c: float = 0.05
+    spsa_samples: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def default_lr(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        return {"digital": 0.01}.get(self.method, 0.05)
+
+    def command(self) -> str:
+        """The ``pat train`` command line that reproduces this run."""
+        parts = [f"pat train --device {self.device} --task {self.task} --method {self.method}",
+                 f"--epochs {self.epochs} --batch {self.batch} --layers {self.layers} --seed {self.seed}"]
+        if self.method != "digital":
+            parts.append(f"--twin {self.twin}")
+        if self.hybrid:
+            parts.append("--hybrid")
+        if self.lr is not None:
+            parts.append(f"--lr {self.lr}")
+        if self.channels:
+            parts.append(f"--channels {self.channels}")
+        return " ".join(parts)
+
+
+@dataclass
+class RunResult:
+    config: ExperimentConfig
+    history: list[EpochMetrics]
+    summary: dict[str, Any]
+    model: torch.nn.Module
+    twin: Twin | None = None
+    twin_report: TwinReport | None = None
+    out: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+async def prepare_twin(device: Device, cfg: ExperimentConfig) -> tuple[Twin, TwinReport]:
+    """The twin ``cfg`` asks for, with a held-out report measured on this device."""
+    if cfg.twin_path:
+        twin = load_twin(cfg.twin_path)
+        data = await collect(device, cfg.twin_samples or 1024, repeats=2, seed=cfg.seed + 1)
+        return twin, evaluate_twin(twin, data)
+    twin, report, _ = await build_twin(device, cfg.twin, n_samples=cfg.twin_samples, epochs=cfg.twin_epochs,
+                                       seed=cfg.seed)
+    return twin, report
+
+
+async def run_experiment(cfg: ExperimentConfig, task: Task | None = None, device: Device | None = None,
+                         out: str | Path | None = None, progress: bool = False) -> RunResult:
+    """Train once as described by ``cfg``; ``device`` overrides ``cfg.device`` (it is connected if needed,
+    and closed at the end only if this function opened it)."""
+    if cfg.method not in METHOD_NAMES:
+        raise ValueError(f"unknown method {cfg.method!r}; choose one of {', '.join(METHOD_NAMES)}")
+    from . import METHODS
+
+    seed_everything(cfg.seed)
+    task = task or load_task(cfg.task, seed=cfg.seed)
+    own_device = device is None and cfg.method != "digital"
+    if own_device:
+        device = make_device(cfg.device)
+    t0 = time.perf_counter()
+    twin = report = None
+    try:
+        if device is not None and not device.connected:
+            await device.connect()
+        tcfg = TrainConfig(epochs=cfg.epochs, batch=cfg.batch, lr=cfg.default_lr(), seed=cfg.seed,
+                           patience=cfg.patience, max_steps=cfg.max_steps, spsa_c=cfg.spsa_c,
+                           spsa_samples=cfg.spsa_samples)
+        if cfg.method == "digital":
+            spec = device.spec if device is not None else None
+            width = _digital_width(task.n_features, spec, cfg.channels)
+            model: torch.nn.Module = build_digital(task.n_features, task.n_classes, width, cfg.layers, cfg.seed)
+            n_params = {"digital": sum(p.numel() for p in model.parameters()), "physical": 0}
+            n_params["total"] = n_params["digital"]
+            train_device = None
+        else:
+            calls0 = device.calls
+            twin, report = await prepare_twin(device, cfg)
+            twin_calls = device.calls - calls0
+            twin.requires_grad_(False)
+            twin.eval()
+            model = build_pnn(task.n_features, task.n_classes, twin, device, layers=cfg.layers, hybrid=cfg.hybrid,
+                              channels=cfg.channels, seed=cfg.seed)
+            model.calibrate(torch.from_numpy(task.x_train[:512]))
+            n_params = model.n_parameters()
+            train_device = device
+        t_setup = time.perf_counter() - t0
+        method = METHODS[cfg.method](model, tcfg)
+        out_dir = Path(out) if out is not None else None
+        jsonl = None
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            jsonl = (out_dir / "metrics.jsonl").open("w")
+
+        def on_epoch(m: EpochMetrics) -> None:
+            if jsonl is not None:
+                jsonl.write(json.dumps({"method": cfg.method, **m.to_dict()}) + "\n")
+                jsonl.flush()
+
+        try:
+            history = await train_loop(method, task, tcfg, train_device, on_epoch=on_epoch, progress=progress,
+                                       desc=f"{cfg.method} {cfg.device if cfg.method != 'digital' else ''}".strip())
+        finally:
+            if jsonl is not None:
+                jsonl.close()
+        summary = _summary(cfg, task, history, report, n_params, t_setup, time.perf_counter() - t0,
+                           twin_calls if cfg.method != "digital" else 0, device)
+        result = RunResult(cfg, history, summary, model, twin, report, out_dir)
+        if out_dir is not None:
+            write_outputs(result)
+        return result
+    finally:
+        if own_device and device is not None:
+            await device.close()
+
+
+def _digital_width(n_features: int, spec, channels: int | None) -> int:
+    """Hidden width of the digital baseline: the PNN's physical width ``C·in_dim`` (or 64 without a device)."""
+    if spec is None:
+        return 64
+    import math
+
+    C = channels or max(1, math.ceil(n_features / spec.in_dim))
+    return C * spec.in_dim
+
+
+def _summary(cfg, task, history, report, n_params, t_setup, t_total, twin_calls, device) -> dict[str, Any]:
+    last = history[-1] if history else None
+    best = max(history, key=lambda m: m.test_acc) if history else None
+    train_s = sum(m.seconds for m in history)
+    return {
+        "command": cfg.command(),
+        "config": cfg.to_dict(),
+        "device": None if cfg.method == "digital" else {"name": getattr(device, "name", cfg.device),
+                                                        "spec": device.spec.to_dict()},
+        "task": {"name": task.name, "n_train": task.n_train, "n_test": task.n_test,
+                 "n_features": task.n_features, "n_classes": task.n_classes},
+        "twin": None if report is None else {"kind": cfg.twin if not cfg.twin_path else f"file:{cfg.twin_path}",
+                                             "used_for": {"pat": "backward pass (PAT)",
+                                                          "insilico": "forward and backward (training)",
+                                                          "spsa": "nothing in training (twin accuracy only)"
+                                                          }[cfg.method],
+                                             "measurement_calls": twin_calls, **report.to_dict()},
+        "parameters": n_params,
+        "epochs_run": len(history),
+        "final": None if last is None else last.to_dict(),
+        "test_acc": None if last is None else last.test_acc,
+        "best_test_acc": None if best is None else best.test_acc,
+        "twin_test_acc": None if last is None else last.twin_test_acc,
+        "setup_s": t_setup,
+        "train_s": train_s,
+        "total_s": t_total,
+        "samples_per_s": (task.n_train * len(history) / train_s) if train_s > 0 and not cfg.max_steps else
+        (sum(m.samples_per_s for m in history) / max(len(history), 1)),
+        "device_calls": None if last is None else last.device_calls,
+    }
+
+
+def write_outputs(result: RunResult) -> None:
+    """summary.json, model.json, twin.pt and curves.png into ``result.out`` (metrics.jsonl is streamed)."""
+    from runtime.plots import plot_curves
+    from runtime.twins import save_twin
+
+    out = result.out
+    assert out is not None
+    hist = result.summary.get("twin", {}) or {}
+    summary = dict(result.summary)
+    if hist.get("history"):
+        summary["twin"] = {**hist, "history": [round(h, 6) for h in hist["history"]]}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    if isinstance(result.model, PNN):
+        (out / "model.json").write_text(json.dumps(result.model.to_artifact_dict()) + "\n")
+    else:
+        state = {k: v.tolist() for k, v in result.model.state_dict().items()}
+        (out / "model.json").write_text(json.dumps({"format": "digital-mlp/1", "state_dict": state}) + "\n")
+    if result.twin is not None and result.config.twin != "nominal":
+        save_twin(result.twin, out / "twin.pt")
+    cfg = result.config
+    plot_curves([m.to_dict() for m in result.history], out / "curves.png",
+                title=f"{cfg.method} on {cfg.device} / {cfg.task}"
+                      + (f" (twin: {cfg.twin})" if cfg.method != "digital" else ""))
