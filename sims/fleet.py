@@ -126,8 +126,9 @@ class FaultInjector:
         self.rng = np.random.default_rng([spec.seed, index, incarnation])
         self.counters = {"applies": 0, "dropped": 0, "corrupted": 0, "crashed": 0}
 
-    def wrap(self, service: NodeService, on_crash: Callable[[], None]) -> "FaultyService":
-        return FaultyService(service, self, on_crash)
+    def wrap(self, service: NodeService, on_crash: Callable[[], None],
+             lost_reply: Any = None) -> "FaultyService":
+        return FaultyService(service, self, on_crash, lost_reply)
 
     def tamper(self, frames: list[bytes], direction: str) -> list[bytes] | None:
         """With probability ``corrupt``, flip 1-3 random bytes in one random frame."""
@@ -148,11 +149,13 @@ class FaultInjector:
 class FaultyService:
     """A :class:`NodeService` seen through faults: delays, slowness, dropped replies and a crash.
 
-    ``handle`` returns ``None`` for a dropped reply (the transport then sends nothing).
+    ``handle`` returns ``lost_reply`` (default ``None``: the inproc transport then sends nothing) for a
+    dropped reply or a request that reaches a crashed node.
     """
 
-    def __init__(self, inner: NodeService, injector: FaultInjector, on_crash: Callable[[], None]):
-        self.inner, self.injector, self.on_crash = inner, injector, on_crash
+    def __init__(self, inner: NodeService, injector: FaultInjector, on_crash: Callable[[], None],
+                 lost_reply: Any = None):
+        self.inner, self.injector, self.on_crash, self.lost_reply = inner, injector, on_crash, lost_reply
         self.crashed = False
 
     @property
@@ -169,14 +172,14 @@ class FaultyService:
     async def handle(self, header: dict[str, Any], arrays: list[np.ndarray]):
         inj, spec = self.injector, self.injector.spec
         if self.crashed:
-            return None
+            return self.lost_reply
         if header.get("type") == MessageType.APPLY:
             inj.counters["applies"] += 1
             if inj.crash_after is not None and inj.counters["applies"] > inj.crash_after:
                 self.crashed = True
                 inj.counters["crashed"] += 1
                 self.on_crash()
-                return None
+                return self.lost_reply
         t0 = time.perf_counter()
         delay = spec.latency + (spec.jitter * inj.rng.random() if spec.jitter else 0.0)
         if delay:
@@ -185,10 +188,10 @@ class FaultyService:
         if inj.slow:
             await asyncio.sleep((spec.slow_factor - 1.0) * (time.perf_counter() - t0))
         if self.crashed:
-            return None
+            return self.lost_reply
         if spec.drop and inj.rng.random() < spec.drop:
             inj.counters["dropped"] += 1
-            return None
+            return self.lost_reply
         return reply
 
 
@@ -221,22 +224,36 @@ class SimFleet:
     Node ``i`` is called ``{prefix}-{i}`` and runs ``device`` (a ``sim:KIND?..`` URI) as unit ``i``, so
     every node has its own hidden variation; a restarted node is the same unit again. ``timeout`` and
     ``retries`` apply to each request, ``liveness`` is how long a silent node is still considered alive.
+
+    ``transport="inproc"``: virtual nodes on this event loop (:mod:`runtime.transport.inproc`).
+    ``transport="zmq"``: a :class:`ZmqCoordinator` on a free loopback port; nodes run in this process
+    (``processes=0``) or spread over ``processes`` child processes (``start_method`` "spawn" or
+    "forkserver"); see :mod:`sims.fleet_zmq`.
+
     Use as ``async with SimFleet(16, faults="drop=0.05") as fleet: ...`` (``fleet.manager`` schedules work).
     """
 
     def __init__(self, n_nodes: int, device: str = "sim:circuit", *, faults: FaultSpec | str | None = None,
-                 transport: str = "inproc", seed: int = 0, cap: int = 2, timeout: float = 1.0,
-                 retries: int = 2, heartbeat: float = 0.25, liveness: float = 1.0, integrity: bool = True,
-                 threaded: bool = False, prefix: str = "node", join_timeout: float = 30.0,
-                 manager_options: dict[str, Any] | None = None, device_options: dict[str, Any] | None = None):
+                 transport: str = "inproc", processes: int = 0, start_method: str = "spawn", seed: int = 0,
+                 cap: int = 2, timeout: float = 1.0, retries: int = 2, heartbeat: float = 0.25,
+                 liveness: float = 1.0, integrity: bool = True, threaded: bool = False, prefix: str = "node",
+                 join_timeout: float = 30.0, manager_options: dict[str, Any] | None = None,
+                 device_options: dict[str, Any] | None = None):
         if n_nodes < 1:
             raise ValueError(f"a fleet needs at least one node, got {n_nodes}")
         if transport not in ("inproc", "zmq"):
             raise ValueError(f"transport must be 'inproc' or 'zmq', got {transport!r}")
+        if processes and transport != "zmq":
+            raise ValueError("separate processes need transport='zmq'")
+        if not 0 <= processes <= n_nodes:
+            raise ValueError(f"processes must be in [0, {n_nodes}], got {processes}")
         self.n, self.device, self.seed = int(n_nodes), device, int(seed)
         self.faults = faults if isinstance(faults, FaultSpec) else FaultSpec.parse(faults)
+        if self.faults.corrupt and transport != "inproc":
+            raise ValueError("corrupt= is only injected on the inproc transport (TCP checksums ZeroMQ frames)")
         self.plan = FaultPlan(self.faults, self.n)
-        self.transport, self.cap, self.timeout, self.retries = transport, cap, timeout, retries
+        self.transport, self.processes, self.start_method = transport, int(processes), start_method
+        self.cap, self.timeout, self.retries = cap, timeout, retries
         self.heartbeat, self.liveness, self.integrity, self.threaded = heartbeat, liveness, integrity, threaded
         self.join_timeout = join_timeout
         self.manager_options = dict(manager_options or {})
@@ -246,6 +263,9 @@ class SimFleet:
         self.nodes: dict[str, _Node] = {}
         self.coordinator = None
         self.manager = None
+        self.url: str | None = None
+        self._runner = None           # zmq, in-process nodes
+        self._procs = None            # zmq, child processes
         self._restarts: set[asyncio.Task] = set()
         self.crashes: list[tuple[float, str]] = []
         self.restarts: list[tuple[float, str]] = []
@@ -253,14 +273,18 @@ class SimFleet:
     # ----- lifecycle ------------------------------------------------------------------------------------
     async def start(self) -> "SimFleet":
         from runtime.fleet.manager import FleetManager
-        from runtime.transport.inproc import InprocCoordinator
 
         try:
-            self.coordinator = await InprocCoordinator(timeout=self.timeout, retries=self.retries,
-                                                       liveness=self.liveness,
-                                                       integrity=self.integrity).start()
-            for i in range(self.n):
-                await self._launch(i, 0)
+            if self.transport == "inproc":
+                from runtime.transport.inproc import InprocCoordinator
+
+                self.coordinator = await InprocCoordinator(timeout=self.timeout, retries=self.retries,
+                                                           liveness=self.liveness,
+                                                           integrity=self.integrity).start()
+                for i in range(self.n):
+                    await self._launch(i, 0)
+            else:
+                await self._start_zmq()
             self.manager = FleetManager(self.coordinator, cap=self.cap, **self.manager_options)
             await self.manager.start()
             await self.manager.wait_for_nodes(self.n, timeout=self.join_timeout)
@@ -268,6 +292,30 @@ class SimFleet:
             await self.close()
             raise
         return self
+
+    async def _start_zmq(self) -> None:
+        from runtime.testing.core import free_port
+        from runtime.transport.zmq import ZmqCoordinator
+
+        from .fleet_zmq import NodeRunner
+
+        self.url = f"tcp://127.0.0.1:{free_port()}"
+        self.coordinator = await ZmqCoordinator(self.url, timeout=self.timeout, retries=self.retries,
+                                                liveness=self.liveness, max_inflight=max(8, self.cap)).start()
+        if self.processes:
+            from .fleet_procs import ProcessGroup
+
+            self._procs = ProcessGroup(self, self._node_config)
+            await self._procs.start()
+        else:
+            self._runner = NodeRunner(**self._node_config(list(range(self.n))))
+            await self._runner.start()
+
+    def _node_config(self, indices: list[int], incarnation: int = 0) -> dict[str, Any]:
+        return {"url": self.url, "indices": indices, "node_ids": [self.node_ids[i] for i in indices],
+                "device": self.device, "seed": self.seed, "faults": str(self.faults), "n_total": self.n,
+                "heartbeat": self.heartbeat, "incarnation": incarnation, "threaded": self.threaded,
+                "device_options": self.device_options}
 
     async def _launch(self, index: int, incarnation: int) -> _Node:
         from runtime.transport.inproc import InprocEdgeTransport
@@ -299,7 +347,19 @@ class SimFleet:
         await self.restart(node_id)
 
     async def crash(self, node_id: str) -> None:
-        """Kill ``node_id`` now: it stops answering without saying bye."""
+        """Kill ``node_id`` now: it stops answering without saying bye (a one-node process is SIGKILLed)."""
+        if node_id not in self.node_ids:
+            raise KeyError(f"no node {node_id!r} in this fleet")
+        if self._procs is not None:
+            await self._procs.kill_node(node_id)
+            return
+        if self._runner is not None:
+            node = self._runner.nodes[node_id]
+            if not node["service"].crashed:
+                node["service"].crashed = True
+                self._runner._crashed(node_id)
+            await asyncio.gather(node["task"], return_exceptions=True)
+            return
         node = self.nodes[node_id]
         if not node.service.crashed:
             node.service.crashed = True
@@ -307,7 +367,9 @@ class SimFleet:
         await asyncio.gather(node.task, return_exceptions=True)
 
     async def restart(self, node_id: str) -> None:
-        """Bring ``node_id`` back (same unit, new session); stops the old incarnation first."""
+        """Bring ``node_id`` back (same unit, new session); stops the old incarnation first (inproc)."""
+        if self.transport != "inproc":
+            raise NotImplementedError("on ZeroMQ, restarts follow FaultSpec.restart")
         old = self.nodes[node_id]
         old.stop.set()
         old.transport.crash()
@@ -324,6 +386,10 @@ class SimFleet:
         for node in self.nodes.values():
             node.stop.set()
         await asyncio.gather(*(n.task for n in self.nodes.values()), return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.stop()
+        if self._procs is not None:
+            await self._procs.close()
         if self.coordinator is not None:
             await self.coordinator.close()
 
@@ -335,17 +401,30 @@ class SimFleet:
 
     # ----- inspection -----------------------------------------------------------------------------------
     def crashed(self) -> list[str]:
+        """Nodes whose current incarnation has crashed."""
+        if self._procs is not None:
+            return self._procs.crashed()
+        if self._runner is not None:
+            return [n for n, node in self._runner.nodes.items() if node["service"].crashed]
         return [n for n, node in self.nodes.items() if node.service.crashed]
 
     def fault_counters(self) -> dict[str, int]:
-        total: dict[str, int] = {}
-        for node in self.nodes.values():
-            for k, v in node.injector.counters.items():
-                total[k] = total.get(k, 0) + v
+        """Fault counts summed over nodes (for child processes: those reported at shutdown so far)."""
+        if self._procs is not None:
+            total = self._procs.counters()
+        elif self._runner is not None:
+            total = self._runner.counters()
+            total["crashes"], total["restarts"] = len(self._runner.crashes), len(self._runner.restarts)
+            return total
+        else:
+            total = {}
+            for node in self.nodes.values():
+                for k, v in node.injector.counters.items():
+                    total[k] = total.get(k, 0) + v
         total["crashes"] = len(self.crashes)
         total["restarts"] = len(self.restarts)
         return total
 
     def node_busy(self) -> dict[str, float]:
-        """Seconds each node spent handling requests (node-side, current incarnation)."""
+        """Seconds each inproc node spent handling requests (node-side, current incarnation)."""
         return {n: node.transport.busy for n, node in self.nodes.items()}

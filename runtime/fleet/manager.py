@@ -7,7 +7,8 @@ turns that into a per-node state machine used by the scheduler::
     alive  --(max_failures consecutive timeouts / connection errors)--> evicted
     evicted --(after a back-off, a ping probe succeeds)--> alive      (back-off doubles on each eviction)
 
-A node that restarts (a new ``session`` in its hello) is treated as a fresh join: failures are forgotten.
+A node that restarts (a new ``session`` in its hello, or else a new ``pid``) is treated as a fresh join:
+failures are forgotten.
 Every request made through :meth:`FleetManager.call` is metered (latency histogram, busy time, counters;
 see :mod:`runtime.fleet.metrics`). Listeners registered with :meth:`subscribe` are called on every
 membership change (join, leave, eviction, re-admission) so schedulers can react at once.
@@ -122,11 +123,10 @@ class FleetManager:
             if node is None:
                 if nid not in alive or info.spec is None:
                     continue
-                node = self.nodes[nid] = FleetNode(nid, spec=info.spec, session=info.meta.get("session"),
-                                                   cap=self.cap)
+                node = self.nodes[nid] = FleetNode(nid, spec=info.spec, session=_session(info.meta), cap=self.cap)
                 self._event(node, "join")
                 continue
-            session = info.meta.get("session")
+            session = _session(info.meta)
             if nid in alive and session is not None and session != node.session:
                 node.session, node.spec = session, info.spec or node.spec
                 node.failures, node.evicted_until, node.state = 0, 0.0, ALIVE
@@ -271,3 +271,8 @@ class FleetDevice(Device):
 
     async def _apply(self, x: np.ndarray, theta: np.ndarray) -> np.ndarray:
         return await self.manager.apply(self.node_id, x, theta, timeout=self.timeout)
+
+
+def _session(meta: dict[str, Any]) -> Any:
+    """What identifies one run of a node: its hello's ``session`` (inproc) or process id (ZeroMQ)."""
+    return meta.get("session", meta.get("pid"))

@@ -1,0 +1,150 @@
+"""Simulated fleet nodes on ZeroMQ: in this process, or in child processes (one or many nodes each).
+
+Each node is a :class:`edge.service.NodeService` on a :class:`runtime.transport.zmq.ZmqEdgeTransport`
+(one DEALER per node, routing id = node id) behind the fault wrapper of :mod:`sims.fleet`:
+
+* a dropped reply: the service returns :data:`LOST` and :class:`FaultyZmqEdge` sends nothing;
+* a crash: the node goes silent at once (no replies, no heartbeats, no bye). A node alone in its
+  process ends the process with ``os._exit(3)`` (a real process death); a node sharing a process is
+  silenced and its socket closed. ``restart >= 0`` brings it back (same unit) after that many seconds:
+  inside the child for shared processes, by the parent's supervisor for one-node processes.
+* frame corruption is not injected on ZeroMQ: TCP already checksums every segment (use inproc).
+
+Nodes serve one request at a time (``max_concurrency=1``), like a physical device.
+Child processes stop cleanly on SIGTERM (every node says bye) and report their fault counters on ``results``.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from typing import Any
+
+from edge.service import NodeService
+from runtime.transport.zmq import ZmqEdgeTransport
+
+from .fleet import FaultPlan, FaultSpec, node_device
+
+log = logging.getLogger(__name__)
+
+#: the reply a fault-wrapped service returns when the reply is lost (FaultyZmqEdge sends nothing)
+LOST = ({"__lost__": True}, [])
+
+
+class FaultyZmqEdge(ZmqEdgeTransport):
+    """A ZeroMQ edge that can lose replies and crash (go silent without a bye)."""
+
+    crashed = False
+
+    def crash(self, stop: asyncio.Event) -> None:
+        self.crashed = True
+        stop.set()
+
+    def _send_nowait(self, *args: Any, **kw: Any) -> None:
+        if not self.crashed:
+            super()._send_nowait(*args, **kw)
+
+    # these two override private methods of ZmqEdgeTransport (pass-through of whatever they take)
+    def _reply(self, header: dict[str, Any], *args: Any, **kw: Any) -> None:
+        if self.crashed or header.get("__lost__"):
+            return
+        super()._reply(header, *args, **kw)
+
+
+class NodeRunner:
+    """Runs fleet nodes ``indices`` (ZeroMQ edges to ``url``) on the current event loop."""
+
+    def __init__(self, url: str, indices: list[int], node_ids: list[str], device: str, *, seed: int = 0,
+                 faults: FaultSpec | str | None = None, n_total: int | None = None, heartbeat: float = 0.25,
+                 incarnation: int = 0, exit_on_crash: bool = False, threaded: bool = False,
+                 device_options: dict[str, Any] | None = None):
+        self.url, self.indices, self.node_ids, self.device = url, list(indices), list(node_ids), device
+        self.seed, self.heartbeat, self.incarnation = seed, heartbeat, incarnation
+        self.faults = faults if isinstance(faults, FaultSpec) else FaultSpec.parse(faults)
+        if self.faults.corrupt:
+            raise ValueError("corrupt= is not injected on ZeroMQ (TCP checksums frames); use the inproc transport")
+        self.plan = FaultPlan(self.faults, n_total or (max(indices) + 1))
+        self.exit_on_crash, self.threaded = exit_on_crash, threaded
+        self.device_options = dict(device_options or {})
+        self.nodes: dict[str, dict[str, Any]] = {}
+        self.crashes: list[str] = []
+        self.restarts: list[str] = []
+        self._restart_tasks: set[asyncio.Task] = set()
+        self._retired: list[dict[str, int]] = []      # counters of crashed incarnations
+
+    async def launch(self, index: int, incarnation: int) -> None:
+        node_id = self.node_ids[self.indices.index(index)]
+        dev = node_device(self.device, index, self.seed, threaded=self.threaded, **self.device_options)
+        await dev.connect()
+        injector = self.plan.injector(index, incarnation)
+        edge = FaultyZmqEdge(self.url, node_id, heartbeat=self.heartbeat, max_concurrency=1, drain=0.2)
+        stop = asyncio.Event()
+        service = injector.wrap(NodeService(dev, node_id), on_crash=lambda: self._crashed(node_id),
+                                lost_reply=LOST)
+        task = asyncio.create_task(edge.serve(service, stop), name=f"zmq-node {node_id}")
+        self.nodes[node_id] = {"index": index, "incarnation": incarnation, "edge": edge, "stop": stop,
+                               "task": task, "injector": injector, "service": service}
+
+    def _crashed(self, node_id: str) -> None:
+        node = self.nodes[node_id]
+        self.crashes.append(node_id)
+        if self.exit_on_crash:
+            os._exit(3)                 # the process dies: no bye, sockets gone
+        node["edge"].crash(node["stop"])
+        if self.faults.restart >= 0:
+            t = asyncio.create_task(self._restart_later(node_id))
+            self._restart_tasks.add(t)
+            t.add_done_callback(self._restart_tasks.discard)
+
+    async def _restart_later(self, node_id: str) -> None:
+        await asyncio.sleep(self.faults.restart)
+        old = self.nodes[node_id]
+        await asyncio.gather(old["task"], return_exceptions=True)
+        self._retired.append(dict(old["injector"].counters))
+        await self.launch(old["index"], old["incarnation"] + 1)
+        self.restarts.append(node_id)
+
+    async def start(self) -> None:
+        for i in self.indices:
+            await self.launch(i, self.incarnation)
+
+    async def stop(self) -> None:
+        for t in list(self._restart_tasks):
+            t.cancel()
+        await asyncio.gather(*self._restart_tasks, return_exceptions=True)
+        for node in self.nodes.values():
+            node["stop"].set()
+        await asyncio.gather(*(n["task"] for n in self.nodes.values()), return_exceptions=True)
+
+    def counters(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for c in [*self._retired, *(n["injector"].counters for n in self.nodes.values())]:
+            for k, v in c.items():
+                total[k] = total.get(k, 0) + v
+        return total
+
+
+def child_main(cfg: dict[str, Any], results: Any = None) -> None:
+    """Entry point of a fleet child process: serve ``cfg["indices"]`` until SIGTERM."""
+    import torch
+
+    torch.set_num_threads(1)
+    logging.basicConfig(level=cfg.pop("log_level", logging.WARNING))
+    asyncio.run(_child(cfg, results))
+
+
+async def _child(cfg: dict[str, Any], results: Any) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runner = NodeRunner(**cfg)
+    await runner.start()
+    try:
+        await stop.wait()
+    finally:
+        await runner.stop()
+        if results is not None:
+            results.put({"indices": runner.indices, "counters": runner.counters(), "crashes": runner.crashes,
+                         "restarts": runner.restarts})
