@@ -2,18 +2,21 @@
 
 For one ``B x D`` float32 batch (default 256 x 784, 784 KiB) it measures, in the same run:
 
-* ``raw``     : an asyncio pyzmq ROUTER sends ``[id, header, buffer]`` (copy=False) to a DEALER that echoes
-                the frames back untouched -- the floor any protocol on ZeroMQ pays;
-* ``runtime`` : ``ZmqCoordinator.request(node, "ping", [x])`` served by ``ZmqEdgeTransport`` +
-                ``NodeService`` (ping returns its arrays), i.e. full encode / decode / validation /
-                request-id matching / idempotency cache on both sides.
+* ``raw``      : blocking pyzmq: a ROUTER sends ``[id, header, buffer]`` (copy=False) to a DEALER that
+                 echoes the frames back untouched, both in plain blocking loops -- the floor any protocol
+                 on ZeroMQ pays (the baseline of the ratio);
+* ``raw-aio``  : the same echo with ``zmq.asyncio`` sockets on both ends (what a plain asyncio app pays);
+* ``runtime``  : ``ZmqCoordinator.request(node, "ping", [x])`` served by ``ZmqEdgeTransport`` +
+                 ``NodeService`` (ping returns its arrays): header encode / decode / validation, request-id
+                 matching, per-node in-flight cap, idempotency cache, heartbeats -- the whole runtime path.
 
-each sequentially (window 1) and pipelined (``--window`` requests in flight). The serving side runs in a
-child process (``--server inproc`` puts it in the same event loop instead). Repeats alternate raw and runtime
-and keep each one's best, so background load hits both alike. Reported: round trips/s, samples/s,
-MB/s (payload bytes moved, both directions) and the ratio runtime/raw (goal >= 0.85).
+each sequentially (window 1) and pipelined (``--window`` requests in flight). Serving sides run in child
+processes. Repeats interleave the paths and keep each one's best, so background load hits all alike.
+Reported: round trips/s, samples/s, MB/s (payload bytes moved, both directions), the ratio
+runtime/raw (goal >= 0.85), and the CPU time per round trip of the client and the serving process (all
+threads, incl. ZeroMQ's I/O thread) -- the cost that load on the machine cannot blur.
 
-    python bench/transport.py [--n 1000] [--window 8] [--repeats 3] [--server process|inproc]
+    python bench/transport.py [--n 1000] [--window 8] [--repeats 3]
 """
 from __future__ import annotations
 
@@ -36,32 +39,47 @@ from runtime.testing import free_port  # noqa: E402
 NODE = "bench-node"
 
 
-# ----- serving side --------------------------------------------------------------------------------------
-async def raw_echo(url: str, stop: asyncio.Event | None = None) -> None:
-    """DEALER that echoes every multipart message back unchanged (zero-copy)."""
+# ----- serving side (child processes) -------------------------------------------------------------------
+def raw_echo_blocking(url: str) -> None:
+    """Blocking DEALER that echoes every multipart message back unchanged (zero-copy)."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.IDENTITY, NODE.encode())
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(url)
+    sock.send(b"ready")
+    while True:
+        frames = sock.recv_multipart(copy=False)
+        if frames[0].bytes == b"quit":
+            break
+        sock.send_multipart(frames, copy=False)
+    sock.close(0)
+    ctx.term()
+
+
+async def raw_echo_asyncio(url: str) -> None:
+    """The same echo with zmq.asyncio."""
     ctx = zmq.asyncio.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.IDENTITY, NODE.encode())
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(url)
-    await sock.send_multipart([b"ready"])
-    try:
-        while stop is None or not stop.is_set():
-            frames = await sock.recv_multipart(copy=False)
-            if frames[0].bytes == b"quit":
-                break
-            await sock.send_multipart(frames, copy=False)
-    finally:
-        sock.close(0)
-        ctx.term()
+    await sock.send(b"ready")
+    while True:
+        frames = await sock.recv_multipart(copy=False)
+        if frames[0].bytes == b"quit":
+            break
+        await sock.send_multipart(frames, copy=False)
+    sock.close(0)
+    ctx.term()
 
 
-async def runtime_edge(url: str, stop: asyncio.Event | None = None) -> None:
+async def runtime_edge(url: str) -> None:
     from edge.service import NodeService
     from runtime.testing import sim_device
     from runtime.transport.zmq import ZmqEdgeTransport
 
-    stop = stop or asyncio.Event()
+    stop = asyncio.Event()
     dev = await sim_device("circuit")
     svc = NodeService(dev, NODE)
 
@@ -74,17 +92,43 @@ async def runtime_edge(url: str, stop: asyncio.Event | None = None) -> None:
 
 
 # ----- client side ---------------------------------------------------------------------------------------
-async def bench_raw(sock, x: np.ndarray, n: int, window: int) -> float:
-    ident = NODE.encode()
-    hb = wire.encode(wire.make_header("ping", node=NODE), [x])[0]
-    msg = [ident, hb, memoryview(x).cast("B")]
+def _router(ctx, url):
+    sock = ctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.bind(url)
+    return sock
+
+
+def _raw_msg(x):
+    return [NODE.encode(), wire.encode(wire.make_header("ping", node=NODE), [x])[0], memoryview(x).cast("B")]
+
+
+def bench_raw_blocking(sock, x: np.ndarray, n: int, window: int) -> float:
+    msg = _raw_msg(x)
     t0 = time.perf_counter()
-    for _ in range(min(window, n)):
-        await sock.send_multipart(msg, copy=False)
     sent = min(window, n)
+    for _ in range(sent):
+        sock.send_multipart(msg, copy=False)
+    for _ in range(n):
+        frames = sock.recv_multipart(copy=False)
+        y = np.frombuffer(frames[2].buffer, dtype=np.float32)  # what any client does at least
+        assert y.size == x.size
+        if sent < n:
+            sock.send_multipart(msg, copy=False)
+            sent += 1
+    return time.perf_counter() - t0
+
+
+async def bench_raw_asyncio(sock, x: np.ndarray, n: int, window: int) -> float:
+    msg = _raw_msg(x)
+    t0 = time.perf_counter()
+    sent = min(window, n)
+    for _ in range(sent):
+        await sock.send_multipart(msg, copy=False)
     for _ in range(n):
         frames = await sock.recv_multipart(copy=False)
-        y = np.frombuffer(frames[2].buffer, dtype=np.float32)  # what a client must do at least
+        y = np.frombuffer(frames[2].buffer, dtype=np.float32)
         assert y.size == x.size
         if sent < n:
             await sock.send_multipart(msg, copy=False)
@@ -104,75 +148,81 @@ async def bench_runtime(coord, x: np.ndarray, n: int, window: int) -> float:
     return time.perf_counter() - t0
 
 
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds used so far by all threads of process ``pid`` (Linux schedstat; nan elsewhere)."""
+    total = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+    except OSError:
+        return float("nan")
+    return total / 1e9
+
+
 async def main(args) -> list[dict]:
     from runtime.transport.zmq import ZmqCoordinator
 
     x = np.random.default_rng(0).standard_normal((args.batch, args.dim)).astype(np.float32)
     here = os.path.abspath(__file__)
-
-    # raw pair
-    raw_url = f"tcp://127.0.0.1:{free_port()}"
-    ctx = zmq.asyncio.Context()
-    raw = ctx.socket(zmq.ROUTER)
-    raw.setsockopt(zmq.ROUTER_MANDATORY, 1)
-    raw.setsockopt(zmq.LINGER, 0)
-    raw.bind(raw_url)
-    # runtime pair
-    rt_url = f"tcp://127.0.0.1:{free_port()}"
-    coord = await ZmqCoordinator(rt_url, max_inflight=max(args.window, 1), timeout=30.0).start()
-
-    children: list[subprocess.Popen] = []
-    tasks: list[asyncio.Task] = []
-    stop = asyncio.Event()
-    if args.server == "process":
-        for role, url in (("raw", raw_url), ("runtime", rt_url)):
-            children.append(subprocess.Popen([sys.executable, here, "--serve", role, "--url", url]))
-    else:
-        tasks = [asyncio.create_task(raw_echo(raw_url, stop)), asyncio.create_task(runtime_edge(rt_url, stop))]
+    urls = {k: f"tcp://127.0.0.1:{free_port()}" for k in ("raw", "raw-aio", "runtime")}
+    sctx, actx = zmq.Context(), zmq.asyncio.Context()
+    raw, raw_aio = _router(sctx, urls["raw"]), _router(actx, urls["raw-aio"])
+    coord = await ZmqCoordinator(urls["runtime"], max_inflight=max(args.window, 1), timeout=30.0).start()
+    children = [subprocess.Popen([sys.executable, here, "--serve", k, "--url", u]) for k, u in urls.items()]
+    runs = {"raw": lambda n, w: asyncio.to_thread(bench_raw_blocking, raw, x, n, w),
+            "raw-aio": lambda n, w: bench_raw_asyncio(raw_aio, x, n, w),
+            "runtime": lambda n, w: bench_runtime(coord, x, n, w)}
     try:
-        await asyncio.wait_for(raw.recv_multipart(), 60)  # the echo's "ready"
+        await asyncio.to_thread(raw.recv_multipart)  # the echoes' "ready"
+        await asyncio.wait_for(raw_aio.recv_multipart(), 60)
         await coord.wait_for_node(NODE, timeout=60)
-        # warm up both paths
-        await bench_raw(raw, x, 50, 1)
-        await bench_runtime(coord, x, 50, 1)
+        for run in runs.values():  # warm up
+            await run(50, 1)
         rows = []
+        servers = dict(zip(urls, children))
         for window in (1, args.window):
-            best = {"raw": float("inf"), "runtime": float("inf")}
+            best = dict.fromkeys(runs, float("inf"))
+            cpu = {k: [0.0, 0.0] for k in runs}  # client, server CPU seconds over all repeats
             for _ in range(args.repeats):
-                best["raw"] = min(best["raw"], await bench_raw(raw, x, args.n, window))
-                best["runtime"] = min(best["runtime"], await bench_runtime(coord, x, args.n, window))
-            for name in ("raw", "runtime"):
+                for name, run in runs.items():
+                    c0, s0 = time.process_time(), _proc_cpu(servers[name].pid)
+                    best[name] = min(best[name], await run(args.n, window))
+                    cpu[name][0] += time.process_time() - c0
+                    cpu[name][1] += _proc_cpu(servers[name].pid) - s0
+            for name in runs:
                 rt_s = args.n / best[name]
+                per = 1e6 / (args.n * args.repeats)
                 rows.append({"path": name, "window": window, "rt_s": rt_s, "samples_s": rt_s * args.batch,
-                             "mb_s": rt_s * 2 * x.nbytes / 1e6, "ratio": best["raw"] / best[name]})
+                             "mb_s": rt_s * 2 * x.nbytes / 1e6, "ratio": best["raw"] / best[name],
+                             "cpu_client_us": cpu[name][0] * per, "cpu_server_us": cpu[name][1] * per})
         stats = coord.stats.snapshot()
     finally:
-        if args.server == "process":
-            with_quit = raw.send_multipart([NODE.encode(), b"quit"])
-            await asyncio.gather(with_quit, return_exceptions=True)
+        raw.send_multipart([NODE.encode(), b"quit"])
+        await raw_aio.send_multipart([NODE.encode(), b"quit"])
+        try:
+            await coord.request(NODE, "quit", timeout=5, retries=0)
+        except Exception:
+            pass
+        for c in children:
             try:
-                await coord.request(NODE, "quit", timeout=5, retries=0)
-            except Exception:
-                pass
-            for c in children:
-                try:
-                    c.wait(10)
-                except subprocess.TimeoutExpired:
-                    c.kill()
-        else:
-            stop.set()
-            await raw.send_multipart([NODE.encode(), b"quit"])
-            await asyncio.gather(*tasks, return_exceptions=True)
+                c.wait(10)
+            except subprocess.TimeoutExpired:
+                c.kill()
         await coord.close()
         raw.close(0)
-        ctx.term()
+        raw_aio.close(0)
+        sctx.term()
+        actx.term()
     print(f"\nZeroMQ transport, batch {args.batch}x{args.dim} float32 ({x.nbytes / 1e6:.2f} MB each way), "
-          f"n={args.n} round trips, best of {args.repeats}, server={args.server}")
-    print(f"{'path':<9}{'window':>7}{'rt/s':>10}{'samples/s':>12}{'MB/s':>10}{'runtime/raw':>13}")
+          f"n={args.n} round trips, best of {args.repeats}; ratio = path / raw (blocking pyzmq echo)")
+    print(f"{'path':<9}{'window':>7}{'rt/s':>10}{'samples/s':>12}{'MB/s':>10}{'ratio':>9}"
+          f"{'CPU us/rt client':>18}{'server':>8}")
     for r in rows:
-        ratio = f"{r['ratio']:.3f}" if r["path"] == "runtime" else ""
-        print(f"{r['path']:<9}{r['window']:>7}{r['rt_s']:>10.0f}{r['samples_s']:>12.0f}{r['mb_s']:>10.0f}{ratio:>13}")
-    print(f"coordinator latency p50 {stats['latency_p50_ms']:.2f} ms, p95 {stats['latency_p95_ms']:.2f} ms, "
+        ratio = f"{r['ratio']:.3f}" if r["path"] != "raw" else "1"
+        print(f"{r['path']:<9}{r['window']:>7}{r['rt_s']:>10.0f}{r['samples_s']:>12.0f}{r['mb_s']:>10.0f}{ratio:>9}"
+              f"{r['cpu_client_us']:>18.0f}{r['cpu_server_us']:>8.0f}")
+    print(f"runtime latency p50 {stats['latency_p50_ms']:.2f} ms, p95 {stats['latency_p95_ms']:.2f} ms, "
           f"retries {stats['retries']}, timeouts {stats['timeouts']}")
     return rows
 
@@ -184,14 +234,15 @@ def cli() -> None:
     ap.add_argument("--dim", type=int, default=784)
     ap.add_argument("--window", type=int, default=8, help="requests in flight when pipelining")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--server", choices=("process", "inproc"), default="process")
-    ap.add_argument("--serve", choices=("raw", "runtime"), help=argparse.SUPPRESS)
+    ap.add_argument("--serve", choices=("raw", "raw-aio", "runtime"), help=argparse.SUPPRESS)
     ap.add_argument("--url", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.serve:
-        asyncio.run(raw_echo(args.url) if args.serve == "raw" else runtime_edge(args.url))
-        return
-    asyncio.run(main(args))
+    if args.serve == "raw":
+        raw_echo_blocking(args.url)
+    elif args.serve:
+        asyncio.run(raw_echo_asyncio(args.url) if args.serve == "raw-aio" else runtime_edge(args.url))
+    else:
+        asyncio.run(main(args))
 
 
 if __name__ == "__main__":

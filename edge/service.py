@@ -5,7 +5,9 @@ Transports (ZeroMQ, MQTT, in-process) hand it decoded ``(header, arrays)`` reque
 bugs all become error replies (``{"ok": False, "error": {"code", "message"}}``), and the node stays up.
 
 Requests are idempotent by id: a retried request id gets the cached reply (the device is not driven twice),
-and a duplicate that arrives while the first is still running waits for the same result.
+and a duplicate that arrives while the first is still running waits for the same result. The cache keeps
+at most ``cache_size`` replies and ``cache_bytes`` of reply arrays; side-effect-free types (``uncached``:
+ping, spec, status) are not cached.
 """
 from __future__ import annotations
 
@@ -35,6 +37,10 @@ class RequestError(Exception):
         super().__init__(message)
 
 
+def _nbytes(reply: Reply) -> int:
+    return sum(getattr(a, "nbytes", 0) for a in reply[1])
+
+
 class NodeService:
     """Serves one device. ``handlers`` maps message type -> async handler(header, arrays) -> (fields, arrays).
 
@@ -42,7 +48,7 @@ class NodeService:
     Extra capabilities (deployment, inference) are added with :meth:`register`.
     """
 
-    def __init__(self, device: Device, node_id: str, cache_size: int = 1024):
+    def __init__(self, device: Device, node_id: str, cache_size: int = 1024, cache_bytes: int = 64 * 2**20):
         self.device = device
         self.node_id = node_id
         self.started = time.time()
@@ -50,6 +56,9 @@ class NodeService:
         self._cache: OrderedDict[str, Reply] = OrderedDict()
         self._inflight: dict[str, asyncio.Future] = {}
         self._cache_size = cache_size
+        # the cache is also bounded in array bytes: cached replies pin their buffers (e.g. received frames)
+        self._cache_bytes = cache_bytes
+        self._cache_nbytes = 0
         self.handlers: dict[str, Handler] = {
             MessageType.SPEC: self._spec,
             MessageType.APPLY: self._apply,
@@ -60,9 +69,15 @@ class NodeService:
     def register(self, type: str, handler: Handler) -> None:
         self.handlers[type] = handler
 
+    #: side-effect-free request types: answered afresh every time, never cached (a cached ping would pin
+    #: its echoed buffers in memory)
+    uncached: frozenset[str] = frozenset({MessageType.PING, MessageType.SPEC, MessageType.STATUS})
+
     async def handle(self, header: dict[str, Any], arrays: list[np.ndarray]) -> Reply:
         self.counters["requests"] += 1
         rid = header.get("id") or ""
+        if header.get("type") in self.uncached:
+            rid = ""
         if rid and rid in self._cache:
             self.counters["duplicates"] += 1
             self._cache.move_to_end(rid)
@@ -81,8 +96,10 @@ class NodeService:
                 self._inflight.pop(rid, None)
         if rid:
             self._cache[rid] = reply
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+            self._cache_nbytes += _nbytes(reply)
+            while len(self._cache) > 1 and (len(self._cache) > self._cache_size
+                                            or self._cache_nbytes > self._cache_bytes):
+                self._cache_nbytes -= _nbytes(self._cache.popitem(last=False)[1])
             if fut is not None and not fut.done():
                 fut.set_result(reply)
         return reply

@@ -62,13 +62,15 @@ async def test_retry_while_first_attempt_still_running_drives_device_once():
 
 
 async def test_timeout_after_retries_names_the_node():
-    lossy_all = lambda url: LossyEdgeTransport(url, "n1", heartbeat=0.1, drop_replies=100, types=("ping",))
+    lossy_all = lambda url: LossyEdgeTransport(url, "n1", heartbeat=0.1, drop_replies=100, types=("apply",))
     coord, dev, node = await _setup(lossy_all)
     try:
-        with pytest.raises(DeviceTimeoutError, match=r"\[n1\].*ping.*3 attempt"):
-            await coord.request("n1", "ping", timeout=0.1, retries=2)
+        x = [np.zeros((1, 16), np.float32), np.zeros(16, np.float32)]
+        with pytest.raises(DeviceTimeoutError, match=r"\[n1\].*apply.*3 attempt"):
+            await coord.request("n1", "apply", x, timeout=0.1, retries=2)
         assert coord.stats.timeouts == 1 and coord.stats.retries == 2
         assert node.service.counters["requests"] == 3 and node.service.counters["duplicates"] == 2
+        assert dev.calls == 1
         hdr, _ = await coord.request("n1", "spec", timeout=1)  # the node and coordinator are fine
         assert hdr["spec"]["kind"] == "sim:circuit"
     finally:
