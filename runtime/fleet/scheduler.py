@@ -10,7 +10,9 @@ Protocol (one :meth:`ShardScheduler.run` call, e.g. one training batch or one ep
         on a node failure (timeout, lost connection, remote error): the shard goes back to the front of pending
         on a membership change (join / rejoin / death / eviction): free slots are rebuilt
         stragglers: with nothing pending and a slot free, a shard running > ``speculate`` x the median
-                    shard time is started a second time on another node; the first reply wins
+                    shard time (over recent runs) is started a second time on another node; the first
+                    result wins
+    Free slots are ordered least-used node first (counted over all runs), so work rotates over the fleet.
         if shards are pending, none running and no node available for ``stall_timeout`` s -> FleetError
 
 Each shard's result is passed to ``on_result`` exactly once, whatever happens to nodes, so callers that
@@ -83,6 +85,8 @@ class ShardScheduler:
         self.stall_timeout = float(stall_timeout)
         self.tick = float(tick)
         self.inflight: dict[str, int] = defaultdict(int)
+        self.assigned: dict[str, int] = defaultdict(int)     # shards started per node, over all runs
+        self.durations: deque[float] = deque(maxlen=256)      # recent shard times, over all runs
         self.stats = RunStats()
 
     async def run(self, shards: Iterable[Shard], work: Callable[[str, Shard], Awaitable[Any]],
@@ -98,7 +102,7 @@ class ShardScheduler:
         done: dict[Hashable, Any] = {}
         running: dict[asyncio.Task, tuple[Shard, str, float]] = {}
         copies: dict[Hashable, set[asyncio.Task]] = defaultdict(set)
-        durations: deque[float] = deque(maxlen=256)
+        durations = self.durations
         events: asyncio.Queue = asyncio.Queue()
         free: deque[str] = deque()
         seen_version = -1
@@ -108,13 +112,15 @@ class ShardScheduler:
             nonlocal seen_version
             seen_version = self.manager.version
             free.clear()
-            avail = self.manager.available()
+            # least-used nodes first, so short runs (one batch) still rotate over the whole fleet
+            avail = sorted(self.manager.available(), key=lambda n: self.assigned[n])
             spare = {n: self.manager.nodes[n].cap - self.inflight[n] for n in avail}
             for k in range(max(spare.values(), default=0)):   # round robin: spread work over nodes
                 free.extend(n for n in avail if spare[n] > k)
 
         def start(shard: Shard, node: str, speculative: bool = False) -> None:
             self.inflight[node] += 1
+            self.assigned[node] += 1
             stats.assignments += 1
             stats.speculative += speculative
             task = asyncio.create_task(work(node, shard))
