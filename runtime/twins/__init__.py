@@ -36,7 +36,8 @@ async def build_twin(device: Device, kind: str, n_samples: int | None = None, ep
     opts = {"sim_options": sim_options_of(device)} if kind in ("nominal", "greybox", "residual") else {}
     twin = make_twin(kind, device.spec, **opts)
     if data is None:
-        data = await collect(device, n_samples or d["n_samples"], repeats=repeats, seed=seed)
+        n = int(n_samples or d["n_samples"])
+        data = await collect(device, n, batch=min(256, max(32, n // 16)), repeats=repeats, seed=seed)
     report = fit_twin(twin, data, epochs=d["epochs"] if epochs is None else epochs, seed=seed, **fit_kw)
     return twin, report, data
 

@@ -60,10 +60,12 @@ def nmse(twin: Twin | Callable, data: TwinData, chunk: int = 2048) -> float:
 def fit_twin(twin: Twin, data: TwinData, epochs: int = 60, lr: float | None = None, batch: int = 256,
              val_frac: float = 0.2, seed: int = 0, patience: int | None = 15,
              progress: Callable[[int, float], None] | None = None) -> TwinReport:
-    """Fit ``twin`` on ``data`` (Adam, cosine schedule, MSE on standardised outputs), keep the best held-out
-    state, and return a :class:`TwinReport`. A twin without trainable parameters is only evaluated."""
+    """Fit ``twin`` on ``data`` (Adam, one-cycle schedule, MSE on standardised outputs), keep the best
+    held-out state, and return a :class:`TwinReport`. A twin without trainable parameters is only evaluated.
+    Small data sets use smaller batches (at least 8 steps per epoch)."""
     t0 = time.perf_counter()
     train, val = data.split(val_frac, seed)
+    batch = max(1, min(int(batch), max(16, len(train) // 8)))
     x, th, y = _tensors(train)
     twin.prepare(x, th, y)
     before = nmse(twin, val)

@@ -1,0 +1,69 @@
+"""`pat train`, `pat twin`, `pat results` through typer's CliRunner (small runs)."""
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from runtime.cli import app
+
+runner = CliRunner()
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_train_writes_jsonl_png_summary_model(tmp_path):
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["train", "--device", "sim:plate", "--task", "digits", "--method", "pat", "--epochs", "2",
+                            "--batch", "128", "--twin", "nominal", "--out", str(out), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2
+    rows = [json.loads(line) for line in lines]
+    assert [row["epoch"] for row in rows] == [1, 2]
+    assert {"train_loss", "train_acc", "test_acc", "twin_test_acc", "samples_per_s", "device_calls"} <= set(rows[0])
+    assert (out / "curves.png").read_bytes()[:8] == PNG
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["command"].startswith("pat train --device sim:plate --task digits --method pat")
+    assert summary["twin"]["kind"] == "nominal" and summary["twin"]["nmse_val"] > 0
+    assert summary["test_acc"] == rows[-1]["test_acc"]
+    model = json.loads((out / "model.json").read_text())
+    assert model["format"] == "pat-pnn/1" and model["spec"]["kind"] == "sim:plate"
+    assert "test accuracy" in r.output
+
+
+def test_train_digital_and_bad_inputs(tmp_path):
+    r = runner.invoke(app, ["train", "--method", "digital", "--epochs", "1", "--out", str(tmp_path / "d"),
+                            "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "d" / "summary.json").read_text())["twin"] is None
+    r = runner.invoke(app, ["train", "--method", "magic", "--out", str(tmp_path / "x")])
+    assert r.exit_code != 0 and "unknown method" in r.output
+    r = runner.invoke(app, ["train", "--device", "sim:warp-drive", "--out", str(tmp_path / "y"), "--no-progress"])
+    assert r.exit_code == 2 and "unknown simulator" in r.output
+
+
+def test_twin_command_saves_and_train_loads_it(tmp_path):
+    path = tmp_path / "twin.pt"
+    rep = tmp_path / "twin.json"
+    r = runner.invoke(app, ["twin", "--device", "sim:plate", "--kind", "greybox", "--samples", "512", "--epochs", "3",
+                            "--save", str(path), "--report", str(rep)])
+    assert r.exit_code == 0, r.output
+    assert "held-out NMSE" in r.output and path.exists()
+    report = json.loads(rep.read_text())
+    assert report["nmse_val"] < report["nmse_before"]
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["train", "--epochs", "1", "--twin-path", str(path), "--out", str(out), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "summary.json").read_text())["twin"]["kind"] == f"file:{path}"
+
+
+def test_results_regenerates_markdown_and_plots(tmp_path):
+    md = tmp_path / "RESULTS.md"
+    r = runner.invoke(app, ["results", "--out", str(md), "--device", "sim:plate", "--seeds", "1", "--epochs", "1"])
+    assert r.exit_code == 0, r.output
+    text = md.read_text()
+    assert "| sim:plate |" in text and "pat/nominal" in text and "insilico/greybox" in text and "spsa" in text
+    assert "pat results --out" in text and "--epochs 1" in text
+    assert (tmp_path / "results.png").read_bytes()[:8] == PNG
+    assert (tmp_path / "results_curves.png").read_bytes()[:8] == PNG
+    assert len(json.loads((tmp_path / "results.json").read_text())) == 6
