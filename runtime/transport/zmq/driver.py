@@ -5,7 +5,8 @@ That fd is *edge-triggered* and only says "the socket's state may have changed",
 
 * reads ``ZMQ_EVENTS`` and drains every pending message (``recv_multipart(NOBLOCK, copy=False)``) into
   ``on_message(frames)`` -- at most ``batch`` per loop iteration, then yields to the loop and continues;
-* re-checks ``ZMQ_EVENTS`` after every send (a send can swallow the fd's edge for an incoming message);
+* re-checks ``ZMQ_EVENTS`` after every send (a send can swallow the fd's edge for an incoming message)
+  and schedules a drain if something is readable;
 * sends with ``NOBLOCK``; only when the high-water mark is reached does :meth:`send` wait for ``POLLOUT``.
 
 Compared with ``zmq.asyncio.Socket.recv_multipart()`` in a task this saves a future, a task wake-up and
@@ -102,13 +103,17 @@ class SocketDriver:
     # ----- sending -----------------------------------------------------------------------------------
     def send_nowait(self, frames: list) -> bool:
         """Send now; False if the high-water mark is reached. Raises ``zmq.ZMQError`` for other errors."""
+        sock = self.sock
         try:
-            self.sock.send_multipart(frames, _NOBLOCK, copy=False)
+            sock.send_multipart(frames, _NOBLOCK, copy=False)
             return True
         except zmq.Again:
             return False
         finally:
-            self.kick()
+            # the send may have consumed the fd's edge: if something is readable now, handle it soon
+            # (checked inline: scheduling a callback after every send would cost a loop iteration)
+            if not self.closed and (sock.getsockopt(_EVENTS) & _POLLIN or self._send_waiters):
+                self.kick()
 
     async def send(self, frames: list) -> None:
         """Send, waiting (without blocking the loop) while the high-water mark is reached."""
