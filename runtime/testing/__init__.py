@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from .core import assert_no_leaked_tasks, free_port, sim_device
 from .mosquitto import Broker, mosquitto_broker, mosquitto_broker_sync, require_mosquitto
+from .zmq import EdgeProcess, LossyEdgeTransport, RunningNode, ZmqFleet, start_node, zmq_fleet
 
-__all__ = ["Broker", "assert_no_leaked_tasks", "free_port", "mosquitto_broker", "mosquitto_broker_sync",
+__all__ = ["Broker", "EdgeProcess", "LossyEdgeTransport", "RunningNode", "ZmqFleet", "start_node", "zmq_fleet",
+           "assert_no_leaked_tasks", "free_port", "mosquitto_broker", "mosquitto_broker_sync",
            "require_mosquitto", "sim_device"]

@@ -90,3 +90,29 @@ def test_transport_is_chosen_by_url_scheme():
     assert isinstance(t, mqtt.MqttEdgeTransport)
     with pytest.raises(ValueError, match="unknown coordinator URL"):
         make_edge_transport("udp://x", "n1")
+
+
+@pytest.mark.slow
+def test_pat_train_on_a_remote_zmq_device(tmp_path):
+    """`pat train --device zmq://...` against `pat edge` in another process (one short epoch)."""
+    import json
+    import signal
+
+    from typer.testing import CliRunner
+
+    from runtime.cli import app
+
+    port = free_port()
+    proc = EdgeProcess("sim:circuit?noise=0.01", f"tcp://127.0.0.1:{port}", "trainee", 0.2).start()
+    try:
+        r = CliRunner().invoke(app, ["train", "--device", f"zmq://127.0.0.1:{port}/trainee?timeout=20", "--task",
+                                     "digits", "--method", "pat", "--twin", "nominal", "--epochs", "1",
+                                     "--no-progress", "--out", str(tmp_path / "run")])
+        assert r.exit_code == 0, r.output
+        summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+        assert summary["device_calls"] > 50 and summary["epochs_run"] == 1
+        assert "zmq://127.0.0.1" in r.output
+        proc.proc.send_signal(signal.SIGTERM)
+        assert proc.proc.wait(30) == 0, proc.output()
+    finally:
+        proc.kill()
