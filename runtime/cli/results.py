@@ -90,6 +90,54 @@ async def run_grid(grid: Grid, runs_dir: Path | None = None, progress: bool = Tr
     return records
 
 
+TWIN_KINDS = ["nominal", "greybox", "residual", "mlp"]
+
+
+async def twin_table(devices: list[str], seed: int = 0, progress: bool = True) -> list[dict[str, Any]]:
+    """Held-out NMSE of every twin kind on each device (default data sizes and epochs of each kind)."""
+    import torch
+
+    from devices.factory import make_device
+    from runtime.twins import DEFAULTS, build_twin
+
+    torch.set_num_threads(1)
+    rows = []
+    for dev_uri in devices:
+        dev = make_device(dev_uri)
+        await dev.connect()
+        try:
+            for kind in TWIN_KINDS:
+                t0 = time.perf_counter()
+                _, rep, _ = await build_twin(dev, kind, seed=seed)
+                rows.append({"device": dev_uri, "kind": kind, "n_samples": DEFAULTS[kind]["n_samples"],
+                             "nmse_val": rep.nmse_val, "noise_floor": rep.noise_floor, "epochs": rep.epochs,
+                             "seconds": time.perf_counter() - t0})
+                if progress:
+                    typer.echo(f"twin {dev_uri:12s} {kind:9s}: held-out NMSE {rep.nmse_val:.4f} "
+                               f"(floor {rep.noise_floor:.4f}, {rows[-1]['seconds']:.1f} s)")
+        finally:
+            await dev.close()
+    return rows
+
+
+def render_twins(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    devices = list(dict.fromkeys(r["device"] for r in rows))
+    kinds = list(dict.fromkeys(r["kind"] for r in rows))
+    by = {(r["device"], r["kind"]): r for r in rows}
+    lines = ["", "## Twin quality", "",
+             "Held-out NMSE = mean‖f_m(x, θ) − y‖² / mean‖y − ȳ‖² on random (x, θ) batches not used for fitting "
+             "(`pat twin --device DEVICE --kind KIND`, default sizes; seed 0). The noise floor is what a perfect "
+             "twin would score against single noisy measurements (estimated from repeated measurements).", "",
+             "| device | " + " | ".join(f"{k} (n={by[(devices[0], k)]['n_samples']})" for k in kinds)
+             + " | noise floor |", "|---|" + "---|" * (len(kinds) + 1)]
+    for d in devices:
+        cells = [f"{by[(d, k)]['nmse_val']:.4f} ({by[(d, k)]['seconds']:.0f} s)" for k in kinds]
+        lines.append(f"| {d} | " + " | ".join(cells) + f" | {by[(d, kinds[0])]['noise_floor']:.4f} |")
+    return lines
+
+
 def _ms(vals: list[float]) -> str:
     if not vals:
         return "—"
@@ -98,8 +146,8 @@ def _ms(vals: list[float]) -> str:
     return f"{100 * m:.1f} ± {100 * sd:.1f}"
 
 
-def render(records: list[dict[str, Any]], grid: Grid, command: str,
-           seconds: float) -> tuple[str, dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+def render(records: list[dict[str, Any]], grid: Grid, command: str, seconds: float,
+           twins: list[dict[str, Any]] | None = None) -> tuple[str, dict[str, dict[str, float]], dict[str, dict[str, float]]]:
     """The RESULTS.md text for ``records``, plus the mean and std accuracy per (device, variant)."""
     labels = [_label(m, t) for m, t in grid.variants()]
     by: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -187,7 +235,9 @@ def render(records: list[dict[str, Any]], grid: Grid, command: str,
             seen.add(r["method"])
             lines.append(r["command"])
     lines += ["```", "", "![accuracy per device and method](results.png)", "",
-              f"![training curves of PAT on {grid.devices[0]}](results_curves.png)", ""]
+              f"![training curves of PAT on {grid.devices[0]}](results_curves.png)"]
+    lines += render_twins(twins or [])
+    lines.append("")
     return "\n".join(lines), groups, errors
 
 
@@ -204,6 +254,7 @@ def register(app: typer.Typer) -> None:
         layers: int = typer.Option(2, help="physical layers"),
         fitted: str = typer.Option("greybox", help="kind of fitted twin: greybox|residual|mlp"),
         runs: Path | None = typer.Option(None, help="also keep every run's outputs under this folder"),
+        twins: bool = typer.Option(True, "--twins/--no-twins", help="also tabulate every twin kind's held-out NMSE"),
     ) -> None:
         """Run the PAT / in-silico / SPSA / digital comparison and regenerate docs/RESULTS.md."""
         from runtime.plots import plot_comparison, plot_curves
@@ -220,10 +271,13 @@ def register(app: typer.Typer) -> None:
                                    ("layers", layers, 2), ("fitted", fitted, "greybox")]:
             if val != default:
                 cmd.append(f"--{name} {val}")
+        if not twins:
+            cmd.append("--no-twins")
         t0 = time.perf_counter()
         records = asyncio.run(run_grid(grid, runs))
+        twin_rows = asyncio.run(twin_table(list(device))) if twins else []
         seconds = time.perf_counter() - t0
-        text, groups, errors = render(records, grid, " ".join(cmd), seconds)
+        text, groups, errors = render(records, grid, " ".join(cmd), seconds, twin_rows)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
         plot_comparison(groups, out.parent / "results.png", title=f"{task}: physical test accuracy", errors=errors)
@@ -233,5 +287,6 @@ def register(app: typer.Typer) -> None:
                 plot_curves(r["history"], out.parent / "results_curves.png",
                             title=f"PAT (nominal twin) on {r['device']} / {task}")
         (out.parent / "results.json").write_text(json.dumps(
-            [{k: v for k, v in r.items() if k != "history"} for r in records], indent=1) + "\n")
+            {"runs": [{k: v for k, v in r.items() if k != "history"} for r in records], "twins": twin_rows},
+            indent=1) + "\n")
         typer.echo(f"wrote {out} ({seconds / 60:.1f} min)")
