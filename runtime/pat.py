@@ -83,17 +83,23 @@ def pat_apply(x: torch.Tensor, theta: torch.Tensor, y_phys: torch.Tensor | np.nd
 
 
 async def measure(device: Device, x: torch.Tensor, theta: torch.Tensor, max_batch: int | None = None,
-                  observers: Sequence[Observer] = (), name: str = "") -> torch.Tensor:
+                  observers: Sequence[Observer] = (), name: str = "", concurrent: bool = True) -> torch.Tensor:
     """``f_p(x, θ)`` on the device, splitting ``x`` into chunks of at most ``max_batch`` rows.
 
-    The chunks are sent concurrently (a remote device pipelines them); outputs keep the input order.
+    With ``concurrent`` the chunks are sent together (a remote device pipelines them), otherwise one after
+    another; outputs keep the input order either way.
     """
     spec = device.spec
     mb = int(max_batch or spec.max_batch)
+    if x.dim() != 2 or x.shape[0] == 0:
+        raise ValueError(f"{name or device.name}: expected a non-empty batch [B, {spec.in_dim}], got {list(x.shape)}")
     xs = x.detach().to(torch.float32).cpu().numpy()
     th = theta.detach().to(torch.float32).cpu().numpy()
     chunks = [xs[i:i + mb] for i in range(0, xs.shape[0], mb)]
-    ys = await asyncio.gather(*(device.apply(c, th) for c in chunks))
+    if concurrent:
+        ys = await asyncio.gather(*(device.apply(c, th) for c in chunks))
+    else:
+        ys = [await device.apply(c, th) for c in chunks]
     for c, y in zip(chunks, ys):
         for obs in observers:
             obs(name, c, th, y)
@@ -188,6 +194,9 @@ class PhysicalLayer(nn.Module):
         self.__dict__["device"] = device          # plain attributes, not registered sub-modules
         self.__dict__["twin"] = twin
         self.observers: list[Observer] = []
+        #: send the channels' (and chunks') device calls concurrently (pipelining for remote devices);
+        #: ``False`` measures them one after another, which makes noisy simulators reproducible
+        self.concurrent = True
         lo, hi = spec.theta_range
         mid, half = (lo + hi) / 2, (hi - lo) / 2 * init_frac
         u = torch.rand(self.channels, spec.param_dim, generator=generator)
@@ -217,9 +226,12 @@ class PhysicalLayer(nn.Module):
             raise RuntimeError(f"{self.name}: no device attached (in-silico only model); use forward()")
         xs = self._split(x)
         theta = self.theta.clamp(*self.spec.theta_range)
-        ys = await asyncio.gather(*(
-            measure(self.device, xs[:, c], theta[c], observers=self.observers, name=f"{self.name}[{c}]")
-            for c in range(self.channels)))
+        calls = [measure(self.device, xs[:, c], theta[c], observers=self.observers, name=f"{self.name}[{c}]",
+                         concurrent=self.concurrent) for c in range(self.channels)]
+        if self.concurrent:
+            ys = await asyncio.gather(*calls)
+        else:
+            ys = [await c for c in calls]
         return torch.cat([pat_apply(xs[:, c], theta[c], ys[c], self.twin) for c in range(self.channels)], dim=1)
 
     @torch.no_grad()
@@ -267,6 +279,12 @@ class PNN(nn.Module):
     def project_(self) -> None:
         for layer in self.physical_layers:
             layer.project_()
+
+    def set_concurrent(self, concurrent: bool) -> "PNN":
+        """Measure channels and chunks concurrently (default) or sequentially (reproducible with sims)."""
+        for layer in self.physical_layers:
+            layer.concurrent = bool(concurrent)
+        return self
 
     def add_observer(self, fn: Observer) -> None:
         """``fn(layer_name, x, θ, y_physical)`` is called for every batch a physical layer measures."""

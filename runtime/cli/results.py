@@ -207,6 +207,14 @@ def render(records: list[dict[str, Any]], grid: Grid, command: str, seconds: flo
         d1 = 100 * (g.get("pat/nominal", float("nan")) - g.get("insilico/nominal", float("nan")))
         d2 = 100 * (g.get(f"pat/{fitted}", float("nan")) - g.get(f"insilico/{fitted}", float("nan")))
         lines.append(f"| {dev} | {d1:+.1f} | {d2:+.1f} |")
+    big = [d for d in grid.devices
+           if groups[d].get("pat/nominal", 0) - groups[d].get("insilico/nominal", 1) >= 0.10]
+    fgap = [100 * (groups[d].get(f"pat/{fitted}", float("nan")) - groups[d].get(f"insilico/{fitted}", float("nan")))
+            for d in grid.devices]
+    lines += ["", "Reading: with the nominal (datasheet) twin, PAT beats in-silico training by >= 10 points on "
+              + (", ".join(big) if big else "no device") + f"; with the fitted {fitted} twin the PAT − in-silico "
+              f"difference ranges from {min(fgap):+.1f} to {max(fgap):+.1f} points. PAT's forward pass is the "
+              "measurement, so it tolerates a wrong twin; in-silico training is only as good as its twin.", ""]
     lines += ["", "What the twin *predicted* the accuracy would be (in-silico forward of the final model, %) vs "
               "the device:", "", "| device | method | twin-predicted | measured |", "|---|---|---|---|"]
     for dev in grid.devices:
@@ -231,8 +239,9 @@ def render(records: list[dict[str, Any]], grid: Grid, command: str, seconds: flo
     lines += ["", "Reproduce one cell, e.g.:", "", "```bash"]
     seen = set()
     for r in records:
-        if r["device"] == grid.devices[0] and r["seed"] == grid.seeds[0] and r["method"] not in seen:
-            seen.add(r["method"])
+        lab = _label(r["method"], r["twin"])
+        if r["device"] == grid.devices[0] and r["seed"] == grid.seeds[0] and lab not in seen:
+            seen.add(lab)
             lines.append(r["command"])
     lines += ["```", "", "![accuracy per device and method](results.png)", "",
               f"![training curves of PAT on {grid.devices[0]}](results_curves.png)"]

@@ -27,6 +27,7 @@ import torch
 
 from devices.base import Device
 from devices.factory import make_device
+from devices.local import LocalDevice
 from runtime.datasets import Task, load_task
 from runtime.pat import PNN, build_pnn
 from runtime.twins import Twin, TwinReport, build_twin, collect, evaluate_twin, load_twin
@@ -141,6 +142,8 @@ async def run_experiment(cfg: ExperimentConfig, task: Task | None = None, device
             model = build_pnn(task.n_features, task.n_classes, twin, device, layers=cfg.layers, hybrid=cfg.hybrid,
                               channels=cfg.channels, seed=cfg.seed)
             model.calibrate(torch.from_numpy(task.x_train[:512]))
+            # a local simulator draws its noise in call order: measure sequentially so runs are reproducible
+            model.set_concurrent(not isinstance(device, LocalDevice))
             n_params = model.n_parameters()
             train_device = device
         t_setup = time.perf_counter() - t0

@@ -34,7 +34,11 @@ async def build_twin(device: Device, kind: str, n_samples: int | None = None, ep
     """Collect data on ``device`` (unless ``data`` is given), make a ``kind`` twin and fit it."""
     d = DEFAULTS.get(kind, DEFAULTS["mlp"])
     opts = {"sim_options": sim_options_of(device)} if kind in ("nominal", "greybox", "residual") else {}
-    twin = make_twin(kind, device.spec, **opts)
+    import torch
+
+    with torch.random.fork_rng(devices=[]):          # reproducible initial weights
+        torch.manual_seed(seed)
+        twin = make_twin(kind, device.spec, **opts)
     if data is None:
         n = int(n_samples or d["n_samples"])
         data = await collect(device, n, batch=min(256, max(32, n // 16)), repeats=repeats, seed=seed)
