@@ -47,7 +47,7 @@ def plot_comparison(table: Mapping[str, Mapping[str, float]], path: str | Path, 
     for g in groups:
         methods += [m for m in table[g] if m not in methods]
     width = 0.8 / max(len(methods), 1)
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups) + 2), 3.6))
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups) + 2) + 1.6, 3.6))
     for i, m in enumerate(methods):
         xs = [j + (i - (len(methods) - 1) / 2) * width for j in range(len(groups))]
         vals = [table[g].get(m, float("nan")) for g in groups]
@@ -56,7 +56,7 @@ def plot_comparison(table: Mapping[str, Mapping[str, float]], path: str | Path, 
     ax.set_xticks(range(len(groups)), groups)
     ax.set_ylabel("test accuracy (physical)")
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=8, ncol=2, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     if title:
         ax.set_title(title)
     fig.tight_layout()

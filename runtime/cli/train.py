@@ -30,6 +30,7 @@ def register(app: typer.Typer) -> None:
         hybrid: bool = typer.Option(False, "--hybrid/--physical", help="digital input/output layers around the device"),
         channels: int | None = typer.Option(None, help="device channels per layer (default ceil(features/in_dim))"),
         seed: int = typer.Option(0, help="random seed (init, data split and order, twin data)"),
+        patience: int | None = typer.Option(None, min=1, help="early stop after N epochs without a lower train loss"),
         out: Path | None = typer.Option(None, help="output folder (default runs/DEVICE-TASK-METHOD-sSEED)"),
         threads: int = typer.Option(1, min=1, help="torch CPU threads"),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="tqdm progress bar"),
@@ -49,7 +50,7 @@ def register(app: typer.Typer) -> None:
         cfg = ExperimentConfig(device=device, task=task, method=method, twin=twin,
                                twin_path=str(twin_path) if twin_path else None, twin_samples=twin_samples,
                                epochs=epochs, batch=batch, lr=lr, layers=layers, hybrid=hybrid, channels=channels,
-                               seed=seed)
+                               seed=seed, patience=patience)
         if out is None:
             safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in device.split("?")[0])
             out = Path("runs") / f"{safe}-{task}-{method}-s{seed}"

@@ -79,6 +79,10 @@ class ExperimentConfig:
             parts.append(f"--lr {self.lr}")
         if self.channels:
             parts.append(f"--channels {self.channels}")
+        if self.patience:
+            parts.append(f"--patience {self.patience}")
+        if self.twin_path:
+            parts.append(f"--twin-path {self.twin_path}")
         return " ".join(parts)
 
 
