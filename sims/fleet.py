@@ -29,7 +29,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from devices.base import Device
 from devices.factory import parse_sim_uri
+from devices.spec import DeviceSpec
 from devices.local import LocalDevice
 from edge.service import NodeService
 from runtime.wire import MessageType
@@ -157,6 +159,7 @@ class FaultyService:
                  lost_reply: Any = None):
         self.inner, self.injector, self.on_crash, self.lost_reply = inner, injector, on_crash, lost_reply
         self.crashed = False
+        self.busy = 0.0          # seconds spent handling requests (node-side utilization = busy / wall)
 
     @property
     def device(self):
@@ -181,12 +184,15 @@ class FaultyService:
                 self.on_crash()
                 return self.lost_reply
         t0 = time.perf_counter()
-        delay = spec.latency + (spec.jitter * inj.rng.random() if spec.jitter else 0.0)
-        if delay:
-            await asyncio.sleep(delay)
-        reply = await self.inner.handle(header, arrays)
-        if inj.slow:
-            await asyncio.sleep((spec.slow_factor - 1.0) * (time.perf_counter() - t0))
+        try:
+            delay = spec.latency + (spec.jitter * inj.rng.random() if spec.jitter else 0.0)
+            if delay:
+                await asyncio.sleep(delay)
+            reply = await self.inner.handle(header, arrays)
+            if inj.slow:
+                await asyncio.sleep((spec.slow_factor - 1.0) * (time.perf_counter() - t0))
+        finally:
+            self.busy += time.perf_counter() - t0
         if self.crashed:
             return self.lost_reply
         if spec.drop and inj.rng.random() < spec.drop:
@@ -195,10 +201,36 @@ class FaultyService:
         return reply
 
 
-def node_device(device: str, index: int, seed: int = 0, threaded: bool = False, **overrides) -> LocalDevice:
-    """The simulated device of node ``index``: ``device`` URI (``sim:KIND?opt=..``) with ``unit=index``."""
+class EchoDevice(Device):
+    """A device that is only latency: ``y = tanh(x + θ)`` after ``latency`` s (``echo:?latency=0.01&dim=4``).
+
+    Its compute is a few microseconds, so fleets of it measure the runtime's own overhead (scheduling,
+    transport, metering) without the simulated physics competing for the same CPU.
+    """
+
+    def __init__(self, latency: float = 0.01, dim: int = 4, name: str = "echo"):
+        super().__init__(name)
+        self.latency, self.dim = float(latency), int(dim)
+
+    async def _connect(self, timeout: float) -> None:
+        self._spec = DeviceSpec("echo", self.dim, self.dim, self.dim, y_range=(-1.0, 1.0),
+                                description="latency-only test device: y = tanh(x + theta)")
+
+    async def _apply(self, x: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        return np.tanh(x + theta).astype(np.float32)
+
+
+def node_device(device: str, index: int, seed: int = 0, threaded: bool = False, **overrides) -> Device:
+    """The device of node ``index``: ``sim:KIND?opt=..`` as unit ``index`` (its own hidden variation), or
+    ``echo:?latency=S&dim=D`` (:class:`EchoDevice`)."""
+    if device.startswith("echo:"):
+        _, opts = parse_sim_uri(device.replace("echo:", "sim:", 1))
+        opts.update(overrides)
+        return EchoDevice(float(opts.get("latency", 0.01)), int(opts.get("dim", 4)), name=f"echo#{index}")
     if not device.startswith("sim:"):
-        raise ValueError(f"simulated fleets need a sim:KIND device, got {device!r}")
+        raise ValueError(f"simulated fleets need a sim:KIND or echo: device, got {device!r}")
     kind, opts = parse_sim_uri(device)
     opts.update(overrides)
     opts["unit"] = int(opts.get("unit", 0)) + index
@@ -426,5 +458,8 @@ class SimFleet:
         return total
 
     def node_busy(self) -> dict[str, float]:
-        """Seconds each inproc node spent handling requests (node-side, current incarnation)."""
-        return {n: node.transport.busy for n, node in self.nodes.items()}
+        """Seconds each node in this process spent handling requests (current incarnation; ``{}`` for
+        nodes in child processes)."""
+        if self._runner is not None:
+            return {n: node["service"].busy for n, node in self._runner.nodes.items()}
+        return {n: node.service.busy for n, node in self.nodes.items()}

@@ -1,7 +1,7 @@
 """``pat fleet``: data-parallel (or pipelined) PAT across a simulated fleet, with fault injection.
 
     pat fleet --nodes 16 --faults "drop=0.05,latency=0.01,jitter=0.005,crash=2,corrupt=0.01,slow=1" \\
-              --transport inproc --device sim:circuit --task digits
+              --transport inproc --device sim:plate --task digits
 
 Every node is a different unit of the device (own hidden variation) with its own twin. Each epoch line
 says that the exactly-once ledger held; the end prints per-node latency / utilization and fault counts.
@@ -25,12 +25,12 @@ def register(app: typer.Typer) -> None:
         faults: str = typer.Option("none", help='e.g. "drop=0.05,latency=0.01,jitter=0.005,crash=2,corrupt=0.01,slow=1"'),
         transport: str = typer.Option("inproc", help="inproc (virtual nodes on one loop) | zmq (TCP loopback)"),
         processes: int = typer.Option(0, min=0, help="zmq only: spread the nodes over this many child processes"),
-        device: str = typer.Option("sim:circuit?substeps=1", help="sim:KIND[?opts]; node i is unit i"),
+        device: str = typer.Option("sim:plate", help="sim:KIND[?opts] (node i is unit i) or echo:?latency=S"),
         task: str = typer.Option("digits", help="task name (runtime.datasets.TASKS)"),
         n_train: int | None = typer.Option(None, help="training samples (default: the task's split)"),
         n_test: int | None = typer.Option(None, help="test samples"),
         mode: str = typer.Option("data", help="data (data-parallel shards) | pipeline (layer k on node k)"),
-        epochs: int = typer.Option(2, min=1, help="training epochs"),
+        epochs: int = typer.Option(4, min=1, help="training epochs"),
         batch: int = typer.Option(64, min=1, help="mini-batch size (one synchronous update per batch)"),
         shard: int | None = typer.Option(None, min=1, help="samples per shard / micro-batch "
                                          "(default max(4, batch/nodes))"),
@@ -39,7 +39,8 @@ def register(app: typer.Typer) -> None:
         twin_samples: int = typer.Option(256, min=1, help="measurements per node to fit its twin"),
         twin_epochs: int = typer.Option(5, min=0, help="twin fitting epochs"),
         layers: int = typer.Option(1, min=1, help="physical layers"),
-        hybrid: bool = typer.Option(True, "--hybrid/--physical", help="digital input/output layers around the device"),
+        hybrid: bool = typer.Option(True, "--hybrid/--physical",
+                                    help="digital input/output layers around the device (--physical: as pat train)"),
         cap: int = typer.Option(2, min=1, help="in-flight shards per node"),
         timeout: float = typer.Option(0.3, help="request timeout (s) before a retry (same request id)"),
         seed: int = typer.Option(0, help="seed (data, init, faults)"),

@@ -21,7 +21,7 @@ from .training import (EpochStats, FittedTwins, FleetTrainer, NominalTwins, Pipe
 @dataclass
 class FleetConfig:
     nodes: int = 16
-    device: str = "sim:circuit?substeps=1"
+    device: str = "sim:plate"
     faults: str | None = None
     transport: str = "inproc"
     processes: int = 0
@@ -29,7 +29,7 @@ class FleetConfig:
     n_train: int | None = None
     n_test: int | None = None
     mode: str = "data"
-    epochs: int = 2
+    epochs: int = 4
     batch: int = 64
     shard: int | None = None         # default: max(4, ceil(batch / nodes)), so a batch spans the fleet
     lr: float = 0.02

@@ -223,7 +223,8 @@ class EpochStats:
     seconds: float
     samples: int
     ledger: dict[str, int]
-    reassigned: int = 0
+    reassigned: int = 0       # shards re-queued after a node failure
+    speculative: int = 0      # shards also started on a second node because the first was straggling
     duplicates: int = 0
     failures: int = 0
     by_node: dict[str, int] = field(default_factory=dict)
@@ -325,6 +326,7 @@ class FleetTrainer(_TrainerBase):
             await self.scheduler.run(shards, self._work, on_result=accept)
             st = self.scheduler.stats
             agg.reassigned += st.reassigned
+            agg.speculative += st.speculative
             agg.duplicates += st.duplicates
             agg.failures += st.failures
             for n, c in st.by_node.items():

@@ -223,7 +223,6 @@ class InprocEdgeTransport(EdgeTransport):
         self.connect_timeout = float(connect_timeout)
         self.session = uuid.uuid4().hex
         self.counters = {"requests": 0, "replies": 0, "bad": 0, "corrupt": 0, "dropped": 0}
-        self.busy = 0.0          # seconds spent handling requests (node-side utilization)
         self.crashed = False
         self._crash_event = asyncio.Event()
         self._inbox: asyncio.Queue[Frames] = asyncio.Queue()
@@ -319,11 +318,7 @@ class InprocEdgeTransport(EdgeTransport):
                     self.counters["bad"] += 1
                     self._send(wire.error_header(None, e.code, str(e), node=self.node_id))
                 continue
-            t0 = time.perf_counter()
-            try:
-                reply = await service.handle(h, arrays)
-            finally:
-                self.busy += time.perf_counter() - t0
+            reply = await service.handle(h, arrays)
             if reply is None or self.crashed:
                 self.counters["dropped"] += reply is None
                 continue

@@ -2,9 +2,9 @@
 
 Accuracy tolerance: both runs use the same seed (same init, data order, shard layout), but after the kill
 the surviving nodes measure the shards (other units, other noise), so the runs differ by measurement
-noise. We allow 0.06 absolute test accuracy: about 3.5 binomial standard errors of a 300-sample test
-accuracy near 0.9 (sqrt(0.9 * 0.1 / 300) = 0.017), and above the seed-to-seed spread measured for this
-setup (see docs/RESULTS.md, fleet section).
+noise. We allow 0.06 absolute test accuracy: about 3 binomial standard errors of a 300-sample test
+accuracy near 0.87 (sqrt(0.87 * 0.13 / 300) = 0.019), and more than the seed-to-seed spread of this
+fault-free setup (5 seeds: 0.85..0.89, std 0.016; see docs/fleet.md).
 """
 import numpy as np
 import pytest
@@ -17,9 +17,9 @@ from runtime.pat import build_pnn
 from runtime.testing.fleet import sim_fleet
 from runtime.twins import make_twin
 
-DEVICE = "sim:circuit?substeps=1"
+DEVICE = "sim:plate"
 TOL = 0.06
-EPOCHS = 3
+EPOCHS = 4
 
 
 def test_ledger_detects_double_and_missing():
@@ -93,12 +93,13 @@ async def test_kill_k_of_n_mid_epoch_exactly_once_and_same_accuracy():
         # train_epoch already asserted the ledger; check its summary too
         assert [st.ledger["samples"] for st in h] == [400] * EPOCHS
         assert [st.ledger["epoch"] for st in h] == list(range(EPOCHS))
-    info = (killed, after_kill, inflight_at_kill, [(h.reassigned, h.failures, dict(h.by_node)) for h in faulty], faults,
+    info = (killed, after_kill, inflight_at_kill, [(h.reassigned, h.speculative, h.failures, dict(h.by_node)) for h in faulty], faults,
             acc_clean, acc_faulty)
     assert len(killed) == 2, info
     # a killed node contributes at most the shards it had measured before it died (at most its in-flight ones)
     assert all(after_kill.get(n, 0) <= inflight_at_kill[n] for n in killed), info
-    assert faulty[0].reassigned >= 1, info                   # their in-flight shards moved elsewhere
+    # their shards moved elsewhere: re-queued after a timeout, or first duplicated as stragglers
+    assert faulty[0].reassigned + faulty[0].speculative >= 1, info
     assert set(faulty[1].by_node) == set(fleet_nodes(4)) - set(killed), info
     assert faults["dropped"] > 0 and faults["corrupted"] > 0, info
     assert acc_clean > 0.8, info

@@ -48,7 +48,7 @@ async def test_zmq_in_process_nodes_drops_and_crash_restart():
 @pytest.mark.slow
 async def test_processes_killed_mid_epoch_training_exactly_once():
     task = load_task("digits", seed=0, n_train=192, n_test=64)
-    device = "sim:circuit?substeps=1"
+    device = "sim:plate"
     async with sim_fleet(4, device, transport="zmq", processes=4, timeout=0.3, heartbeat=0.05,
                          liveness=0.4, join_timeout=60) as fleet:
         m = fleet.manager

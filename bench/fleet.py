@@ -1,0 +1,239 @@
+"""Fleet benchmark: device utilization, throughput vs node count, and the largest fleet on one machine.
+
+    python bench/fleet.py                 # everything (a few minutes on 2 cores)
+    python bench/fleet.py --quick         # smaller sweep
+
+Workload: a stream of apply shards (``--rows`` x 4 inputs each) scheduled by :class:`ShardScheduler` with
+2 shards in flight per node. Two simulated devices, both with ``--latency`` s of device latency per call:
+
+* ``echo`` — latency only (``echo:?latency=..``, microseconds of compute): measures the runtime's overhead
+* ``circuit`` — the circuit simulator (``in_dim=4, substeps=1``): about 0.5 ms of physics per call that, for
+  in-process nodes, runs on the same CPU as the coordinator
+
+Columns: ``util(dev)`` = time each node spent handling requests / wall time, averaged over nodes (nodes in
+this process only); ``util(coord)`` = time with >= 1 request outstanding per node / wall (the coordinator's
+view, every transport); ``req/s`` completed requests per second; ``ideal`` = nodes / latency.
+Largest fleet: inproc virtual circuit nodes, each size in a fresh interpreter (join time, RSS, two requests
+to every node, still alive on heartbeats 2.5 s later); separate processes: one echo node per ZeroMQ child
+process started from a forkserver (PSS = proportional memory, shared pages split).
+
+It is a benchmark, not a test: it prints tables with the numbers measured in this run.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from runtime.fleet import Shard, ShardScheduler  # noqa: E402
+from sims.fleet import SimFleet  # noqa: E402
+
+CIRCUIT = "sim:circuit?in_dim=4&param_dim=4&substeps=1&latency={latency}"
+ECHO = "echo:?latency={latency}&dim=4"
+TH = np.zeros(4, np.float32)
+
+
+def rss_mb() -> float:
+    """Current resident memory of this process (MiB), from /proc."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def pid_pss_mb(pid: int) -> float:
+    """Proportional set size of ``pid`` (MiB): shared pages (forkserver, libraries) split between sharers."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+async def stream(fleet: SimFleet, seconds: float, rows: int, latency: float) -> dict:
+    """Keep every node busy for about ``seconds``; return throughput and utilization."""
+    m = fleet.manager
+    n = len(fleet.node_ids)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (rows, 4)).astype(np.float32)
+    total = max(4 * n, int(seconds * n / max(latency, 1e-3)))      # about `seconds` at full speed
+
+    async def work(node, shard):
+        return await m.apply(node, x, TH)
+
+    sched = ShardScheduler(m, speculate=None)
+    await sched.run([Shard(("warm", i)) for i in range(2 * n)], work)      # warm-up round
+    m.metrics.reset()
+    busy0 = fleet.node_busy()
+    t0 = time.perf_counter()
+    await sched.run([Shard(i) for i in range(total)], work)
+    wall = time.perf_counter() - t0
+    s = m.metrics.summary()
+    busy1 = fleet.node_busy()
+    dev_util = (float(np.mean([busy1[k] - busy0.get(k, 0.0) for k in busy1])) / wall) if busy1 else float("nan")
+    return {"nodes": n, "requests": total, "wall": wall, "req_s": total / wall, "util_dev": dev_util,
+            "util_coord": s["utilization"], "p50_ms": s["latency"]["p50"] * 1e3, "p99_ms": s["latency"]["p99"] * 1e3}
+
+
+async def utilization(nodes: int, device: str, latency: float, rows: int, seconds: float,
+                      transport: str = "inproc", processes: int = 0, cap: int = 2) -> dict:
+    async with SimFleet(nodes, device.format(latency=latency), transport=transport, processes=processes,
+                        cap=cap, timeout=5.0, heartbeat=0.5, liveness=5.0, join_timeout=120,
+                        start_method="forkserver") as fleet:
+        return await stream(fleet, seconds, rows, latency)
+
+
+async def largest_one(nodes: int, latency: float, rows: int) -> dict:
+    """One fleet size, run in a fresh interpreter (``--largest-one N``) so its memory is its own."""
+    import torch
+
+    torch.set_num_threads(1)
+    r0 = rss_mb()
+    t0 = time.perf_counter()
+    async with SimFleet(nodes, CIRCUIT.format(latency=latency), cap=2, timeout=60.0, heartbeat=1.0,
+                        liveness=30.0, join_timeout=600) as fleet:
+        join = time.perf_counter() - t0
+        r1 = rss_mb()
+        m = fleet.manager
+        x = np.zeros((rows, 4), np.float32)
+
+        async def work(node, shard):
+            return await m.apply(node, x, TH)
+
+        m.metrics.reset()
+        t1 = time.perf_counter()
+        done = await ShardScheduler(m, speculate=None).run([Shard(i) for i in range(2 * nodes)], work)
+        wall = time.perf_counter() - t1
+        await asyncio.sleep(2.5)                  # heartbeats keep flowing: everyone still alive?
+        m.refresh()
+        alive = len(m.available())
+        hb = fleet.coordinator.counters["received"]
+    return {"nodes": nodes, "join_s": join, "rss_mb": r1, "kb_per_node": (r1 - r0) * 1024 / nodes,
+            "rounds_s": wall / 2, "req_s": len(done) / wall, "alive": alive, "msgs": hb}
+
+
+def largest(nodes: int, latency: float, rows: int) -> dict:
+    import json
+    import subprocess
+
+    out = subprocess.run([sys.executable, __file__, "--largest-one", str(nodes), "--latency", str(latency),
+                          "--rows", str(rows)], capture_output=True, text=True, timeout=900)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+async def processes(n: int, latency: float, rows: int) -> dict:
+    t0 = time.perf_counter()
+    async with SimFleet(n, ECHO.format(latency=latency), transport="zmq", processes=n, cap=2, timeout=10.0,
+                        heartbeat=0.5, liveness=10.0, join_timeout=300, start_method="forkserver") as fleet:
+        join = time.perf_counter() - t0
+        pss = sum(pid_pss_mb(c.process.pid) for c in fleet._procs.children)
+        res = await stream(fleet, 1.0, rows, latency)
+    return {"processes": n, "join_s": join, "children_pss_mb": pss, "pss_per_proc": pss / n, **res}
+
+
+def table(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
+    """``cols``: (key, header, format spec like ">10.1f"); the width is the number after the ">"."""
+    width = [int(re.match(r">(\d+)", f).group(1)) for _, _, f in cols]
+    lines = ["".join(f"{h:>{w}}" for (_, h, _), w in zip(cols, width))]
+    for r in rows:
+        lines.append("".join(f"{r[k]:{f}}" for k, _, f in cols))
+    return "\n".join(lines)
+
+
+async def main(args) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    lat, rows, sec = args.latency, args.rows, args.seconds
+    print(f"# fleet benchmark: device latency {lat * 1e3:.0f} ms, {rows} rows per request, cap 2 shards/node, "
+          f"{os.cpu_count()} CPUs\n")
+    util_cols = [("device", "device", ">9"), ("transport", "transport", ">13"), ("req_s", "req/s", ">9.1f"),
+                 ("ideal", "ideal", ">8.0f"), ("util_dev", "util(dev)", ">11.3f"),
+                 ("util_coord", "util(coord)", ">12.3f"), ("p50_ms", "p50 ms", ">9.2f"),
+                 ("p99_ms", "p99 ms", ">9.2f")]
+
+    print(f"## utilization, 16 nodes x {lat * 1e3:.0f} ms (goal >= 0.9)")
+    res = []
+    for name, dev, tr, procs in [("echo", ECHO, "inproc", 0), ("echo", ECHO, "zmq", 0), ("echo", ECHO, "zmq", 4),
+                                 ("circuit", CIRCUIT, "inproc", 0), ("circuit", CIRCUIT, "zmq", 4)]:
+        r = await utilization(16, dev, lat, rows, sec, tr, procs)
+        res.append({"device": name, "transport": tr + (f" {procs} procs" if procs else ""), "ideal": 16 / lat, **r})
+    print(table(res, util_cols))
+
+    print("\n## throughput vs node count (inproc)")
+    res = []
+    counts = [1, 2, 4, 8, 16] if args.quick else [1, 2, 4, 8, 16, 32, 64, 128]
+    for name, dev in [("echo", ECHO), ("circuit", CIRCUIT)]:
+        base = None
+        for n in counts if name == "echo" else [c for c in counts if c <= 16]:
+            r = await utilization(n, dev, lat, rows, sec)
+            base = base or r["req_s"]
+            res.append({"device": name, "ideal": n / lat, "speedup": r["req_s"] / base, **r})
+    print(table(res, [("device", "device", ">9"), ("nodes", "nodes", ">7d"), ("req_s", "req/s", ">10.1f"),
+                      ("ideal", "ideal", ">9.0f"), ("speedup", "speedup", ">9.2f"),
+                      ("util_dev", "util(dev)", ">11.3f"), ("p50_ms", "p50 ms", ">9.2f")]))
+
+    print("\n## largest fleet on one machine: inproc virtual circuit nodes (one event loop, fresh process each)")
+    res = []
+    for n in ([250, 1000] if args.quick else [250, 1000, 2000, 4000]):
+        try:
+            r = largest(n, lat, rows)
+        except Exception as e:
+            print(f"  {n} nodes failed: {e}")
+            break
+        res.append(r)
+        print(f"  {n} nodes: joined in {r['join_s']:.2f} s, {r['alive']} alive after 2.5 s, RSS {r['rss_mb']:.0f} MiB",
+              flush=True)
+    print(table(res, [("nodes", "nodes", ">7d"), ("join_s", "join s", ">8.2f"), ("alive", "alive", ">7d"),
+                      ("rss_mb", "RSS MiB", ">9.0f"), ("kb_per_node", "KiB/node", ">10.1f"),
+                      ("rounds_s", "s/round", ">9.2f"), ("req_s", "req/s", ">9.0f")]))
+
+    print("\n## separate processes (ZeroMQ, one echo node per process, forkserver)")
+    res = []
+    for n in ([4, 16] if args.quick else [4, 16, 32, 64]):
+        try:
+            r = await processes(n, lat, rows)
+        except Exception as e:  # report how far it went
+            print(f"  {n} processes failed: {type(e).__name__}: {e}")
+            break
+        res.append(r)
+        print(f"  {n} processes: joined in {r['join_s']:.1f} s, children PSS {r['children_pss_mb']:.0f} MiB, "
+              f"{r['req_s']:.0f} req/s", flush=True)
+    print(table(res, [("processes", "procs", ">7d"), ("join_s", "join s", ">8.2f"),
+                      ("children_pss_mb", "PSS MiB", ">9.0f"), ("pss_per_proc", "MiB/proc", ">10.1f"),
+                      ("req_s", "req/s", ">9.1f"), ("util_coord", "util(coord)", ">12.3f"),
+                      ("p50_ms", "p50 ms", ">9.2f")]))
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--latency", type=float, default=0.01, help="simulated device latency (s)")
+    ap.add_argument("--rows", type=int, default=8, help="rows per request")
+    ap.add_argument("--seconds", type=float, default=2.0, help="measurement window per configuration")
+    ap.add_argument("--quick", action="store_true", help="smaller sweeps")
+    ap.add_argument("--largest-one", type=int, default=None, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.largest_one:
+        import json
+
+        print(json.dumps(asyncio.run(largest_one(a.largest_one, a.latency, a.rows))))
+    else:
+        asyncio.run(main(a))
