@@ -69,4 +69,4 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"{method} on {device} / {task}: test accuracy {f['test_acc']:.3f} (physical){extra}; "
                    f"train acc {f['train_acc']:.3f}; {s['epochs_run']} epochs in {s['train_s']:.1f} s "
                    f"({s['samples_per_s']:.0f} samples/s, {s['device_calls']} device calls)")
-        typer.echo(f"outputs in {out}/ (metrics.jsonl, curves.png, summary.json, model.json)")
+        typer.echo(f"outputs in {out}/ (metrics.jsonl, curves.png, summary.json, model.json, model.pnn)")

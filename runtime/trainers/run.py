@@ -10,6 +10,7 @@ with ``out`` set, writes::
     out/curves.png      loss / accuracy curves
     out/summary.json    config, twin report, final metrics, timings
     out/model.json      the trained PNN (PNN.to_artifact_dict) or digital state
+    out/model.pnn       the trained PNN as a deployable artifact (``pat deploy``; PNNs only)
     out/twin.pt         the twin used (runtime.twins.save_twin), for fitted twins
 
 Twin held-out NMSE is always measured on fresh device data, also for the unfitted nominal twin, so
@@ -237,6 +238,12 @@ def write_outputs(result: RunResult) -> None:
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
     if isinstance(result.model, PNN):
         (out / "model.json").write_text(json.dumps(result.model.to_artifact_dict()) + "\n")
+        from runtime.artifact import pnn_to_artifact, save_artifact
+
+        cfg = result.config
+        meta = {"task": cfg.task, "method": cfg.method, "twin": cfg.twin, "device": cfg.device,
+                "seed": cfg.seed, "test_acc": result.summary.get("test_acc")}
+        save_artifact(out / "model.pnn", pnn_to_artifact(result.model, model_version=out.name, metadata=meta))
     else:
         state = {k: v.tolist() for k, v in result.model.state_dict().items()}
         (out / "model.json").write_text(json.dumps({"format": "digital-mlp/1", "state_dict": state}) + "\n")

@@ -29,6 +29,16 @@ def test_train_writes_jsonl_png_summary_model(tmp_path):
     model = json.loads((out / "model.json").read_text())
     assert model["format"] == "pat-pnn/1" and model["spec"]["kind"] == "sim:plate"
     assert "test accuracy" in r.output
+    # the run's deployable artifact verifies and rebuilds the same PNN
+    import numpy as np
+
+    from runtime.artifact import load_artifact, pnn_from_artifact
+    art = load_artifact(out / "model.pnn")
+    assert art.manifest["metadata"]["test_acc"] == summary["test_acc"]
+    rebuilt = pnn_from_artifact(art)
+    theta = [v.detach().numpy() for k, v in rebuilt.state_dict().items() if k.endswith("theta")]
+    assert len(theta) == 2  # --layers default: two physical layers on the same device
+    assert all(np.all(np.isfinite(t)) and np.abs(t).max() <= 1.0 + 1e-6 for t in theta)
 
 
 def test_train_digital_and_bad_inputs(tmp_path):
