@@ -44,6 +44,7 @@ class ProcessGroup:
         self._reports: list[dict[str, Any]] = []
         self._supervisor: asyncio.Task | None = None
         self._noticed: set[int] = set()          # ids of dead Process objects already handled
+        self._timers: list[asyncio.TimerHandle] = []   # pending restarts (cancelled on close)
 
     def _spawn(self, indices: list[int], incarnation: int) -> Any:
         cfg = self.node_config(indices, incarnation)
@@ -89,7 +90,7 @@ class ProcessGroup:
                 log.info("fleet child %s died (exit %s)", p.name, p.exitcode)
                 p.join(0)
                 if restart >= 0 and len(child.indices) == 1:
-                    asyncio.get_running_loop().call_later(restart, self._respawn, child)
+                    self._timers.append(asyncio.get_running_loop().call_later(restart, self._respawn, child))
 
     def _respawn(self, child: _Child) -> None:
         child.incarnation += 1
@@ -133,6 +134,8 @@ class ProcessGroup:
         return total
 
     async def close(self) -> None:
+        for h in self._timers:
+            h.cancel()
         if self._supervisor is not None:
             self._supervisor.cancel()
             await asyncio.gather(self._supervisor, return_exceptions=True)

@@ -87,3 +87,26 @@ async def test_processes_killed_mid_epoch_training_exactly_once():
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+async def test_crashed_process_is_restarted_by_the_supervisor():
+    """A one-node child that crashes (os._exit) is started again: same unit, new pid, rejoins the fleet."""
+    async with sim_fleet(2, "echo:?latency=0.002", transport="zmq", processes=2, timeout=0.2,
+                         faults="crash=1,crash_min=3,crash_max=3,restart=0.2,seed=1", join_timeout=60) as fleet:
+        m = fleet.manager
+        (victim,) = [fleet.node_ids[i] for i in fleet.plan.crash_after]
+        old_pid = fleet._procs._child_of(victim).process.pid
+
+        async def work(node, shard):
+            return await m.apply(node, shard.payload, TH)
+
+        res = await ShardScheduler(m).run(_shards(40), work)
+        assert len(res) == 40
+        for _ in range(100):                      # bounded wait for the restart and the rejoin
+            if m.nodes[victim].joins == 2 and m.is_available(victim):
+                break
+            await asyncio.sleep(0.05)
+        assert [n for _, n in fleet.crashes] == [victim] and [n for _, n in fleet.restarts] == [victim]
+        assert m.nodes[victim].joins == 2 and fleet._procs._child_of(victim).process.pid != old_pid
+        again = await ShardScheduler(m).run(_shards(20, seed=1), work)
+        assert len(again) == 20
