@@ -32,7 +32,7 @@ import torch
 
 from devices.spec import DeviceSpec
 
-from .base import Simulator, broadcast_theta
+from .base import Simulator
 from .tolerance import ToleranceMixin
 
 

@@ -89,6 +89,24 @@ class Coordinator(abc.ABC):
         if ev is not None:
             ev.clear()
 
+    # ----- shared shutdown helpers (implementations keep ``_tasks`` and ``_pending`` {id: obj with .node, .future})
+    def _fail_pending(self, node: str | None, why: str) -> None:
+        """Fail the in-flight requests to ``node`` (all nodes when None) with DeviceConnectionError."""
+        from devices.errors import DeviceConnectionError
+
+        for p in list(self._pending.values()):
+            if (node is None or p.node == node) and p.future is not None and not p.future.done():
+                p.future.set_exception(DeviceConnectionError(p.node, why))
+
+    async def _stop_tasks_and_requests(self) -> None:
+        """Cancel the background tasks, then fail and forget every in-flight request."""
+        tasks, self._tasks = list(self._tasks), []
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._fail_pending(None, "coordinator closed")
+        self._pending.clear()
+
     def alive_nodes(self) -> list[str]:
         now = time.monotonic()
         return [n for n, i in self.nodes.items() if i.alive and now - i.last_seen <= self.liveness]

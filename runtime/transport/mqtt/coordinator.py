@@ -21,7 +21,6 @@ background task reconnects (backoff up to 2 s); requests wait for it within thei
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -34,7 +33,7 @@ from devices.errors import DeviceConnectionError, DeviceTimeoutError, RemoteDevi
 from runtime import wire
 from runtime.transport.base import Coordinator
 from runtime.transport.zmq.stats import TransportStats
-from runtime.wire import DEFAULT_LIMITS, Limits, MessageType, WireError
+from runtime.wire import DEFAULT_LIMITS, Limits, WireError
 
 from .common import (DEFAULT_MAX_PAYLOAD, MqttUrl, PayloadTooLargeError, Topics, check_name, connect, disconnect,
                      make_client)
@@ -98,14 +97,7 @@ class MqttCoordinator(Coordinator):
         if not self.started:
             return
         self.started = False
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
-        for p in list(self._pending.values()):
-            if not p.future.done():
-                p.future.set_exception(DeviceConnectionError(p.node, "coordinator closed"))
-        self._pending.clear()
+        await self._stop_tasks_and_requests()
         client, self._client = self._client, None
         self._connected.clear()
         await disconnect(client)
@@ -292,11 +284,6 @@ class MqttCoordinator(Coordinator):
         self._hellos[node] = header
         if self._sessions.get(node) and self._sessions[node] == header.get("sid"):
             self._node_seen(node, spec=header["spec"], **_meta(header))
-
-    def _fail_pending(self, node: str, why: str) -> None:
-        for p in list(self._pending.values()):
-            if p.node == node and not p.future.done():
-                p.future.set_exception(DeviceConnectionError(node, why))
 
     async def _liveness_loop(self) -> None:
         period = max(0.02, min(0.25, self.liveness / 4))

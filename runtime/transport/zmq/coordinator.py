@@ -127,14 +127,7 @@ class ZmqCoordinator(Coordinator):
         if not self.started:
             return
         self.started = False
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
-        for p in list(self._pending.values()):
-            if not p.future.done():
-                p.future.set_exception(DeviceConnectionError(p.node, "coordinator closed"))
-        self._pending.clear()
+        await self._stop_tasks_and_requests()
         if self._driver is not None:
             self._driver.close()
             self._driver = None
@@ -292,11 +285,6 @@ class ZmqCoordinator(Coordinator):
             self._driver.send_nowait([ident, *wire.encode(wire.make_header(MessageType.HELLO, node=node))])
         except zmq.ZMQError:  # gone again: it will heartbeat again
             pass
-
-    def _fail_pending(self, node: str, why: str) -> None:
-        for p in list(self._pending.values()):
-            if p.node == node and not p.future.done():
-                p.future.set_exception(DeviceConnectionError(node, why))
 
     async def _liveness_loop(self) -> None:
         period = max(0.02, min(0.25, self.liveness / 4))
