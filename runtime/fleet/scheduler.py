@@ -88,11 +88,25 @@ class ShardScheduler:
         self.assigned: dict[str, int] = defaultdict(int)     # shards started per node, over all runs
         self.durations: deque[float] = deque(maxlen=256)      # recent shard times, over all runs
         self.stats = RunStats()
+        self._running = False
 
     async def run(self, shards: Iterable[Shard], work: Callable[[str, Shard], Awaitable[Any]],
                   on_result: Callable[[Shard, str, Any], None] | None = None) -> dict[Hashable, Any]:
-        """Run every shard once; return ``{shard.id: result}``. ``work(node_id, shard)`` does one shard."""
-        shards = list(shards)
+        """Run every shard once; return ``{shard.id: result}``. ``work(node_id, shard)`` does one shard.
+
+        One run at a time per scheduler (in-flight counts are shared between runs); use two schedulers
+        for concurrent runs on the same fleet.
+        """
+        if self._running:
+            raise RuntimeError("this ShardScheduler is already running; use another one for concurrent runs")
+        self._running = True
+        try:
+            return await self._run(list(shards), work, on_result)
+        finally:
+            self._running = False
+
+    async def _run(self, shards: list[Shard], work: Callable[[str, Shard], Awaitable[Any]],
+                   on_result: Callable[[Shard, str, Any], None] | None) -> dict[Hashable, Any]:
         ids = [s.id for s in shards]
         if len(set(ids)) != len(ids):
             raise ValueError("shard ids must be unique within a run")

@@ -100,7 +100,8 @@ async def test_kill_k_of_n_mid_epoch_exactly_once_and_same_accuracy():
     assert all(after_kill.get(n, 0) <= inflight_at_kill[n] for n in killed), info
     # their shards moved elsewhere: re-queued after a timeout, or first duplicated as stragglers
     assert faulty[0].reassigned + faulty[0].speculative >= 1, info
-    assert set(faulty[1].by_node) == set(fleet_nodes(4)) - set(killed), info
+    for h in faulty[1:]:                                       # later epochs: survivors only
+        assert h.by_node and set(h.by_node) <= set(fleet_nodes(4)) - set(killed), info
     assert faults["dropped"] > 0 and faults["corrupted"] > 0, info
     assert acc_clean > 0.8, info
     assert abs(acc_faulty - acc_clean) <= TOL, info
