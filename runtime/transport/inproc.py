@@ -86,6 +86,13 @@ def from_frames(frames: Sequence[bytes], integrity: bool = True,
     return wire.decode(frames, limits)
 
 
+class _Pending:
+    __slots__ = ("node", "future")
+
+    def __init__(self, node: str, future: asyncio.Future):
+        self.node, self.future = node, future
+
+
 class InprocCoordinator(Coordinator):
     """Coordinator whose nodes live in this process (see module docstring).
 
@@ -103,7 +110,8 @@ class InprocCoordinator(Coordinator):
         self.integrity, self.limits = integrity, limits
         self.counters = {"sent": 0, "received": 0, "replies": 0, "corrupt": 0, "late": 0, "retries": 0}
         self._edges: dict[str, InprocEdgeTransport] = {}
-        self._pending: dict[str, asyncio.Future] = {}
+        self._pending: dict[str, _Pending] = {}
+        self._tasks: list[asyncio.Task] = []       # none of its own; the base class's shutdown expects it
         self._open = False
 
     async def start(self) -> "InprocCoordinator":
@@ -118,11 +126,7 @@ class InprocCoordinator(Coordinator):
         self._open = False
         if _HUBS.get(self.address) is self:
             del _HUBS[self.address]
-        for rid, fut in list(self._pending.items()):
-            if not fut.done():
-                fut.set_exception(DeviceConnectionError("coordinator", "coordinator closed"))
-                fut.exception()  # mark retrieved: nobody may be waiting any more
-        self._pending.clear()
+        await self._stop_tasks_and_requests()
         for node in list(self.nodes):
             self._node_left(node)
         self._edges.clear()
@@ -149,6 +153,7 @@ class InprocCoordinator(Coordinator):
         t = h.get("type")
         if t == MessageType.BYE:
             self._node_left(node_id)
+            self._fail_pending(node_id, "node left (bye)")
             return
         if t == MessageType.HELLO:
             try:
@@ -160,11 +165,11 @@ class InprocCoordinator(Coordinator):
             self._node_seen(node_id)
         if t == MessageType.REPLY:
             self.counters["replies"] += 1
-            fut = self._pending.get(h.get("id", ""))
-            if fut is None or fut.done():
+            p = self._pending.get(h.get("id", ""))
+            if p is None or p.node != node_id or p.future.done():
                 self.counters["late"] += 1
                 return
-            fut.set_result((h, arrays))
+            p.future.set_result((h, arrays))
 
     # ----- requests -----------------------------------------------------------------------------------
     async def request(self, node_id: str, type: str, arrays: Sequence[np.ndarray] = (), *,
@@ -178,7 +183,7 @@ class InprocCoordinator(Coordinator):
         frames = to_frames(header, arrays, self.integrity, self.limits)
         rid = header["id"]
         fut = asyncio.get_running_loop().create_future()
-        self._pending[rid] = fut
+        self._pending[rid] = _Pending(node_id, fut)
         try:
             for attempt in range(retries + 1):
                 edge = self._edges.get(node_id)

@@ -155,3 +155,23 @@ async def test_close_fails_pending_requests():
     await coord.close()
     with pytest.raises(DeviceConnectionError):
         await req
+
+
+async def test_bye_fails_requests_in_flight_at_once():
+    from sims.fleet import node_device
+
+    async with InprocCoordinator(timeout=5.0, retries=0) as coord:
+        dev = node_device("echo:?latency=2.0", 0)
+        await dev.connect()
+        edge = InprocEdgeTransport(coord, "n1", heartbeat=0.05)
+        stop = asyncio.Event()
+        task = asyncio.create_task(edge.serve(NodeService(dev, "n1"), stop))
+        await coord.wait_for_node("n1", timeout=2)
+        req = asyncio.create_task(coord.request("n1", "apply", [np.zeros((1, 4), np.float32), np.zeros(4, np.float32)]))
+        await asyncio.sleep(0.05)
+        t0 = asyncio.get_running_loop().time()
+        stop.set()                                    # the node leaves cleanly (bye) mid-request
+        await task
+        with pytest.raises(DeviceConnectionError, match="bye"):
+            await req
+        assert asyncio.get_running_loop().time() - t0 < 1.0
