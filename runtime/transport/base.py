@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -28,6 +29,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from devices.spec import DeviceSpec
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -106,6 +109,17 @@ class Coordinator(abc.ABC):
         await asyncio.gather(*tasks, return_exceptions=True)
         self._fail_pending(None, "coordinator closed")
         self._pending.clear()
+
+    async def _liveness_loop(self) -> None:
+        """Mark nodes dead once they have been silent for ``liveness`` seconds (runs until cancelled)."""
+        period = max(0.02, min(0.25, self.liveness / 4))
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for node, info in list(self.nodes.items()):
+                if info.alive and now - info.last_seen > self.liveness:
+                    log.info("node %s missed heartbeats for %.1f s: dead", node, now - info.last_seen)
+                    self._node_left(node)
 
     def alive_nodes(self) -> list[str]:
         now = time.monotonic()

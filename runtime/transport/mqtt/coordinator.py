@@ -285,16 +285,6 @@ class MqttCoordinator(Coordinator):
         if self._sessions.get(node) and self._sessions[node] == header.get("sid"):
             self._node_seen(node, spec=header["spec"], **_meta(header))
 
-    async def _liveness_loop(self) -> None:
-        period = max(0.02, min(0.25, self.liveness / 4))
-        while True:
-            await asyncio.sleep(period)
-            now = time.monotonic()
-            for node, info in list(self.nodes.items()):
-                if info.alive and now - info.last_seen > self.liveness:
-                    log.info("node %s missed heartbeats for %.1f s: dead", node, now - info.last_seen)
-                    self._node_left(node)
-
 
 def _meta(header: dict[str, Any]) -> dict[str, Any]:
     """Node metadata carried by hello / heartbeat (everything but the envelope fields)."""

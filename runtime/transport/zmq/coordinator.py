@@ -286,16 +286,6 @@ class ZmqCoordinator(Coordinator):
         except zmq.ZMQError:  # gone again: it will heartbeat again
             pass
 
-    async def _liveness_loop(self) -> None:
-        period = max(0.02, min(0.25, self.liveness / 4))
-        while True:
-            await asyncio.sleep(period)
-            now = time.monotonic()
-            for node, info in list(self.nodes.items()):
-                if info.alive and now - info.last_seen > self.liveness:
-                    log.info("node %s missed heartbeats for %.1f s: dead", node, now - info.last_seen)
-                    self._node_left(node)
-
 
 _ENVELOPE = frozenset({"v", "type", "id", "node", "node_id", "arrays", "spec"})
 
