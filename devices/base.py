@@ -51,15 +51,73 @@ class Device(abc.ABC):
 
     async def apply(self, x: Any, theta: Any) -> np.ndarray:
         """Run one batch through the device: ``x[B, in_dim]``, ``theta[param_dim]`` -> ``y[B, out_dim]``."""
+        x, theta = self._checked(x, theta)
+        y = await self._apply(x, theta)
+        self.calls += 1
+        self.samples += x.shape[0]
+        return y
+
+    def _checked(self, x: Any, theta: Any) -> tuple[np.ndarray, np.ndarray]:
         if not self.connected:
             raise DeviceConnectionError(self.name, "not connected: call `await device.connect()` first")
         x = as_array(x, self.name, "x")
         theta = as_array(theta, self.name, "theta")
         self.spec.validate(x, theta, self.name)
-        y = await self._apply(x, theta)
+        return x, theta
+
+    # ----- fast path: calls that finish at once ------------------------------------------------------
+    def inline_ok(self) -> bool:
+        """True when :meth:`apply_nowait` may be used: the call finishes at once (no I/O, no long compute)."""
+        return False
+
+    def apply_nowait(self, x: Any, theta: Any) -> np.ndarray:
+        """:meth:`apply` without awaiting (only when :meth:`inline_ok`); same checks and counters."""
+        x, theta = self._checked(x, theta)
+        y = self._apply_nowait(x, theta)
         self.calls += 1
         self.samples += x.shape[0]
         return y
+
+    def _apply_nowait(self, x: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        raise NotImplementedError(f"{self.name} has no synchronous apply")
+
+    # ----- batched channels: one call, one θ per channel ---------------------------------------------
+    async def apply_many(self, xs: Any, thetas: Any) -> np.ndarray:
+        """``C`` channels in one call: ``xs[C, B, in_dim]``, ``thetas[C, param_dim]`` -> ``ys[C, B, out_dim]``.
+
+        Channel ``c`` is ``apply(xs[c], thetas[c])``, validated the same way. The default runs them one after
+        another through :meth:`_apply` (devices that take one θ at a time keep working); a remote device
+        sends them as one request, a device that can set several θ at once overrides :meth:`_apply_many`.
+        """
+        xs, thetas = self._checked_many(xs, thetas)
+        ys = await self._apply_many(xs, thetas)
+        self.calls += xs.shape[0]
+        self.samples += xs.shape[0] * xs.shape[1]
+        return ys
+
+    def apply_many_nowait(self, xs: Any, thetas: Any) -> np.ndarray:
+        """:meth:`apply_many` without awaiting (only when :meth:`inline_ok`)."""
+        xs, thetas = self._checked_many(xs, thetas)
+        ys = np.stack([self._apply_nowait(xs[c], thetas[c]) for c in range(xs.shape[0])])
+        self.calls += xs.shape[0]
+        self.samples += xs.shape[0] * xs.shape[1]
+        return ys
+
+    async def _apply_many(self, xs: np.ndarray, thetas: np.ndarray) -> np.ndarray:
+        return np.stack([await self._apply(xs[c], thetas[c]) for c in range(xs.shape[0])])
+
+    def _checked_many(self, xs: Any, thetas: Any) -> tuple[np.ndarray, np.ndarray]:
+        if not self.connected:
+            raise DeviceConnectionError(self.name, "not connected: call `await device.connect()` first")
+        xs = as_array(xs, self.name, "x")
+        thetas = as_array(thetas, self.name, "theta")
+        if xs.ndim != 3 or thetas.ndim != 2 or xs.shape[0] != thetas.shape[0] or xs.shape[0] == 0:
+            raise ShapeError(self.name, f"apply_many needs x[C, B, {self.spec.in_dim}] and theta[C, "
+                                        f"{self.spec.param_dim}] with the same C >= 1, got {list(xs.shape)} and "
+                                        f"{list(thetas.shape)}")
+        for c in range(xs.shape[0]):
+            self.spec.validate(xs[c], thetas[c], f"{self.name}[{c}]")
+        return xs, thetas
 
     async def close(self) -> None:
         self.connected = False

@@ -1,7 +1,9 @@
 """RemoteDevice: a device served by an edge node, reached through a coordinator.
 
 ``apply(x, theta)`` validates shapes and safe ranges locally (:class:`devices.base.Device`), then sends one
-``apply`` request with arrays ``[x, theta]`` and returns the node's ``y``. Timeouts and retries are the
+``apply`` request with arrays ``[x, theta]`` and returns the node's ``y``. ``apply_many(xs, thetas)`` (one θ per
+channel) is one ``apply_many`` request with ``[x[C, B, in], theta[C, P]]`` when the node announced that handler
+in its hello, else ``C`` concurrent ``apply`` requests (older nodes keep working). Timeouts and retries are the
 coordinator's (a retry reuses the request id, so the node never applies a batch twice).
 
 URIs (:func:`connect_uri`, used by ``devices.factory.make_device``)::
@@ -14,6 +16,7 @@ A device built from a URI owns its coordinator and closes it on :meth:`close`.
 """
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
@@ -60,6 +63,22 @@ class RemoteDevice(Device):
         if y.shape != want:
             raise ShapeError(self.name, f"node returned y of shape {list(y.shape)}, expected {list(want)}")
         return np.array(y, dtype=np.float32)  # a writable copy, detached from the transport's buffer
+
+    def supports(self, type: str) -> bool:
+        """Did the node announce a handler for ``type`` (hello ``handlers``)?"""
+        info = self.coordinator.nodes.get(self.node_id)
+        handlers = info.meta.get("handlers") if info is not None else None
+        return isinstance(handlers, (list, tuple)) and type in handlers
+
+    async def _apply_many(self, xs: np.ndarray, thetas: np.ndarray) -> np.ndarray:
+        if not self.supports(MessageType.APPLY_MANY):
+            return np.stack(await asyncio.gather(*(self._apply(xs[c], thetas[c]) for c in range(xs.shape[0]))))
+        _, out = await self.coordinator.request(self.node_id, MessageType.APPLY_MANY, [xs, thetas],
+                                                timeout=self.timeout, retries=self.retries)
+        want = (xs.shape[0], xs.shape[1], self.spec.out_dim)
+        if len(out) != 1 or out[0].shape != want:
+            raise ShapeError(self.name, f"apply_many reply is {[list(o.shape) for o in out]}, expected [{list(want)}]")
+        return np.array(out[0], dtype=np.float32)
 
     async def close(self) -> None:
         await super().close()

@@ -41,6 +41,7 @@ class MessageType:
     BYE = "bye"              # node -> coordinator: clean shutdown
     SPEC = "spec"            # request: device spec
     APPLY = "apply"          # request: arrays [x, theta] -> [y]
+    APPLY_MANY = "apply_many"  # request: arrays [x[C, B, in], theta[C, P]] -> [y[C, B, out]] (one θ per channel)
     PING = "ping"            # request: liveness / round trip
     STATUS = "status"        # request: node status and counters
     DEPLOY = "deploy"        # request: install a PNN artifact

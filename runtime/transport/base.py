@@ -15,7 +15,12 @@ Edge side (beside the device)::
 
 ``request`` raises :class:`devices.errors.DeviceTimeoutError` when no reply arrives in time (after its
 retries, which reuse the request id so the node never applies a batch twice) and
-:class:`devices.errors.RemoteDeviceError` when the node answers with an error reply.
+:class:`devices.errors.RemoteDeviceError` when the node answers with an error reply. The request life cycle
+(pending table, one deadline sweep, retries, per-node caps, reply mapping) is written once, in
+:class:`runtime.transport.engine.RequestEngine`; each transport only encodes and moves frames.
+
+Liveness is one sweep per coordinator whose cost does not grow with the fleet: nodes are kept in order of
+their last message (``move_to_end`` on each), so the sweep only looks at the stalest ones.
 """
 from __future__ import annotations
 
@@ -23,12 +28,13 @@ import abc
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Sequence
-
-import numpy as np
+from typing import Any, Callable
 
 from devices.spec import DeviceSpec
+
+from .engine import RequestEngine
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +54,8 @@ class NodeInfo:
         return time.monotonic() - self.last_seen
 
 
-class Coordinator(abc.ABC):
-    """Training-side endpoint that talks to many edge nodes."""
+class Coordinator(RequestEngine, abc.ABC):
+    """Training-side endpoint that talks to many edge nodes (requests: :class:`RequestEngine`)."""
 
     #: seconds without a heartbeat after which a node is considered dead
     liveness: float = 3.0
@@ -57,18 +63,14 @@ class Coordinator(abc.ABC):
     def __init__(self) -> None:
         self.nodes: dict[str, NodeInfo] = {}
         self._node_events: dict[str, asyncio.Event] = {}
+        self._by_age: OrderedDict[str, NodeInfo] = OrderedDict()   # alive nodes, least recently seen first
+        self._engine_init()
 
     @abc.abstractmethod
     async def start(self) -> "Coordinator": ...
 
     @abc.abstractmethod
     async def close(self) -> None: ...
-
-    @abc.abstractmethod
-    async def request(self, node_id: str, type: str, arrays: Sequence[np.ndarray] = (), *,
-                      timeout: float | None = None, retries: int | None = None,
-                      **fields: Any) -> tuple[dict[str, Any], list[np.ndarray]]:
-        """Send one request to ``node_id``; return the (ok) reply header and arrays."""
 
     # ----- node registry (shared by implementations) -------------------------------------------------
     def _node_seen(self, node_id: str, spec: dict | None = None, **meta: Any) -> NodeInfo:
@@ -77,6 +79,8 @@ class Coordinator(abc.ABC):
             info = self.nodes[node_id] = NodeInfo(node_id)
         info.last_seen = time.monotonic()
         info.alive = True
+        self._by_age[node_id] = info
+        self._by_age.move_to_end(node_id)
         if spec is not None:
             info.spec = DeviceSpec.from_dict(spec)
         info.meta.update(meta)
@@ -88,38 +92,46 @@ class Coordinator(abc.ABC):
         info = self.nodes.get(node_id)
         if info is not None:
             info.alive = False
+        self._by_age.pop(node_id, None)
         ev = self._node_events.get(node_id)
         if ev is not None:
             ev.clear()
 
-    # ----- shared shutdown helpers (implementations keep ``_tasks`` and ``_pending`` {id: obj with .node, .future})
-    def _fail_pending(self, node: str | None, why: str) -> None:
-        """Fail the in-flight requests to ``node`` (all nodes when None) with DeviceConnectionError."""
-        from devices.errors import DeviceConnectionError
+    def _touch(self, node_id: str) -> None:
+        """Cheap "heard from ``node_id``" for replies and heartbeats of a known, alive node."""
+        info = self.nodes.get(node_id)
+        if info is not None:
+            info.last_seen = time.monotonic()
+            if info.alive:
+                self._by_age.move_to_end(node_id)
 
-        for p in list(self._pending.values()):
-            if (node is None or p.node == node) and p.future is not None and not p.future.done():
-                p.future.set_exception(DeviceConnectionError(p.node, why))
-
+    # ----- shared shutdown helpers (implementations keep ``_tasks``)
     async def _stop_tasks_and_requests(self) -> None:
         """Cancel the background tasks, then fail and forget every in-flight request."""
         tasks, self._tasks = list(self._tasks), []
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._fail_pending(None, "coordinator closed")
-        self._pending.clear()
+        self._engine_close("coordinator closed")
 
     async def _liveness_loop(self) -> None:
         """Mark nodes dead once they have been silent for ``liveness`` seconds (runs until cancelled)."""
         period = max(0.02, min(0.25, self.liveness / 4))
         while True:
             await asyncio.sleep(period)
-            now = time.monotonic()
-            for node, info in list(self.nodes.items()):
-                if info.alive and now - info.last_seen > self.liveness:
-                    log.info("node %s missed heartbeats for %.1f s: dead", node, now - info.last_seen)
-                    self._node_left(node)
+            self._liveness_sweep(time.monotonic())
+
+    def _liveness_sweep(self, now: float) -> None:
+        """Mark the silent nodes dead: only the stalest are looked at (ordered by last message)."""
+        by_age = self._by_age
+        while by_age:
+            node, info = next(iter(by_age.items()))
+            if now - info.last_seen <= self.liveness:
+                break
+            if info.alive:
+                log.info("node %s missed heartbeats for %.1f s: dead", node, now - info.last_seen)
+            self._node_left(node)
+            by_age.pop(node, None)
 
     def alive_nodes(self) -> list[str]:
         now = time.monotonic()
@@ -160,3 +172,14 @@ class EdgeTransport(abc.ABC):
     @abc.abstractmethod
     async def serve(self, service: Any, stop: asyncio.Event) -> None:
         """Serve ``service`` (an :class:`edge.service.NodeService`) until ``stop`` is set, then say bye."""
+
+
+def nowait_handler(service: Any) -> Callable[[dict[str, Any], list], Any] | None:
+    """``service.handle_nowait`` if its class defines one, else None.
+
+    ``handle_nowait(header, arrays)`` returns the reply when it can be made without awaiting, else None (the
+    transport then awaits ``handle``). A wrapper that only forwards attributes (e.g. a fault injector) is not
+    given the fast path: its ``handle`` must see every request.
+    """
+    fn = getattr(type(service), "handle_nowait", None)
+    return fn.__get__(service) if fn is not None else None

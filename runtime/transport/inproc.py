@@ -28,6 +28,7 @@ A service whose ``handle`` returns ``None`` sends no reply (used to inject dropp
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
 import logging
 import random
@@ -40,11 +41,11 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
-from devices.errors import DeviceConnectionError, DeviceTimeoutError, RemoteDeviceError
+from devices.errors import DeviceConnectionError
 from runtime import wire
 from runtime.wire import MessageType, WireError
 
-from .base import Coordinator, EdgeTransport
+from .base import Coordinator, EdgeTransport, nowait_handler
 
 log = logging.getLogger(__name__)
 
@@ -86,13 +87,6 @@ def from_frames(frames: Sequence[bytes], integrity: bool = True,
     return wire.decode(frames, limits)
 
 
-class _Pending:
-    __slots__ = ("node", "future")
-
-    def __init__(self, node: str, future: asyncio.Future):
-        self.node, self.future = node, future
-
-
 class InprocCoordinator(Coordinator):
     """Coordinator whose nodes live in this process (see module docstring).
 
@@ -101,29 +95,33 @@ class InprocCoordinator(Coordinator):
     """
 
     def __init__(self, address: str | None = None, *, timeout: float = 5.0, retries: int = 2,
-                 liveness: float = 3.0, integrity: bool = True, limits: wire.Limits = wire.DEFAULT_LIMITS):
+                 liveness: float = 3.0, integrity: bool = True, limits: wire.Limits = wire.DEFAULT_LIMITS,
+                 max_inflight: int = 8):
         super().__init__()
         self.address = address or f"inproc://fleet-{next(_counter)}-{uuid.uuid4().hex[:6]}"
         if not self.address.startswith("inproc://"):
             raise ValueError(f"inproc address must start with inproc://, got {self.address!r}")
         self.timeout, self.retries, self.liveness = float(timeout), int(retries), float(liveness)
+        self.max_inflight = int(max_inflight)
         self.integrity, self.limits = integrity, limits
         self.counters = {"sent": 0, "received": 0, "replies": 0, "corrupt": 0, "late": 0, "retries": 0}
         self._edges: dict[str, InprocEdgeTransport] = {}
-        self._pending: dict[str, _Pending] = {}
-        self._tasks: list[asyncio.Task] = []       # none of its own; the base class's shutdown expects it
+        self._tasks: list[asyncio.Task] = []
         self._open = False
+        self.heartbeats = HeartbeatSweep()   # one task beats for every node attached here
 
     async def start(self) -> "InprocCoordinator":
         other = _HUBS.get(self.address)
         if other is not None and other is not self and other._open:
             raise RuntimeError(f"{self.address} is already served by another coordinator")
         _HUBS[self.address] = self
-        self._open = True
+        self._open = self.started = True
+        self._tasks = [asyncio.create_task(self._liveness_loop(), name=f"inproc-liveness {self.address}")]
         return self
 
     async def close(self) -> None:
-        self._open = False
+        self._open = self.started = False
+        self.heartbeats.stop()
         if _HUBS.get(self.address) is self:
             del _HUBS[self.address]
         await self._stop_tasks_and_requests()
@@ -161,54 +159,31 @@ class InprocCoordinator(Coordinator):
             except (TypeError, ValueError) as e:
                 log.warning("node %s sent a bad spec: %s", node_id, e)
             return
-        if node_id in self.nodes:  # heartbeats and replies keep a known node alive
-            self._node_seen(node_id)
+        info = self.nodes.get(node_id)
+        if info is not None:  # heartbeats and replies keep a known node alive
+            if info.alive:
+                self._touch(node_id)
+            else:
+                self._node_seen(node_id)
         if t == MessageType.REPLY:
             self.counters["replies"] += 1
-            p = self._pending.get(h.get("id", ""))
-            if p is None or p.node != node_id or p.future.done():
+            if not self._resolve_reply(node_id, h, arrays):
                 self.counters["late"] += 1
-                return
-            p.future.set_result((h, arrays))
 
-    # ----- requests -----------------------------------------------------------------------------------
-    async def request(self, node_id: str, type: str, arrays: Sequence[np.ndarray] = (), *,
-                      timeout: float | None = None, retries: int | None = None,
-                      **fields: Any) -> tuple[dict[str, Any], list[np.ndarray]]:
-        if not self._open:
-            raise DeviceConnectionError(node_id, "coordinator is not started")
-        timeout = self.timeout if timeout is None else float(timeout)
-        retries = self.retries if retries is None else int(retries)
-        header = wire.make_header(type, node=node_id, **fields)
+    # ----- requests (the engine calls these) ---------------------------------------------------------
+    def _encode(self, node_id: str, header: dict[str, Any], arrays: Sequence[Any]) -> tuple[Frames, int]:
         frames = to_frames(header, arrays, self.integrity, self.limits)
-        rid = header["id"]
-        fut = asyncio.get_running_loop().create_future()
-        self._pending[rid] = _Pending(node_id, fut)
-        try:
-            for attempt in range(retries + 1):
-                edge = self._edges.get(node_id)
-                if edge is None:
-                    raise DeviceConnectionError(node_id, "node is not connected")
-                if attempt:
-                    self.counters["retries"] += 1
-                self.counters["sent"] += 1
-                edge._deliver(list(frames))
-                try:
-                    rh, out = await asyncio.wait_for(asyncio.shield(fut), timeout)
-                    break
-                except asyncio.TimeoutError:
-                    continue
-            else:
-                raise DeviceTimeoutError(node_id, f"no reply to {type!r} within {timeout} s "
-                                                  f"({retries + 1} attempts)")
-        finally:
-            self._pending.pop(rid, None)
-            if not fut.done():
-                fut.cancel()
-        if not rh.get("ok", False):
-            err = rh.get("error") or {}
-            raise RemoteDeviceError(node_id, str(err.get("message", "error")), str(err.get("code", "remote")))
-        return rh, out
+        return frames, sum(len(f) for f in frames)
+
+    def _transmit(self, p) -> str | None:
+        edge = self._edges.get(p.node)
+        if edge is None:
+            raise DeviceConnectionError(p.node, "node is not connected")
+        if p.attempt and not p.sent_now:
+            self.counters["retries"] += 1
+        self.counters["sent"] += 1
+        edge._deliver(list(p.msg))
+        return None
 
 
 class InprocEdgeTransport(EdgeTransport):
@@ -234,6 +209,7 @@ class InprocEdgeTransport(EdgeTransport):
         self._coord: InprocCoordinator | None = None
         self.integrity = True
         self.limits = wire.DEFAULT_LIMITS
+        self.last_sent = 0.0   # monotonic time of the last frame to the coordinator (any traffic = alive)
 
     # coordinator -> node
     def _deliver(self, frames: Frames) -> None:
@@ -268,7 +244,13 @@ class InprocEdgeTransport(EdgeTransport):
             if frames is None:
                 self.counters["dropped"] += 1
                 return
+        self.last_sent = time.monotonic()
         c._receive(self.node_id, frames)
+
+    def beat(self) -> None:
+        """One heartbeat, unless a reply went out within the last period (traffic already shows we live)."""
+        if time.monotonic() - self.last_sent >= self.heartbeat * 0.9:
+            self._send(wire.make_header(MessageType.HEARTBEAT, node=self.node_id, session=self.session))
 
     async def serve(self, service: Any, stop: asyncio.Event) -> None:
         coord = await self._resolve(stop)
@@ -278,10 +260,12 @@ class InprocEdgeTransport(EdgeTransport):
         self.integrity, self.limits = coord.integrity, coord.limits
         coord._attach(self.node_id, self)
         spec = service.device.spec.to_dict()
-        self._send(wire.make_header(MessageType.HELLO, node=self.node_id, spec=spec, session=self.session))
-        tasks = [asyncio.create_task(self._heartbeats(stop), name=f"inproc-hb-{self.node_id}")]
-        tasks += [asyncio.create_task(self._worker(service), name=f"inproc-worker-{self.node_id}")
-                  for _ in range(self.concurrency)]
+        handlers = sorted(getattr(service, "handlers", ()))
+        self._send(wire.make_header(MessageType.HELLO, node=self.node_id, spec=spec, session=self.session,
+                                    handlers=handlers))
+        coord.heartbeats.add(self)
+        tasks = [asyncio.create_task(self._worker(service), name=f"inproc-worker-{self.node_id}")
+                 for _ in range(self.concurrency)]
         stopper = asyncio.create_task(_first(stop.wait(), self._crash_event.wait()))
         try:
             await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -289,6 +273,7 @@ class InprocEdgeTransport(EdgeTransport):
                 if t.done() and not t.cancelled() and t.exception() is not None:
                     raise t.exception()
         finally:
+            coord.heartbeats.discard(self)
             stopper.cancel()
             for t in tasks:
                 t.cancel()
@@ -298,14 +283,8 @@ class InprocEdgeTransport(EdgeTransport):
                 coord._detach(self.node_id, self)
             self._coord = None
 
-    async def _heartbeats(self, stop: asyncio.Event) -> None:
-        # a random phase so that a thousand nodes do not beat in lockstep
-        await asyncio.sleep(random.random() * self.heartbeat)
-        while True:
-            self._send(wire.make_header(MessageType.HEARTBEAT, node=self.node_id, session=self.session))
-            await asyncio.sleep(self.heartbeat)
-
     async def _worker(self, service: Any) -> None:
+        nowait = nowait_handler(service)
         while True:
             frames = await self._inbox.get()
             self.counters["requests"] += 1
@@ -323,7 +302,9 @@ class InprocEdgeTransport(EdgeTransport):
                     self.counters["bad"] += 1
                     self._send(wire.error_header(None, e.code, str(e), node=self.node_id))
                 continue
-            reply = await service.handle(h, arrays)
+            reply = nowait(h, arrays) if nowait is not None else None
+            if reply is None:
+                reply = await service.handle(h, arrays)
             if reply is None or self.crashed:
                 self.counters["dropped"] += reply is None
                 continue
@@ -333,6 +314,51 @@ class InprocEdgeTransport(EdgeTransport):
             except WireError as e:  # the service produced something unsendable: say so
                 self._send(wire.error_header(h, "internal", f"reply not encodable: {e}", node=self.node_id))
             self.counters["replies"] += 1
+
+
+class HeartbeatSweep:
+    """Heartbeats of every in-process node attached to one coordinator, from ONE task (not a timer per node).
+
+    Nodes are kept in a heap by their next beat (random phase, so a thousand nodes do not beat in lockstep);
+    the task sleeps until the earliest one is due and beats all that are due. A node that replied within its
+    last period skips the beat (any traffic shows it is alive), so a busy fleet sends almost none.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, InprocEdgeTransport]] = []
+        self._members: set[int] = set()
+        self._seq = itertools.count()
+        self._task: asyncio.Task | None = None
+
+    def add(self, edge: "InprocEdgeTransport") -> None:
+        self._members.add(id(edge))
+        heapq.heappush(self._heap, (time.monotonic() + random.random() * edge.heartbeat, next(self._seq), edge))
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="inproc-heartbeats")
+
+    def discard(self, edge: "InprocEdgeTransport") -> None:
+        self._members.discard(id(edge))   # its heap entry is dropped when it comes due
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        self._heap.clear()
+        self._members.clear()
+
+    async def _run(self) -> None:
+        heap = self._heap
+        while heap:
+            now = time.monotonic()
+            while heap and heap[0][0] <= now:
+                _, _, edge = heapq.heappop(heap)
+                if id(edge) not in self._members or edge.crashed:
+                    continue
+                edge.beat()
+                heapq.heappush(heap, (now + edge.heartbeat, next(self._seq), edge))
+            if heap:
+                await asyncio.sleep(max(0.0, heap[0][0] - time.monotonic()))
+        self._task = None
 
 
 async def _first(*aws) -> None:

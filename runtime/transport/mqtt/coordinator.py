@@ -10,44 +10,34 @@ One aiomqtt client subscribes to ``PREFIX/+/status``, ``PREFIX/+/hello``, ``PREF
 * ``hb``                   -> refreshes ``last_seen``; a liveness task marks nodes dead after ``liveness`` s
 * ``rep``                  -> resolves the pending request with the same ``id``
 
-``request`` publishes ``pack(header + arrays)`` to ``PREFIX/NODE/req`` at QoS 1 with ``cid`` = this
-coordinator's id (the node answers on ``PREFIX/NODE/rep/CID``). At most ``max_inflight`` requests per node are
-outstanding (an ``asyncio.Semaphore`` per node; later callers wait). Each attempt waits ``timeout`` s; a retry
-re-publishes the *same* id, so the node's reply cache answers it without driving the device twice, and a late
-reply to an earlier attempt completes the request. Payloads over ``max_payload`` bytes (or the node's announced
-limit) raise :class:`PayloadTooLargeError` and nothing is published. If the broker connection drops, a
-background task reconnects (backoff up to 2 s); requests wait for it within their timeouts.
+``request`` is the shared engine's (:mod:`runtime.transport.engine`: pending table, one deadline sweep, retries
+with the same id, per-node cap ``max_inflight``); this class packs ``header + arrays`` into one payload and hands
+it to paho without waiting for the PUBACK (QoS 1, ``cid`` = this coordinator's id; the node answers on
+``PREFIX/NODE/rep/CID``). Payloads over ``max_payload`` bytes (or the node's announced limit) raise
+:class:`PayloadTooLargeError` and nothing is published. If the broker connection drops, a background task
+reconnects (backoff up to 2 s); requests are re-sent within their timeouts once it is back. The socket to the
+broker has TCP_NODELAY set (no Nagle/delayed-ACK stalls).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from typing import Any, Sequence
 
 import aiomqtt
-import numpy as np
 
-from devices.errors import DeviceConnectionError, DeviceTimeoutError, RemoteDeviceError
+from devices.errors import DeviceConnectionError
 from runtime import wire
 from runtime.transport.base import Coordinator
-from runtime.transport.zmq.stats import TransportStats
 from runtime.wire import DEFAULT_LIMITS, Limits, WireError
 
 from .common import (DEFAULT_MAX_PAYLOAD, MqttUrl, PayloadTooLargeError, Topics, check_name, connect, disconnect,
-                     make_client)
+                     make_client, publish_nowait)
 
 log = logging.getLogger(__name__)
 
 _ENVELOPE = frozenset({"v", "type", "id", "node", "arrays", "spec"})
-
-
-class _Pending:
-    __slots__ = ("node", "future", "t0")
-
-    def __init__(self, node: str, future: asyncio.Future, t0: float):
-        self.node, self.future, self.t0 = node, future, t0
 
 
 class MqttCoordinator(Coordinator):
@@ -72,13 +62,10 @@ class MqttCoordinator(Coordinator):
         self.keepalive = int(keepalive)
         self.connect_timeout = float(connect_timeout)
         self.limits = limits
-        self.stats = TransportStats()
         self.started = False
         self._client: aiomqtt.Client | None = None
         self._connected = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
-        self._pending: dict[str, _Pending] = {}
-        self._sems: dict[str, asyncio.Semaphore] = {}
         self._sessions: dict[str, str | None] = {}      # node -> SID of its live session, None when offline
         self._hellos: dict[str, dict[str, Any]] = {}    # node -> last hello header
 
@@ -148,82 +135,30 @@ class MqttCoordinator(Coordinator):
                     log.debug("reconnect failed: %s", e)
                     delay = min(2.0, delay * 2)
 
-    # ----- requests ----------------------------------------------------------------------------------
-    async def request(self, node_id: str, type: str, arrays: Sequence[np.ndarray] = (), *,
-                      timeout: float | None = None, retries: int | None = None,
-                      **fields: Any) -> tuple[dict[str, Any], list[np.ndarray]]:
-        """One request to ``node_id`` (``fields`` go into the header; ``id=`` reuses a request id)."""
-        if not self.started:
-            raise DeviceConnectionError(node_id, "coordinator is not started")
-        timeout = self.timeout if timeout is None else float(timeout)
-        retries = self.retries if retries is None else int(retries)
+    # ----- requests (the engine calls these) ---------------------------------------------------------
+    def _precheck(self, node_id: str) -> None:
         if self._sessions.get(node_id, "?") is None:
             raise DeviceConnectionError(node_id, f"node is offline (status on {self.topics.status(node_id)})")
-        header = wire.make_header(type, id=fields.pop("id", None), node=node_id, cid=self.cid, **fields)
-        rid = header["id"]
-        try:
-            payload = wire.pack(header, arrays, self.limits)
-        except WireError as e:
-            raise RemoteDeviceError(node_id, str(e), code=e.code) from None
+
+    def _encode(self, node_id: str, header: dict[str, Any], arrays: Sequence[Any]) -> tuple[Any, int]:
+        header["cid"] = self.cid
+        payload = wire.pack(header, arrays, self.limits)
         limit = min(self.max_payload, int(self._hellos.get(node_id, {}).get("max_payload") or self.max_payload))
         if len(payload) > limit:
-            raise PayloadTooLargeError(node_id, f"{type!r} request is {len(payload)} bytes > max_payload {limit} "
-                                                f"(broker/node limit); nothing was sent - send smaller batches")
-        topic = self.topics.req(node_id)
-        sem = self._sems.get(node_id)
-        if sem is None:
-            sem = self._sems[node_id] = asyncio.Semaphore(self.max_inflight)
-        stats = self.stats
-        stats.requests += 1
-        async with sem:
-            fut = asyncio.get_running_loop().create_future()
-            pend = self._pending[rid] = _Pending(node_id, fut, time.perf_counter())
-            lost: str | None = None
-            try:
-                for attempt in range(retries + 1):
-                    if attempt:
-                        stats.retries += 1
-                    lost = await self._publish(topic, payload, timeout)
-                    if lost is None:
-                        stats.sent_msgs += 1
-                        stats.bytes_out += len(payload)
-                    if not fut.done():
-                        await asyncio.wait((fut,), timeout=timeout if lost is None else 0.05 * 2 ** attempt)
-                    if fut.done():
-                        break
-            finally:
-                self._pending.pop(rid, None)
-            if not fut.done():
-                fut.cancel()
-                if lost is not None:
-                    raise DeviceConnectionError(node_id, f"no broker connection ({lost}) after {retries + 1} attempts")
-                stats.timeouts += 1
-                raise DeviceTimeoutError(node_id, f"no reply to {type!r} (id {rid[:8]}) within {timeout:g} s "
-                                                  f"after {retries + 1} attempt(s) via {self.url.where}")
-            reply, out = fut.result()  # raises DeviceConnectionError if the node went offline / we closed
-            stats.latency.append(time.perf_counter() - pend.t0)
-        if not reply.get("ok", False):
-            stats.errors += 1
-            err = reply.get("error") if isinstance(reply.get("error"), dict) else {}
-            raise RemoteDeviceError(node_id, str(err.get("message", "error reply")), code=str(err.get("code", "remote")))
-        return reply, out
+            raise PayloadTooLargeError(node_id, f"{header['type']!r} request is {len(payload)} bytes > max_payload "
+                                                f"{limit} (broker/node limit); nothing was sent - send smaller batches")
+        return (self.topics.req(node_id), payload), len(payload)
 
-    async def _publish(self, topic: str, payload: bytes, timeout: float) -> str | None:
-        """Publish at QoS 1; None on success, else why not (no connection)."""
+    def _transmit(self, p) -> str | None:
         client = self._client
         if client is None:
-            try:
-                await asyncio.wait_for(self._connected.wait(), timeout)
-            except asyncio.TimeoutError:
-                return "not connected to the broker"
-            client = self._client
-            if client is None:
-                return "not connected to the broker"
-        try:
-            await client.publish(topic, payload, qos=1, timeout=timeout)
-        except aiomqtt.MqttError as e:
-            return f"publish failed: {e}"
-        return None
+            return f"no broker connection to {self.url.where}"
+        topic, payload = p.msg
+        info = publish_nowait(client, topic, payload, qos=1)
+        return None if info is None else f"publish to {self.url.where} failed: {info}"
+
+    def _where(self) -> str:
+        return f" via {self.url.where}"
 
     # ----- receive side ------------------------------------------------------------------------------
     def _dispatch(self, topic: str, payload: bytes) -> None:
@@ -246,17 +181,10 @@ class MqttCoordinator(Coordinator):
         stats = self.stats
         stats.bytes_in += len(payload)
         header, arrays = wire.unpack(payload, self.limits)
-        p = self._pending.get(header.get("id", ""))
-        if p is None or p.node != node or p.future.done():
-            stats.unmatched += 1
-            if not header.get("ok", True):
-                log.warning("node %s: error reply to an unknown request: %s", node, header.get("error"))
-            return
-        stats.round_trips += 1
-        p.future.set_result((header, arrays))
-        info = self.nodes.get(node)
-        if info is not None:
-            info.last_seen = time.monotonic()
+        if self._resolve_reply(node, header, arrays):
+            self._touch(node)
+        elif not header.get("ok", True):
+            log.warning("node %s: error reply to an unknown request: %s", node, header.get("error"))
 
     def _on_status(self, node: str, words: list[str]) -> None:
         state, sid = (words + ["", ""])[:2]

@@ -12,25 +12,21 @@ Frames on the ROUTER are ``[routing_id, header, *array_buffers]`` (routing id ==
 Malformed messages are counted in ``stats.malformed`` and dropped. A liveness task marks nodes dead after
 ``liveness`` seconds without traffic.
 
-``request`` pipelines: up to ``max_inflight`` requests per node are outstanding at once (an
-``asyncio.Semaphore`` per node: callers beyond that wait, which is the backpressure). Each attempt waits
-``timeout`` seconds; a retry re-sends the *same* request id, so the node's reply cache answers it without
-driving the device again, and a late reply to an earlier attempt still completes the request.
+Requests go through the shared engine (:mod:`runtime.transport.engine`: pending table, one deadline sweep,
+retries with the same id, per-node cap ``max_inflight``); this class only encodes ``[node, header, *arrays]``
+and sends it with ``NOBLOCK``. A node that is not connected (EHOSTUNREACH) or a full send queue counts as
+"not sent now" and is re-tried with back-off within the attempt.
 """
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-import os
-import time
 from typing import Any, Sequence
 
-import numpy as np
 import zmq
 import zmq.asyncio
 
-from devices.errors import DeviceConnectionError, DeviceTimeoutError, RemoteDeviceError
+from devices.errors import DeviceConnectionError
 from devices.spec import DeviceSpec
 from runtime import wire
 from runtime.transport.base import Coordinator
@@ -38,27 +34,8 @@ from runtime.wire import DEFAULT_LIMITS, Limits, MessageType, WireError
 
 from .driver import SocketDriver
 from .options import DEFAULT_HWM, CurveServer, router_options
-from .stats import TransportStats
 
 log = logging.getLogger(__name__)
-
-_TIMEOUT = object()      # an attempt's timer fired
-_UNREACHABLE = object()  # the node was not connected for the whole attempt
-
-
-class _Pending:
-    __slots__ = ("node", "future", "t0", "nbytes")
-
-    def __init__(self, node: str, nbytes: int):
-        self.node, self.nbytes = node, nbytes
-        self.future: asyncio.Future | None = None
-        self.t0 = time.perf_counter()
-
-
-def _expire(fut: asyncio.Future) -> None:
-    if not fut.done():
-        fut.set_result(_TIMEOUT)
-
 
 class ZmqCoordinator(Coordinator):
     """ROUTER-socket coordinator. ``bind`` is a ZeroMQ endpoint, e.g. ``tcp://127.0.0.1:5555``.
@@ -80,7 +57,6 @@ class ZmqCoordinator(Coordinator):
         self.max_inflight = int(max_inflight)
         self.hwm = int(hwm)
         self.limits = limits
-        self.stats = TransportStats()
         self.started = False
         self._own_ctx = context is None
         self._ctx = context
@@ -88,12 +64,6 @@ class ZmqCoordinator(Coordinator):
         self._driver: SocketDriver | None = None
         self._auth = None
         self._tasks: list[asyncio.Task] = []
-        self._pending: dict[str, _Pending] = {}
-        self._sems: dict[str, asyncio.Semaphore] = {}
-        # request ids: a random per-instance prefix + a counter (unique across coordinator restarts, so a
-        # node's reply cache never answers a new request with an old reply)
-        self._id_prefix = os.urandom(8).hex()
-        self._seq = itertools.count(1)
 
     # ----- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> "ZmqCoordinator":
@@ -147,84 +117,24 @@ class ZmqCoordinator(Coordinator):
             self._ctx.destroy(linger=0)
             self._ctx = None
 
-    # ----- requests ----------------------------------------------------------------------------------
-    async def request(self, node_id: str, type: str, arrays: Sequence[np.ndarray] = (), *,
-                      timeout: float | None = None, retries: int | None = None,
-                      **fields: Any) -> tuple[dict[str, Any], list[np.ndarray]]:
-        if not self.started:
-            raise DeviceConnectionError(node_id, "coordinator is not started")
-        timeout = self.timeout if timeout is None else float(timeout)
-        retries = self.retries if retries is None else int(retries)
-        rid = f"{self._id_prefix}{next(self._seq):x}"
+    # ----- requests (the engine calls these) ---------------------------------------------------------
+    def _encode(self, node_id: str, header: dict[str, Any], arrays: Sequence[Any]) -> tuple[list, int]:
+        frames = wire.encode(header, arrays, self.limits)
+        return [node_id.encode(), *frames], sum(memoryview(f).nbytes for f in frames)
+
+    def _transmit(self, p) -> str | None:
+        driver = self._driver
+        if driver is None:
+            raise DeviceConnectionError(p.node, "coordinator is closed")
         try:
-            frames = wire.encode(wire.make_header(type, id=rid, node=node_id, **fields), arrays, self.limits)
-        except WireError as e:
-            raise RemoteDeviceError(node_id, str(e), code=e.code) from None
-        msg = [node_id.encode(), *frames]
-        sem = self._sems.get(node_id)
-        if sem is None:
-            sem = self._sems[node_id] = asyncio.Semaphore(self.max_inflight)
-        stats = self.stats
-        stats.requests += 1
-        async with sem:
-            pend = self._pending[rid] = _Pending(node_id, sum(len(f) for f in frames))
-            try:
-                for attempt in range(retries + 1):
-                    if attempt:
-                        stats.retries += 1
-                    result = await self._attempt(pend, msg, timeout)
-                    if result is not _TIMEOUT and result is not _UNREACHABLE:
-                        break
-                else:
-                    if result is _UNREACHABLE:
-                        raise DeviceConnectionError(node_id, f"node is not connected to {self.bind} "
-                                                             f"({retries + 1} attempt(s) of {timeout:g} s)")
-                    stats.timeouts += 1
-                    raise DeviceTimeoutError(node_id, f"no reply to {type!r} (id {rid}) within {timeout:g} s "
-                                                      f"after {retries + 1} attempt(s)")
-            finally:
-                self._pending.pop(rid, None)
-            stats.latency.append(time.perf_counter() - pend.t0)
-        reply, out = result
-        if not reply.get("ok", False):
-            stats.errors += 1
-            err = reply.get("error") if isinstance(reply.get("error"), dict) else {}
-            raise RemoteDeviceError(node_id, str(err.get("message", "error reply")),
-                                    code=str(err.get("code", "remote")))
-        return reply, out
-
-    async def _attempt(self, pend: _Pending, msg: list, timeout: float) -> Any:
-        """Send ``msg`` once and wait up to ``timeout`` for the reply (to this or an earlier attempt).
-
-        A node that is not connected (EHOSTUNREACH) is re-tried with a growing back-off within the same
-        attempt, so a node that is (re)connecting gets the whole ``timeout`` to come back.
-        """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        backoff = 0.01
-        while True:
-            fut = pend.future = loop.create_future()
-            try:
-                if not self._driver.send_nowait(msg):  # high-water mark: wait for room
-                    try:
-                        await asyncio.wait_for(self._driver.send(msg), max(0.0, deadline - loop.time()))
-                    except asyncio.TimeoutError:
-                        return _TIMEOUT
-                break
-            except zmq.ZMQError as e:
-                if e.errno != zmq.EHOSTUNREACH:
-                    raise DeviceConnectionError(pend.node, f"send failed: {e}") from None
-                self.stats.unreachable += 1
-                left = deadline - loop.time()
-                if left <= 0:
-                    return _UNREACHABLE
-                result = await _wait(fut, min(backoff, left))
-                if result is not _TIMEOUT:  # a late reply to an earlier attempt
-                    return result
-                backoff = min(2 * backoff, 0.2)
-        self.stats.sent_msgs += 1
-        self.stats.bytes_out += pend.nbytes
-        return await _wait(fut, max(0.0, deadline - loop.time()))
+            if driver.send_nowait(p.msg):
+                return None
+            return f"send queue to node is full (high-water mark) on {self.bind}"
+        except zmq.ZMQError as e:
+            if e.errno != zmq.EHOSTUNREACH:
+                raise DeviceConnectionError(p.node, f"send failed: {e}") from None
+            self.stats.unreachable += 1
+            return f"node is not connected to {self.bind}"
 
     # ----- receive side ------------------------------------------------------------------------------
     def _on_message(self, frames: list) -> None:
@@ -252,15 +162,8 @@ class ZmqCoordinator(Coordinator):
         header, arrays = wire.decode(frames[1:], self.limits)
         t = header["type"]
         if t == MessageType.REPLY:
-            p = self._pending.get(header.get("id", ""))
-            if p is None or p.node != node or p.future.done():
-                stats.unmatched += 1
-                return
-            stats.round_trips += 1
-            p.future.set_result((header, arrays))
-            info = self.nodes.get(node)
-            if info is not None:
-                info.last_seen = time.monotonic()
+            if self._resolve_reply(node, header, arrays):
+                self._touch(node)
         elif t == MessageType.HEARTBEAT:
             info = self.nodes.get(node)
             if info is None or info.spec is None:
@@ -293,12 +196,3 @@ _ENVELOPE = frozenset({"v", "type", "id", "node", "node_id", "arrays", "spec"})
 def _meta(header: dict[str, Any]) -> dict[str, Any]:
     """Node metadata carried by hello / heartbeat (everything but the envelope fields)."""
     return {k: v for k, v in header.items() if k not in _ENVELOPE}
-
-
-async def _wait(fut: asyncio.Future, timeout: float) -> Any:
-    """``await fut`` for at most ``timeout`` s (then ``_TIMEOUT``) without wrapping it in a task."""
-    handle = asyncio.get_running_loop().call_later(timeout, _expire, fut)
-    try:
-        return await fut
-    finally:
-        handle.cancel()
