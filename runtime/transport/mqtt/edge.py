@@ -6,8 +6,9 @@ Life cycle of :meth:`MqttEdgeTransport.serve`, per broker connection (session id
     subscribe PREFIX/NODE/req (QoS 1)                      -- before announcing, so no request is missed
     publish   PREFIX/NODE/status = "online SID"  (retained)
     publish   PREFIX/NODE/hello  = {spec, sid, heartbeat, handlers, max_payload}  (retained)
-    every `heartbeat` s: PREFIX/NODE/hb = {seq, inflight, served}   (QoS 0)
-    each request: unpack -> NodeService.handle -> pack -> PREFIX/NODE/rep/CID  (at most `max_concurrency` at once)
+    every `heartbeat` s: PREFIX/NODE/hb = {seq, inflight, served}   (QoS 0; skipped when replies went out)
+    each request: unpack -> NodeService.handle_nowait -> pack -> PREFIX/NODE/rep/CID   (inline, no task)
+                  or, when it must wait, a task for NodeService.handle (at most `max_concurrency` at once)
     stop set -> finish in-flight requests (at most `drain` s) -> status "offline SID", clear hello -> DISCONNECT
 
 A crash (process killed, socket gone) skips the last step; the broker then publishes the Last Will, so the
@@ -28,11 +29,11 @@ import aiomqtt
 
 from devices.errors import DeviceConnectionError
 from runtime import wire
-from runtime.transport.base import EdgeTransport
+from runtime.transport.base import EdgeTransport, nowait_handler
 from runtime.wire import DEFAULT_LIMITS, Limits, MessageType, WireError
 
 from .common import (DEFAULT_MAX_PAYLOAD, MqttAuthError, MqttUrl, Topics, check_name, connect, disconnect,
-                     make_client, peek_header)
+                     make_client, peek_header, publish_nowait)
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,9 @@ class MqttEdgeTransport(EdgeTransport):
         self.max_queued = int(max_queued)
         self.limits = limits
         self.counters = {"served": 0, "malformed": 0, "too_large": 0, "heartbeats": 0, "connects": 0,
-                         "dropped": 0}
+                         "dropped": 0, "inline": 0}
         self.inflight = 0
+        self._last_reply = 0.0
         self.client: aiomqtt.Client | None = None   # the live connection (tests may inspect it)
         self.sid: str | None = None
 
@@ -139,8 +141,11 @@ class MqttEdgeTransport(EdgeTransport):
     async def _recv_loop(self, client: aiomqtt.Client, service: Any, handlers: set[asyncio.Task]) -> None:
         sem = asyncio.Semaphore(self.max_concurrency)
         req = self.topics.req(self.node_id)
+        nowait = nowait_handler(service)
         async for msg in client.messages:
             if msg.topic.value != req:
+                continue
+            if nowait is not None and self._inline(client, nowait, msg.payload):
                 continue
             await sem.acquire()
             t = asyncio.create_task(self._handle(client, service, msg.payload, sem))
@@ -163,7 +168,10 @@ class MqttEdgeTransport(EdgeTransport):
             else:
                 reply, out = await service.handle(header, arrays)
                 self.counters["served"] += 1
-            await client.publish(self._reply_topic(header), self._pack_reply(reply, out), qos=1)
+            self._last_reply = asyncio.get_running_loop().time()
+            why = publish_nowait(client, self._reply_topic(header), self._pack_reply(reply, out), qos=1)
+            if why is not None:
+                raise aiomqtt.MqttError(why)
         except asyncio.CancelledError:
             raise
         except aiomqtt.MqttError as e:  # connection lost: the coordinator retries with the same id
@@ -174,6 +182,30 @@ class MqttEdgeTransport(EdgeTransport):
         finally:
             self.inflight -= 1
             sem.release()
+
+    def _inline(self, client: aiomqtt.Client, nowait: Any, payload: bytes) -> bool:
+        """Answer ``payload`` at once if the service can (no task, no PUBACK wait); False: take the task path."""
+        if len(payload) > self.max_payload:
+            return False
+        try:
+            header, arrays = wire.unpack(payload, self.limits)
+        except WireError:
+            return False
+        try:
+            fast = nowait(header, arrays)
+        except Exception:  # noqa: BLE001 - never let one request take the node down
+            log.exception("node %s: failed to handle a request", self.node_id)
+            return True
+        if fast is None:
+            return False
+        self.counters["served"] += 1
+        self.counters["inline"] += 1
+        self._last_reply = asyncio.get_running_loop().time()
+        why = publish_nowait(client, self._reply_topic(header), self._pack_reply(*fast), qos=1)
+        if why is not None:  # connection lost: the coordinator retries with the same id
+            self.counters["dropped"] += 1
+            log.debug("node %s: reply not sent: %s", self.node_id, why)
+        return True
 
     def _reply_topic(self, header: dict[str, Any] | None) -> str:
         cid = header.get("cid") if header else None
@@ -195,8 +227,11 @@ class MqttEdgeTransport(EdgeTransport):
     async def _heartbeat_loop(self, client: aiomqtt.Client) -> None:
         seq = 0
         hb = self.topics.hb(self.node_id)
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.heartbeat)
+            if loop.time() - self._last_reply < self.heartbeat * 0.9:
+                continue  # replies went out: the coordinator already knows we are alive
             seq += 1
             self.counters["heartbeats"] += 1
             await client.publish(hb, wire.pack(wire.make_header(

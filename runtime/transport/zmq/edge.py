@@ -3,8 +3,10 @@
 Life cycle of :meth:`ZmqEdgeTransport.serve`::
 
     connect DEALER -> send hello {spec, heartbeat, handlers}
-    every `heartbeat` s: send heartbeat {inflight, served}        (never blocks: dropped when the queue is full)
-    for each request: decode -> NodeService.handle -> reply          (at most `max_concurrency` at once)
+    every `heartbeat` s: send heartbeat {inflight, served}        (never blocks: dropped when the queue is full;
+                                                                   skipped when a reply went out in that period)
+    for each request: decode -> NodeService.handle_nowait -> reply   (inline in the reader callback, no task)
+                      or, if it must wait: a task for NodeService.handle (at most `max_concurrency` at once)
     coordinator sends hello ("who are you?") -> send hello again     (after a coordinator restart)
     stop set -> finish in-flight requests (at most `drain` s) -> send bye -> close
 
@@ -24,7 +26,7 @@ import zmq
 import zmq.asyncio
 
 from runtime import wire
-from runtime.transport.base import EdgeTransport
+from runtime.transport.base import EdgeTransport, nowait_handler
 from runtime.wire import DEFAULT_LIMITS, Limits, MessageType, WireError
 
 from .driver import SocketDriver
@@ -55,8 +57,10 @@ class ZmqEdgeTransport(EdgeTransport):
         self._service: Any = None
         self._handlers: set[asyncio.Task] = set()
         self._stopping = False
-        self.counters = {"served": 0, "malformed": 0, "hellos": 0, "heartbeats": 0, "dropped": 0}
+        self.counters = {"served": 0, "malformed": 0, "hellos": 0, "heartbeats": 0, "dropped": 0, "inline": 0}
         self.inflight = 0
+        self._nowait = None
+        self._last_reply = 0.0
 
     # ----- main loop ---------------------------------------------------------------------------------
     async def serve(self, service: Any, stop: asyncio.Event) -> None:
@@ -67,6 +71,7 @@ class ZmqEdgeTransport(EdgeTransport):
         if self.curve is not None:
             self.curve.apply(sock)
         self._service = service
+        self._nowait = nowait_handler(service)
         self._handlers = set()
         self._stopping = False
         self.inflight = 0
@@ -98,8 +103,28 @@ class ZmqEdgeTransport(EdgeTransport):
                 ctx.term()
 
     def _on_message(self, frames: list) -> None:
-        """Reader callback: start a handler task per request; pause reading at ``max_concurrency``."""
+        """Reader callback: answer inline what needs no waiting, else start a handler task (paused reading
+        at ``max_concurrency`` tasks)."""
+        if self._nowait is not None and not self._stopping:
+            try:
+                header, arrays = wire.decode(frames, self.limits)
+            except Exception:  # noqa: BLE001 - the task path makes the error reply
+                pass
+            else:
+                if header["type"] != MessageType.HELLO:
+                    fast = self._nowait(header, arrays)
+                    if fast is not None:
+                        self.counters["served"] += 1
+                        self.counters["inline"] += 1
+                        self._reply(fast[0], fast[1], arrays, frames)
+                        return
+                    t = asyncio.get_running_loop().create_task(self._serve(header, arrays, frames))
+                    self._track(t)
+                    return
         t = asyncio.get_running_loop().create_task(self._handle(frames))
+        self._track(t)
+
+    def _track(self, t: asyncio.Task) -> None:
         self._handlers.add(t)
         t.add_done_callback(self._handler_done)
         self.inflight += 1
@@ -124,6 +149,14 @@ class ZmqEdgeTransport(EdgeTransport):
             if header["type"] == MessageType.HELLO:  # the coordinator asks us to (re)announce
                 self._send_nowait(self._hello_frames())
                 return
+            await self._serve(header, arrays, frames)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # never let one request take the node down
+            log.exception("node %s: failed to handle a request", self.node_id)
+
+    async def _serve(self, header: dict[str, Any], arrays: list, frames: list) -> None:
+        try:
             reply, out = await self._service.handle(header, arrays)
             self.counters["served"] += 1
             self._reply(reply, out, arrays, frames)
@@ -145,6 +178,7 @@ class ZmqEdgeTransport(EdgeTransport):
                     if a is r:
                         frames[i + 1] = request_frames[j + 1]
                         break
+        self._last_reply = asyncio.get_running_loop().time()
         if self._driver is None or not self._driver.send_nowait(frames):
             # queue full (coordinator gone or slow): the coordinator retries with the same id and gets
             # the cached reply, so dropping here loses nothing
@@ -160,8 +194,11 @@ class ZmqEdgeTransport(EdgeTransport):
 
     async def _heartbeat_loop(self) -> None:
         seq = 0
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.heartbeat)
+            if loop.time() - self._last_reply < self.heartbeat * 0.9:
+                continue  # replies went out: the coordinator already knows we are alive
             seq += 1
             self.counters["heartbeats"] += 1
             self._send_nowait(wire.encode(wire.make_header(
