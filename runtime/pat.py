@@ -17,7 +17,9 @@ Building blocks
 
 * :class:`RangeMap` — trainable elementwise affine then a sigmoid squash into the device's safe range,
   ``x = lo + (hi - lo) · σ(a ⊙ u + b)``; the device never sees out-of-range inputs.
-* :class:`PhysicalLayer` — ``C`` channels, each one device call with its own θ_c ∈ ``theta_range``
+* :class:`PhysicalLayer` — ``C`` channels, each with its own θ_c ∈ ``theta_range``, measured in ONE device
+  call per chunk (:meth:`~devices.base.Device.apply_many`, one request for a remote device) when the device
+  takes several θ at once, else one call per channel
   (``θ`` is clamped back after each optimizer step by :meth:`PNN.project_`); batches larger than
   ``spec.max_batch`` are split. ``aforward`` = physical (PAT), ``forward`` = twin only (in silico).
 * :class:`BinReadout` — fixed bin-averaging of the physical outputs into classes plus a per-class
@@ -104,6 +106,41 @@ async def measure(device: Device, x: torch.Tensor, theta: torch.Tensor, max_batc
         for obs in observers:
             obs(name, c, th, y)
     return torch.from_numpy(np.concatenate(ys, axis=0)).to(x.dtype)
+
+
+def batches_channels(device: Device) -> bool:
+    """Does ``device`` take all channels of a layer in one call (it overrides ``_apply_many``)?"""
+    return type(device)._apply_many is not Device._apply_many
+
+
+async def measure_many(device: Device, xs: torch.Tensor, theta: torch.Tensor, max_batch: int | None = None,
+                       observers: Sequence[Observer] = (), name: str = "",
+                       concurrent: bool = True) -> list[torch.Tensor]:
+    """``f_p(x_c, θ_c)`` for every channel ``c`` with ONE device call per chunk of rows.
+
+    ``xs[B, C, in_dim]``, ``theta[C, P]`` -> ``C`` tensors ``[B, out_dim]``. Rows are split into chunks of at
+    most ``max_batch``; each chunk is one :meth:`~devices.base.Device.apply_many` (one request for a remote
+    device). Observers see each channel as ``name[c]``, as with :func:`measure`.
+    """
+    spec = device.spec
+    mb = int(max_batch or spec.max_batch)
+    if xs.dim() != 3 or xs.shape[0] == 0:
+        raise ValueError(f"{name or device.name}: expected a non-empty batch [B, C, {spec.in_dim}], "
+                         f"got {list(xs.shape)}")
+    xa = np.ascontiguousarray(xs.detach().to(torch.float32).cpu().numpy().transpose(1, 0, 2))   # [C, B, in]
+    th = np.ascontiguousarray(theta.detach().to(torch.float32).cpu().numpy())
+    chunks = [xa[:, i:i + mb] for i in range(0, xa.shape[1], mb)]
+    if concurrent and len(chunks) > 1:
+        ys = await asyncio.gather(*(device.apply_many(c, th) for c in chunks))
+    else:
+        ys = [await device.apply_many(c, th) for c in chunks]
+    y = np.concatenate(ys, axis=1) if len(ys) > 1 else ys[0]                                 # [C, B, out]
+    if observers:
+        for c in range(xa.shape[0]):
+            for xc, yc in zip(chunks, ys):
+                for obs in observers:
+                    obs(f"{name}[{c}]", xc[c], th[c], yc[c])
+    return [torch.from_numpy(y[c]).to(xs.dtype) for c in range(y.shape[0])]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -226,6 +263,10 @@ class PhysicalLayer(nn.Module):
             raise RuntimeError(f"{self.name}: no device attached (in-silico only model); use forward()")
         xs = self._split(x)
         theta = self.theta.clamp(*self.spec.theta_range)
+        if batches_channels(self.device):  # one call (one request) for all channels
+            ys = await measure_many(self.device, xs, theta, observers=self.observers, name=self.name,
+                                    concurrent=self.concurrent)
+            return torch.cat([pat_apply(xs[:, c], theta[c], ys[c], self.twin) for c in range(self.channels)], dim=1)
         calls = [measure(self.device, xs[:, c], theta[c], observers=self.observers, name=f"{self.name}[{c}]",
                          concurrent=self.concurrent) for c in range(self.channels)]
         if self.concurrent:
@@ -411,4 +452,4 @@ def _stages(n_features, n_classes, twin, device, spec, layers, hybrid, C) -> lis
 
 
 __all__ = ["ARTIFACT_FORMAT", "BinReadout", "Observer", "PATFunction", "PNN", "PhysicalLayer", "RangeMap",
-           "build_pnn", "measure", "pat_apply"]
+           "batches_channels", "build_pnn", "measure", "measure_many", "pat_apply"]
