@@ -30,8 +30,9 @@ class LocalDevice(Device):
         self.sim = sim
         self.threaded = threaded
         self.inline_max = float(inline_max)
-        #: moving average of one measurement's duration (s)
+        #: moving average of one measurement's duration (s); the first (warm-up) call is not counted
         self.measure_ewma = 0.0
+        self._measured = 0
 
     async def _connect(self, timeout: float) -> None:
         self._spec = self.sim.spec
@@ -51,7 +52,9 @@ class LocalDevice(Device):
     def _measure(self, x: np.ndarray, theta: np.ndarray) -> np.ndarray:
         t0 = time.perf_counter()
         y = self.sim.measure(x, theta)
-        self.measure_ewma += 0.2 * (time.perf_counter() - t0 - self.measure_ewma)
+        if self._measured:
+            self.measure_ewma += 0.2 * (time.perf_counter() - t0 - self.measure_ewma)
+        self._measured += 1
         return y
 
     def _measure_many(self, xs: np.ndarray, thetas: np.ndarray) -> np.ndarray:

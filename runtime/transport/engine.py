@@ -147,7 +147,8 @@ class RequestEngine:
     def _encode_request(self, p: Pending, arrays: Sequence[Any], fields: dict[str, Any]) -> tuple[Any, int]:
         now = time.time()
         header = wire.make_header(p.type, id=p.id, node=p.node, sent=now,
-                                  deadline=now + p.timeout * (p.attempts_left + 1), **fields)
+                                  deadline=now + p.timeout * (p.attempts_left + 1))
+        header.update(fields)
         try:
             return self._encode(p.node, header, arrays)
         except WireError as e:

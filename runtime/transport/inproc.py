@@ -155,7 +155,8 @@ class InprocCoordinator(Coordinator):
             return
         if t == MessageType.HELLO:
             try:
-                self._node_seen(node_id, spec=h.get("spec"), session=h.get("session"), hello_at=time.monotonic())
+                self._node_seen(node_id, spec=h.get("spec"), session=h.get("session"), hello_at=time.monotonic(),
+                                handlers=h.get("handlers") if isinstance(h.get("handlers"), list) else [])
             except (TypeError, ValueError) as e:
                 log.warning("node %s sent a bad spec: %s", node_id, e)
             return
