@@ -1,6 +1,6 @@
 """ZeroMQ transport benchmark: runtime round trips vs. a raw pyzmq ROUTER/DEALER echo of the same frames.
 
-For one ``B x D`` float32 batch (default 256 x 784, 784 KiB) it measures, in the same run:
+For each ``B x D`` float32 batch (default 256 x 784 = 784 KiB and 8 x 256 = 8 KiB) it measures, in the same run:
 
 * ``raw``      : blocking pyzmq: a ROUTER sends ``[id, header, buffer]`` (copy=False) to a DEALER that
                  echoes the frames back untouched, both in plain blocking loops -- the floor any protocol
@@ -11,12 +11,13 @@ For one ``B x D`` float32 batch (default 256 x 784, 784 KiB) it measures, in the
                  matching, per-node in-flight cap, idempotency cache, heartbeats -- the whole runtime path.
 
 each sequentially (window 1) and pipelined (``--window`` requests in flight). Serving sides run in child
-processes. Repeats interleave the paths and keep each one's best, so background load hits all alike.
-Reported: round trips/s, samples/s, MB/s (payload bytes moved, both directions), the ratio
-runtime/raw (goal >= 0.85), and the CPU time per round trip of the client and the serving process (all
+processes. Repeats are paired and interleaved: every repeat runs every path back to back (order rotated),
+and the ratio raw/path is taken within a repeat, so background load hits both sides of a ratio alike.
+Reported: median round trips/s, the ratio runtime/raw as min/median/max over the repeats (goal >= 0.85 at
+window 8, >= 0.6 at window 1), and the CPU time per round trip of the client and the serving process (all
 threads, incl. ZeroMQ's I/O thread) -- the cost that load on the machine cannot blur.
 
-    python bench/transport.py [--n 1000] [--window 8] [--repeats 3]
+    python bench/transport.py [--n 1000] [--window 8] [--repeats 5] [--sizes 256x784,8x256]
 """
 from __future__ import annotations
 
@@ -160,42 +161,53 @@ def _proc_cpu(pid: int) -> float:
     return total / 1e9
 
 
+def _sizes(spec: str) -> list[tuple[int, int]]:
+    return [tuple(int(v) for v in part.split("x")) for part in spec.split(",")]
+
+
+def _mmm(values: list[float]) -> tuple[float, float, float]:
+    return float(np.min(values)), float(np.median(values)), float(np.max(values))
+
+
 async def main(args) -> list[dict]:
     from runtime.transport.zmq import ZmqCoordinator
 
-    x = np.random.default_rng(0).standard_normal((args.batch, args.dim)).astype(np.float32)
     here = os.path.abspath(__file__)
     urls = {k: f"tcp://127.0.0.1:{free_port()}" for k in ("raw", "raw-aio", "runtime")}
     sctx, actx = zmq.Context(), zmq.asyncio.Context()
     raw, raw_aio = _router(sctx, urls["raw"]), _router(actx, urls["raw-aio"])
     coord = await ZmqCoordinator(urls["runtime"], max_inflight=max(args.window, 1), timeout=30.0).start()
     children = [subprocess.Popen([sys.executable, here, "--serve", k, "--url", u]) for k, u in urls.items()]
-    runs = {"raw": lambda n, w: asyncio.to_thread(bench_raw_blocking, raw, x, n, w),
-            "raw-aio": lambda n, w: bench_raw_asyncio(raw_aio, x, n, w),
-            "runtime": lambda n, w: bench_runtime(coord, x, n, w)}
+    rows = []
     try:
         await asyncio.to_thread(raw.recv_multipart)  # the echoes' "ready"
         await asyncio.wait_for(raw_aio.recv_multipart(), 60)
         await coord.wait_for_node(NODE, timeout=60)
-        for run in runs.values():  # warm up
-            await run(50, 1)
-        rows = []
         servers = dict(zip(urls, children))
-        for window in (1, args.window):
-            best = dict.fromkeys(runs, float("inf"))
-            cpu = {k: [0.0, 0.0] for k in runs}  # client, server CPU seconds over all repeats
-            for _ in range(args.repeats):
-                for name, run in runs.items():
-                    c0, s0 = time.process_time(), _proc_cpu(servers[name].pid)
-                    best[name] = min(best[name], await run(args.n, window))
-                    cpu[name][0] += time.process_time() - c0
-                    cpu[name][1] += _proc_cpu(servers[name].pid) - s0
-            for name in runs:
-                rt_s = args.n / best[name]
-                per = 1e6 / (args.n * args.repeats)
-                rows.append({"path": name, "window": window, "rt_s": rt_s, "samples_s": rt_s * args.batch,
-                             "mb_s": rt_s * 2 * x.nbytes / 1e6, "ratio": best["raw"] / best[name],
-                             "cpu_client_us": cpu[name][0] * per, "cpu_server_us": cpu[name][1] * per})
+        for batch, dim in _sizes(args.sizes):
+            x = np.random.default_rng(0).standard_normal((batch, dim)).astype(np.float32)
+            runs = {"raw": lambda n, w: asyncio.to_thread(bench_raw_blocking, raw, x, n, w),
+                    "raw-aio": lambda n, w: bench_raw_asyncio(raw_aio, x, n, w),
+                    "runtime": lambda n, w: bench_runtime(coord, x, n, w)}
+            n = args.n if x.nbytes > 64 * 1024 else args.n * 5
+            for run in runs.values():  # warm up
+                await run(50, 1)
+            for window in (1, args.window):
+                times = {k: [] for k in runs}
+                cpu = {k: [0.0, 0.0] for k in runs}  # client, server CPU seconds over all repeats
+                names = list(runs)
+                for r in range(args.repeats):  # paired, interleaved: each repeat runs every path, order rotated
+                    for name in names[r % len(names):] + names[:r % len(names)]:
+                        c0, s0 = time.process_time(), _proc_cpu(servers[name].pid)
+                        times[name].append(await runs[name](n, window))
+                        cpu[name][0] += time.process_time() - c0
+                        cpu[name][1] += _proc_cpu(servers[name].pid) - s0
+                for name in runs:
+                    per = 1e6 / (n * args.repeats)
+                    ratios = [tr / tp for tr, tp in zip(times["raw"], times[name])]
+                    rows.append({"path": name, "size": f"{batch}x{dim}", "kib": x.nbytes / 1024, "window": window,
+                                 "rt_s": n / float(np.median(times[name])), "ratio": _mmm(ratios),
+                                 "cpu_client_us": cpu[name][0] * per, "cpu_server_us": cpu[name][1] * per})
         stats = coord.stats.snapshot()
     finally:
         raw.send_multipart([NODE.encode(), b"quit"])
@@ -214,13 +226,14 @@ async def main(args) -> list[dict]:
         raw_aio.close(0)
         sctx.term()
         actx.term()
-    print(f"\nZeroMQ transport, batch {args.batch}x{args.dim} float32 ({x.nbytes / 1e6:.2f} MB each way), "
-          f"n={args.n} round trips, best of {args.repeats}; ratio = path / raw (blocking pyzmq echo)")
-    print(f"{'path':<9}{'window':>7}{'rt/s':>10}{'samples/s':>12}{'MB/s':>10}{'ratio':>9}"
+    print(f"\nZeroMQ transport, float32 batches, {args.repeats} paired interleaved repeats; ratio = raw time / path "
+          f"time in the same repeat (raw = blocking pyzmq echo), min/median/max; goal runtime >= 0.85 at window "
+          f"{args.window}, >= 0.6 at window 1")
+    print(f"{'path':<9}{'size':>10}{'KiB':>7}{'window':>7}{'rt/s(med)':>11}{'ratio min/med/max':>22}"
           f"{'CPU us/rt client':>18}{'server':>8}")
     for r in rows:
-        ratio = f"{r['ratio']:.3f}" if r["path"] != "raw" else "1"
-        print(f"{r['path']:<9}{r['window']:>7}{r['rt_s']:>10.0f}{r['samples_s']:>12.0f}{r['mb_s']:>10.0f}{ratio:>9}"
+        ratio = "{:.2f} / {:.2f} / {:.2f}".format(*r["ratio"]) if r["path"] != "raw" else "1"
+        print(f"{r['path']:<9}{r['size']:>10}{r['kib']:>7.0f}{r['window']:>7}{r['rt_s']:>11.0f}{ratio:>22}"
               f"{r['cpu_client_us']:>18.0f}{r['cpu_server_us']:>8.0f}")
     print(f"runtime latency p50 {stats['latency_p50_ms']:.2f} ms, p95 {stats['latency_p95_ms']:.2f} ms, "
           f"retries {stats['retries']}, timeouts {stats['timeouts']}")
@@ -229,11 +242,11 @@ async def main(args) -> list[dict]:
 
 def cli() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=1000, help="round trips per measurement")
-    ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--dim", type=int, default=784)
+    ap.add_argument("--n", type=int, default=1000, help="round trips per measurement (x5 for payloads <= 64 KiB)")
+    ap.add_argument("--sizes", default="256x784,8x256", help="float32 batches BxD, comma-separated "
+                                                             "(default: 784 KiB and 8 KiB)")
     ap.add_argument("--window", type=int, default=8, help="requests in flight when pipelining")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--serve", choices=("raw", "raw-aio", "runtime"), help=argparse.SUPPRESS)
     ap.add_argument("--url", help=argparse.SUPPRESS)
     args = ap.parse_args()

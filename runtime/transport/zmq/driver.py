@@ -27,6 +27,29 @@ _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 _POLLOUT = int(zmq.POLLOUT)
 _NOBLOCK = int(zmq.NOBLOCK)
+_SNDMORE = int(zmq.SNDMORE)
+_RCVMORE = int(zmq.RCVMORE)
+
+
+def recv_frames(sock: zmq.Socket) -> list:
+    """``recv_multipart(NOBLOCK, copy=False)`` with plain-int flags (pyzmq's enum arithmetic costs ~10 us)."""
+    recv, get = sock.recv, sock.get
+    frames = [recv(_NOBLOCK, copy=False)]
+    while get(_RCVMORE):
+        frames.append(recv(_NOBLOCK, copy=False))
+    return frames
+
+
+def send_frames(sock: zmq.Socket, frames: list) -> None:
+    """``send_multipart(frames, NOBLOCK, copy=False)`` with plain-int flags; raises zmq.Again when full.
+
+    ZeroMQ queues a multipart message atomically once its first frame is accepted, so only the first
+    send can hit the high-water mark.
+    """
+    send = sock.send
+    last = len(frames) - 1
+    for i, f in enumerate(frames):
+        send(f, _NOBLOCK | _SNDMORE if i < last else _NOBLOCK, copy=False)
 
 
 class SocketDriver:
@@ -89,7 +112,7 @@ class SocketDriver:
             if not ev & _POLLIN or self.paused:
                 return
             try:
-                frames = sock.recv_multipart(_NOBLOCK, copy=False)
+                frames = recv_frames(sock)
             except zmq.Again:
                 return
             try:
@@ -105,7 +128,7 @@ class SocketDriver:
         """Send now; False if the high-water mark is reached. Raises ``zmq.ZMQError`` for other errors."""
         sock = self.sock
         try:
-            sock.send_multipart(frames, _NOBLOCK, copy=False)
+            send_frames(sock, frames)
             return True
         except zmq.Again:
             return False
