@@ -18,14 +18,15 @@ class LocalDevice(Device):
 
     * ``None`` (default, auto): short calls run inline on the event loop, blocking ones in a worker thread.
       "Short" is declared by the simulator (a ``blocking = True/False`` attribute) or else measured: an
-      exponential moving average of the measurement time below ``inline_max`` seconds (default 2 ms). A thread
-      hop costs ~50-100 us and a loop wake-up, which dominates a sub-millisecond simulator call.
+      exponential moving average of the measurement time below ``inline_max`` seconds (default 20 ms: a stall
+      that short delays no heartbeat). A thread hop costs ~50-100 us, a loop wake-up and GIL hand-overs, which
+      dominate a millisecond simulator call that nothing else is waiting to overlap with.
     * ``True``: always in a worker thread (the loop stays free even for long calls).
     * ``False``: always inline.
     """
 
     def __init__(self, sim: Simulator, name: str | None = None, threaded: bool | None = None,
-                 inline_max: float = 0.002):
+                 inline_max: float = 0.02):
         super().__init__(name or f"{sim.spec.kind}#{sim.unit}")
         self.sim = sim
         self.threaded = threaded
