@@ -96,16 +96,19 @@ class NodeService:
     # ----- fast path ---------------------------------------------------------------------------------
     def handle_nowait(self, header: dict[str, Any], arrays: list[np.ndarray]) -> Reply | None:
         """The reply, if it can be made without awaiting anything; ``None``: use :meth:`handle`."""
+        return self._fast(header, arrays)[0]
+
+    def _fast(self, header: dict[str, Any], arrays: list[np.ndarray]) -> tuple[Reply | None, float | None]:
         rid = header.get("id") or ""
         if rid and rid in self._cache:
             self.counters["requests"] += 1
-            return self._cached(rid)
+            return self._cached(rid), None
         left = self.clock.remaining(header)
         if left is not None and left < 0:
             self.counters["requests"] += 1
-            return self._expired(header, -left)
+            return self._expired(header, -left), left
         if rid and rid in self._inflight:
-            return None
+            return None, left
         t = header.get("type")
         fn = self.sync_handlers.get(t)
         if fn is None:
@@ -113,13 +116,13 @@ class NodeService:
                     and self.device.inline_ok():
                 fn = self._apply_now if t == MessageType.APPLY else self._apply_many_now
             elif t in self.handlers:
-                return None
+                return None, left
         self.counters["requests"] += 1
         self.counters["inline"] += 1
         reply = self._run_sync(fn, header, arrays)
         if rid:
             self._remember(rid, reply, left)
-        return reply
+        return reply, left
 
     def _run_sync(self, fn: SyncHandler | None, header: dict[str, Any], arrays: list[np.ndarray]) -> Reply:
         try:
@@ -156,14 +159,11 @@ class NodeService:
 
     # ----- general path ------------------------------------------------------------------------------
     async def handle(self, header: dict[str, Any], arrays: list[np.ndarray]) -> Reply:
-        fast = self.handle_nowait(header, arrays)
+        fast, left = self._fast(header, arrays)
         if fast is not None:
             return fast
         self.counters["requests"] += 1
         rid = header.get("id") or ""
-        if rid and rid in self._cache:
-            return self._cached(rid)
-        left = self.clock.remaining(header)
         if rid and rid in self._inflight:
             self.counters["duplicates"] += 1
             return await asyncio.shield(self._inflight[rid])

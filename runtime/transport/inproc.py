@@ -171,6 +171,30 @@ class InprocCoordinator(Coordinator):
             if not self._resolve_reply(node_id, h, arrays):
                 self.counters["late"] += 1
 
+    def _receive_beats(self, frames: Frames) -> None:
+        """The heartbeat sweep's batched beats: every listed node that is attached here is alive."""
+        if not self._open:
+            return
+        self.counters["received"] += 1
+        try:
+            h, _ = from_frames(frames, self.integrity, self.limits)
+            beats = h.get("beats")
+            if h.get("type") != MessageType.HEARTBEAT or not isinstance(beats, list):
+                raise WireError("bad_header", "not a heartbeat batch")
+        except WireError as e:
+            self.counters["corrupt"] += 1
+            log.debug("dropping bad heartbeat batch: %s", e)
+            return
+        for item in beats:
+            node = item[0] if isinstance(item, list) and item and isinstance(item[0], str) else None
+            info = self.nodes.get(node) if node in self._edges else None
+            if info is None:
+                continue
+            if info.alive:
+                self._touch(node)
+            else:
+                self._node_seen(node)
+
     # ----- requests (the engine calls these) ---------------------------------------------------------
     def _encode(self, node_id: str, header: dict[str, Any], arrays: Sequence[Any]) -> tuple[Frames, int]:
         frames = to_frames(header, arrays, self.integrity, self.limits)
@@ -248,10 +272,9 @@ class InprocEdgeTransport(EdgeTransport):
         self.last_sent = time.monotonic()
         c._receive(self.node_id, frames)
 
-    def beat(self) -> None:
-        """One heartbeat, unless a reply went out within the last period (traffic already shows we live)."""
-        if time.monotonic() - self.last_sent >= self.heartbeat * 0.9:
-            self._send(wire.make_header(MessageType.HEARTBEAT, node=self.node_id, session=self.session))
+    def beat_due(self, now: float) -> bool:
+        """Is a heartbeat due? Not when a reply went out within the last period (traffic shows we live)."""
+        return self._coord is not None and not self.crashed and now - self.last_sent >= self.heartbeat * 0.9
 
     async def serve(self, service: Any, stop: asyncio.Event) -> None:
         coord = await self._resolve(stop)
@@ -320,9 +343,10 @@ class InprocEdgeTransport(EdgeTransport):
 class HeartbeatSweep:
     """Heartbeats of every in-process node attached to one coordinator, from ONE task (not a timer per node).
 
-    Nodes are kept in a heap by their next beat (random phase, so a thousand nodes do not beat in lockstep);
-    the task sleeps until the earliest one is due and beats all that are due. A node that replied within its
-    last period skips the beat (any traffic shows it is alive), so a busy fleet sends almost none.
+    Nodes are kept in a heap by their next beat (random phase); the task wakes at most every ``tick`` (50 ms)
+    and sends ONE heartbeat message listing every node that is due (``beats: [[node, session], ...]``), so
+    the per-node cost is a list entry and a dict update, not an encoded message. A node that replied within
+    its last period is left out (any traffic shows it is alive), so a busy fleet sends almost none.
     """
 
     def __init__(self) -> None:
@@ -330,6 +354,7 @@ class HeartbeatSweep:
         self._members: set[int] = set()
         self._seq = itertools.count()
         self._task: asyncio.Task | None = None
+        self.tick = 0.05
 
     def add(self, edge: "InprocEdgeTransport") -> None:
         self._members.add(id(edge))
@@ -351,15 +376,32 @@ class HeartbeatSweep:
         heap = self._heap
         while heap:
             now = time.monotonic()
+            due: list[InprocEdgeTransport] = []
             while heap and heap[0][0] <= now:
                 _, _, edge = heapq.heappop(heap)
                 if id(edge) not in self._members or edge.crashed:
                     continue
-                edge.beat()
+                if edge.beat_due(now):
+                    due.append(edge)
                 heapq.heappush(heap, (now + edge.heartbeat, next(self._seq), edge))
-            if heap:
-                await asyncio.sleep(max(0.0, heap[0][0] - time.monotonic()))
+            if due:
+                self._send(due)
+            if heap:   # coalesced: at most one wake-up (and one message) per `tick`
+                await asyncio.sleep(max(self.tick, heap[0][0] - time.monotonic()))
         self._task = None
+
+    def _send(self, due: list["InprocEdgeTransport"]) -> None:
+        """ONE heartbeat frame set for all ``due`` nodes (``beats: [[node, session], ...]``) on the hub link."""
+        coord = due[0]._coord
+        if coord is None:
+            return
+        beats = [[e.node_id, e.session] for e in due if e._coord is coord]
+        frames = to_frames(wire.make_header(MessageType.HEARTBEAT, id="", beats=beats), (), coord.integrity,
+                           coord.limits)
+        now = time.monotonic()
+        for e in due:
+            e.last_sent = now
+        coord._receive_beats(frames)
 
 
 async def _first(*aws) -> None:
