@@ -246,6 +246,21 @@ class FleetManager:
             raise RemoteDeviceError(node_id, f"apply reply has {len(out)} arrays, expected 1", "bad_reply")
         return out[0]
 
+    async def apply_many(self, node_id: str, xs: np.ndarray, thetas: np.ndarray, *,
+                         timeout: float | None = None) -> np.ndarray:
+        """Several shards in ONE message: ``xs[S, B, in]``, ``thetas[S, P]`` -> ``ys[S, B, out]``.
+
+        Shard ``s`` is ``apply(xs[s], thetas[s])`` (e.g. the channels of a PNN layer, or several data shards
+        with the same θ). The node must announce the ``apply_many`` handler (every NodeService does).
+        """
+        xs = np.ascontiguousarray(xs, dtype=np.float32)
+        _, out = await self.call(node_id, MessageType.APPLY_MANY, [xs, np.ascontiguousarray(thetas, np.float32)],
+                                 timeout=timeout, samples=int(xs.shape[0] * xs.shape[1]))
+        if len(out) != 1 or out[0].shape[:2] != xs.shape[:2]:
+            raise RemoteDeviceError(node_id, f"apply_many reply is {[list(o.shape) for o in out]}, expected "
+                                             f"[{xs.shape[0]}, {xs.shape[1]}, out]", "bad_reply")
+        return out[0]
+
     def status(self) -> dict[str, dict[str, Any]]:
         return {n: {"state": v.state, "joins": v.joins, "evictions": v.evictions, "failures": v.failures,
                     "cap": v.cap} for n, v in self.nodes.items()}

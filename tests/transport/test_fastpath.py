@@ -155,3 +155,19 @@ async def test_apply_many_matches_per_channel_apply(inline):
         np.testing.assert_array_equal(ys[c], dev.sim.measure(xs[c], ths[c]))
     with pytest.raises(Exception, match="apply_many"):
         await dev.apply_many(X, TH)
+
+
+async def test_several_shards_in_one_fleet_message():
+    from sims.fleet import SimFleet
+
+    async with SimFleet(2, "sim:circuit?in_dim=4&param_dim=4&substeps=1&noise=0", cap=2, timeout=5.0) as fleet:
+        node = fleet.node_ids[0]
+        coord = fleet.manager.coordinator
+        xs = np.random.default_rng(0).uniform(-1, 1, (3, 5, 4)).astype(np.float32)
+        ths = np.zeros((3, 4), np.float32)
+        before = coord.stats.requests
+        ys = await fleet.manager.apply_many(node, xs, ths)
+        assert ys.shape == (3, 5, 4) and coord.stats.requests - before == 1
+        sim = fleet.nodes[node].service.device.sim
+        for s in range(3):
+            np.testing.assert_array_equal(ys[s], sim.measure(xs[s], ths[s]))
