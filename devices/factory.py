@@ -1,50 +1,69 @@
-"""Build a device from a URI.
+"""Build a device from a URI (the scheme picks a factory from :mod:`devices.registry`).
 
 * ``sim:plate`` / ``sim:circuit?unit=3&seed=1&noise=0.02&latency=0.01`` -> :class:`LocalDevice`
 * ``zmq://127.0.0.1:5555/node-id`` -> ZeroMQ remote device (``devices.remote``)
 * ``mqtt://user:pass@127.0.0.1:1883/node-id`` -> MQTT remote device (``devices.remote``)
+* ``visa:plate?awg=TCPIP::HOST::PORT::SOCKET&dig=...`` -> the plate driven by SCPI instruments (``devices.visa``)
+* any scheme an installed package registers in the ``pat_runtime.devices`` entry-point group
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 from .base import Device
-
-
-def _coerce(v: str) -> Any:
-    for conv in (int, float):
-        try:
-            return conv(v)
-        except ValueError:
-            pass
-    if v.lower() in ("true", "false"):
-        return v.lower() == "true"
-    if v.lower() == "none":
-        return None
-    return v
+from .options import coerce as _coerce
+from .options import parse_options
+from .registry import factory_for
 
 
 def parse_sim_uri(uri: str) -> tuple[str, dict[str, Any]]:
-    """``sim:plate?unit=2&noise=0.02`` -> ``("plate", {"unit": 2, "noise": 0.02})``."""
+    """``sim:plate?unit=2&noise=0.02`` -> ``("plate", {"unit": 2, "noise": 0.02})`` (untyped, unchecked)."""
     body = uri.removeprefix("sim:")
     kind, _, query = body.partition("?")
     return kind, {k: _coerce(v) for k, v in parse_qsl(query, keep_blank_values=False)}
 
 
+def sim_option_defaults(kind: str) -> dict[str, Any]:
+    """Every option ``sim:KIND?...`` accepts, with its default (simulator and spec options, plus ``name``)."""
+    from sims import sim_class
+
+    cls = sim_class(kind)
+    out: dict[str, Any] = {}
+    for fn in (cls.__init__, cls.make_spec):
+        for n, p in inspect.signature(fn).parameters.items():
+            if n in ("self", "_", "kwargs") or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                continue
+            out[n] = p.default
+    out["variation"] = 0.0 if out.get("variation") is None else out["variation"]
+    out["name"] = ""
+    return out
+
+
+def check_sim_uri(uri: str) -> tuple[str, dict[str, Any]]:
+    """Like :func:`parse_sim_uri` but typed and validated: unknown kinds or options and bad values are refused."""
+    from sims import SIMS
+
+    body = uri.removeprefix("sim:")
+    kind, _, query = body.partition("?")
+    if kind not in SIMS:
+        raise ValueError(f"unknown simulator {kind!r} in {uri!r}; known: {', '.join(sorted(SIMS))}")
+    return kind, parse_options(query, sim_option_defaults(kind), where=f"sim:{kind}")
+
+
+def sim_device(uri: str, **kwargs: Any) -> Device:
+    """The ``sim:`` scheme: a simulator in this process (:class:`devices.local.LocalDevice`)."""
+    from sims import make_sim
+
+    from .local import LocalDevice
+
+    kind, opts = check_sim_uri(uri)
+    opts.update(kwargs)
+    name = opts.pop("name", None) or None
+    return LocalDevice(make_sim(kind, **opts), name=name)
+
+
 def make_device(uri: str, **kwargs: Any) -> Device:
-    if uri.startswith("sim:"):
-        from sims import make_sim
-
-        from .local import LocalDevice
-
-        kind, opts = parse_sim_uri(uri)
-        opts.update(kwargs)
-        name = opts.pop("name", None)
-        return LocalDevice(make_sim(kind, **opts), name=name)
-    scheme = urlsplit(uri).scheme
-    if scheme in ("zmq", "tcp", "ipc", "mqtt", "mqtts"):
-        from . import remote
-
-        return remote.connect_uri(uri, **kwargs)
-    raise ValueError(f"unknown device URI {uri!r}: expected sim:KIND, zmq://HOST:PORT/NODE or mqtt://HOST:PORT/NODE")
+    """An unconnected device for ``uri`` (``await device.connect()`` next); ``ValueError`` for a bad URI."""
+    return factory_for(uri)(uri, **kwargs)

@@ -30,7 +30,7 @@ from typing import Any, Callable
 import numpy as np
 
 from devices.base import Device
-from devices.factory import parse_sim_uri
+from devices.factory import check_sim_uri, parse_sim_uri
 from devices.spec import DeviceSpec
 from devices.local import LocalDevice
 from edge.service import NodeService
@@ -237,7 +237,7 @@ def node_device(device: str, index: int, seed: int = 0, threaded: bool = False, 
         return EchoDevice(float(opts.get("latency", 0.01)), int(opts.get("dim", 4)), name=f"echo#{index}")
     if not device.startswith("sim:"):
         raise ValueError(f"simulated fleets need a sim:KIND or echo: device, got {device!r}")
-    kind, opts = parse_sim_uri(device)
+    kind, opts = check_sim_uri(device)   # unknown options / bad values refused with the valid ones listed
     opts.update(overrides)
     opts["unit"] = int(opts.get("unit", 0)) + index
     opts.setdefault("seed", seed)

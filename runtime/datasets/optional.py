@@ -16,4 +16,4 @@ def require(module: str, pip_name: str, task: str) -> ModuleType:
     except ImportError as exc:
         raise MissingDatasetPackage(
             f"task {task!r} needs the optional package {pip_name!r}: "
-            f"pip install {pip_name}  (import of {module!r} failed: {exc})") from exc
+            f"pip install {pip_name}  (or all optional datasets: pip install 'pat-runtime[datasets]'; import of {module!r} failed: {exc})") from exc

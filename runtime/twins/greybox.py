@@ -38,7 +38,7 @@ def sim_options_of(device: Any) -> dict[str, Any]:
 def nominal_sim(spec: DeviceSpec, sim_options: dict[str, Any] | None = None) -> Simulator:
     """A noiseless, variation-free simulator of ``spec.kind`` whose spec matches ``spec``'s dimensions."""
     try:
-        cls = sim_class(spec.kind)
+        cls = sim_class(spec.extra.get("physics") or spec.kind)   # e.g. visa:plate declares physics="plate"
     except ValueError as e:
         raise ValueError(f"no physics model for device kind {spec.kind!r}: a grey-box twin needs a simulated kind "
                          f"({e}); use an 'mlp' twin instead") from None
