@@ -2,9 +2,12 @@
 
     pat train --device sim:plate --task digits --method pat
     pat train --device zmq://127.0.0.1:5555/node-1 --method pat --twin mlp --out runs/remote
+    pat train --config run.toml --epochs 5           # options from a file, flags win
+    pat train --resume runs/<run>                    # continue after Ctrl-C (or with more --epochs)
 
-Writes ``metrics.jsonl`` (one line per epoch), ``curves.png``, ``summary.json``, ``model.json`` and the
-fitted twin under ``--out`` (see :mod:`runtime.trainers.run`), and prints a summary.
+Writes ``metrics.jsonl`` (one line per epoch), ``tb/`` (TensorBoard), ``checkpoint.pt`` (every epoch),
+``config.toml`` (the resolved options), ``curves.png``, ``summary.json``, ``model.json``, ``model.pnn`` and
+the fitted twin under ``--out`` (default: a new folder under runs/; see :mod:`runtime.trainers.run`).
 """
 from __future__ import annotations
 
@@ -13,60 +16,129 @@ from pathlib import Path
 
 import typer
 
+from runtime import defaults as D
+
 
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train(
-        device: str = typer.Option("sim:plate", help="device URI: sim:KIND[?opts], zmq://HOST:PORT/NODE, mqtt://..."),
+        ctx: typer.Context,
+        device: str = typer.Option("sim:plate", help="device URI: sim:KIND[?opts], zmq://HOST:PORT/NODE, mqtt://..., "
+                                                     "visa:plate?awg=...&dig=... or an installed scheme"),
         task: str = typer.Option("digits", help="task name (runtime.datasets.TASKS)"),
         method: str = typer.Option("pat", help="pat | insilico | spsa | digital"),
-        epochs: int = typer.Option(30, min=1, help="training epochs"),
-        batch: int = typer.Option(64, min=1, help="mini-batch size (one θ per device call)"),
-        lr: float | None = typer.Option(None, help="Adam learning rate (default 0.05; 0.01 for digital)"),
-        twin: str = typer.Option("greybox", help="twin for pat/insilico: nominal | greybox | residual | mlp"),
+        epochs: int = typer.Option(D.EPOCHS, min=1, help="training epochs"),
+        batch: int = typer.Option(D.BATCH, min=1, help="mini-batch size (one θ per device call)"),
+        lr: float | None = typer.Option(None, min=0.0, help=f"Adam learning rate (default {D.LR}; "
+                                                             f"{D.LR_DIGITAL} for digital)"),
+        twin: str = typer.Option(D.TWIN, help="twin for pat/insilico: nominal | greybox | residual | mlp"),
         twin_path: Path | None = typer.Option(None, help="load a saved twin (pat twin --save) instead"),
-        twin_samples: int | None = typer.Option(None, help="measurements collected to fit the twin"),
-        layers: int = typer.Option(2, min=1, help="physical layers (the same device reused)"),
+        twin_samples: int | None = typer.Option(None, min=1, help="measurements collected to fit the twin"),
+        layers: int = typer.Option(D.LAYERS, min=1, help="physical layers (the same device reused)"),
         hybrid: bool = typer.Option(False, "--hybrid/--physical", help="digital input/output layers around the device"),
-        channels: int | None = typer.Option(None, help="device channels per layer (default ceil(features/in_dim))"),
-        seed: int = typer.Option(0, help="random seed (init, data split and order, twin data)"),
+        channels: int | None = typer.Option(None, min=1, help="device channels per layer (default ceil(features/in_dim))"),
+        seed: int = typer.Option(0, min=0, help="random seed (init, data split and order, twin data)"),
         patience: int | None = typer.Option(None, min=1, help="early stop after N epochs without a lower train loss"),
-        out: Path | None = typer.Option(None, help="output folder (default runs/DEVICE-TASK-METHOD-sSEED)"),
+        out: Path | None = typer.Option(None, help="output folder (default: a new runs/DEVICE-TASK-METHOD-sSEED-TIME)"),
         threads: int = typer.Option(1, min=1, help="torch CPU threads"),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="tqdm progress bar"),
+        join_timeout: float = typer.Option(D.JOIN_TIMEOUT, min=0.0, help="seconds to wait for the device (a remote "
+                                                                          "node to join, instruments to answer)"),
+        tensorboard: bool = typer.Option(True, "--tensorboard/--no-tensorboard", help="TensorBoard events in OUT/tb"),
+        metrics_port: int | None = typer.Option(None, min=0, max=65535, help="serve Prometheus /metrics on this "
+                                                                            "port (127.0.0.1)"),
+        config: Path | None = typer.Option(None, "--config", help="read options from this TOML file (flags win)"),
+        resume: Path | None = typer.Option(None, "--resume", help="continue the run in this folder from its "
+                                                                  "last checkpoint (its options are the defaults)"),
     ) -> None:
         """Train a physical neural network and write metrics, plots and the trained model."""
-        import torch
+        from runtime.config import ConfigError, config_values, read_toml, resolve, write_toml
 
-        from devices.errors import DeviceError
-        from runtime.trainers.run import METHOD_NAMES, ExperimentConfig, run_experiment
-        from runtime.twins import twin_kinds
-
-        if method not in METHOD_NAMES:
-            raise typer.BadParameter(f"unknown method {method!r}; choose {', '.join(METHOD_NAMES)}", param_hint="--method")
-        if twin not in twin_kinds():
-            raise typer.BadParameter(f"unknown twin {twin!r}; choose {', '.join(twin_kinds())}", param_hint="--twin")
-        torch.set_num_threads(threads)
-        cfg = ExperimentConfig(device=device, task=task, method=method, twin=twin,
-                               twin_path=str(twin_path) if twin_path else None, twin_samples=twin_samples,
-                               epochs=epochs, batch=batch, lr=lr, layers=layers, hybrid=hybrid, channels=channels,
-                               seed=seed, patience=patience)
-        if out is None:
-            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in device.split("?")[0])
-            out = Path("runs") / f"{safe}-{task}-{method}-s{seed}"
+        values = {k: v for k, v in locals().items() if k in {p.name for p in ctx.command.params}}
+        base = None
+        if resume is not None:
+            saved = resume / "config.toml"
+            if not saved.is_file():
+                _fail(f"cannot resume {resume}: no config.toml there (is it a pat train run folder?)")
+            base = {k: v for k, v in read_toml(saved, "train").items() if k not in ("out",)}
         try:
-            result = asyncio.run(run_experiment(cfg, out=out, progress=progress))
-        except (DeviceError, ValueError) as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2) from None
-        s = result.summary
-        if s.get("twin"):
-            tw = s["twin"]
-            typer.echo(f"twin {tw['kind']}: held-out NMSE {tw['nmse_val']:.4f} (noise floor {tw['noise_floor']:.4f}), "
-                       f"used for {tw['used_for']}")
-        f = s["final"]
-        extra = f", twin-predicted {f['twin_test_acc']:.3f}" if f.get("twin_test_acc") is not None else ""
-        typer.echo(f"{method} on {device} / {task}: test accuracy {f['test_acc']:.3f} (physical){extra}; "
-                   f"train acc {f['train_acc']:.3f}; {s['epochs_run']} epochs in {s['train_s']:.1f} s "
-                   f"({s['samples_per_s']:.0f} samples/s, {s['device_calls']} device calls)")
-        typer.echo(f"outputs in {out}/ (metrics.jsonl, curves.png, summary.json, model.json, model.pnn)")
+            v = resolve(ctx, values, config, base, base_name=f"run {resume}")
+        except ConfigError as e:
+            _fail(str(e))
+        _run(ctx, v, resume, config_values, write_toml)
+
+
+def _fail(msg: str, code: int = 2):
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(code)
+
+
+def _run(ctx, v, resume, config_values, write_toml) -> None:
+    import torch
+
+    from devices.errors import DeviceError
+    from runtime.loggers import make_loggers
+    from runtime.runs import new_run_dir
+    from runtime.trainers.run import METHOD_NAMES, ExperimentConfig, run_experiment
+    from runtime.twins import twin_kinds
+
+    if v["method"] not in METHOD_NAMES:
+        raise typer.BadParameter(f"unknown method {v['method']!r}; choose {', '.join(METHOD_NAMES)}",
+                                 param_hint="--method")
+    if v["twin"] not in twin_kinds():
+        raise typer.BadParameter(f"unknown twin {v['twin']!r}; choose {', '.join(twin_kinds())}", param_hint="--twin")
+    if v["lr"] is not None and not v["lr"] > 0:
+        raise typer.BadParameter(f"must be > 0, got {v['lr']}", param_hint="--lr")
+    torch.set_num_threads(v["threads"])
+    cfg = ExperimentConfig(device=v["device"], task=v["task"], method=v["method"], twin=v["twin"],
+                           twin_path=str(v["twin_path"]) if v["twin_path"] else None, twin_samples=v["twin_samples"],
+                           epochs=v["epochs"], batch=v["batch"], lr=v["lr"], layers=v["layers"], hybrid=v["hybrid"],
+                           channels=v["channels"], seed=v["seed"], patience=v["patience"],
+                           join_timeout=v["join_timeout"])
+    out = resume if resume is not None else v["out"]
+    if out is None:
+        out = new_run_dir(cfg.device, cfg.task, cfg.method, cfg.seed)
+    v = {**v, "out": out}
+    metrics = None
+    if v["metrics_port"] is not None:
+        from runtime.metrics_prom import PromMetrics
+
+        metrics = PromMetrics()
+        try:
+            port = metrics.serve(v["metrics_port"])
+        except OSError as e:
+            _fail(f"--metrics-port {v['metrics_port']}: {e}")
+        typer.echo(f"Prometheus metrics on http://127.0.0.1:{port}/metrics")
+    try:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        write_toml(Path(out) / "config.toml", config_values(ctx, v), "train")
+        first = 1
+        if resume is not None:
+            from runtime.trainers.checkpoint import load_checkpoint
+
+            first = int(load_checkpoint(resume)["epoch"]) + 1
+        loggers = make_loggers(out, v["tensorboard"], first_epoch=first, text={"command": cfg.command()},
+                               notice=lambda m: typer.echo(m, err=True))
+        result = asyncio.run(run_experiment(cfg, out=out, progress=v["progress"], resume=resume, loggers=loggers,
+                                            on_device=metrics.instrument_device if metrics else None))
+    except KeyboardInterrupt:
+        typer.echo(f"\ninterrupted: the checkpoint of the last finished epoch is in {out}/checkpoint.pt; "
+                   f"continue with: pat train --resume {out}", err=True)
+        raise typer.Exit(130) from None
+    except (DeviceError, ValueError, ImportError, OSError) as e:
+        _fail(str(e))
+    finally:
+        if metrics is not None:
+            metrics.close()
+    s = result.summary
+    if s.get("twin"):
+        tw = s["twin"]
+        typer.echo(f"twin {tw['kind']}: held-out NMSE {tw['nmse_val']:.4f} (noise floor {tw['noise_floor']:.4f}), "
+                   f"used for {tw['used_for']}")
+    f = s["final"]
+    extra = f", twin-predicted {f['twin_test_acc']:.3f}" if f.get("twin_test_acc") is not None else ""
+    typer.echo(f"{cfg.method} on {cfg.device} / {cfg.task}: test accuracy {f['test_acc']:.3f} (physical){extra}; "
+               f"train acc {f['train_acc']:.3f}; {s['epochs_run']} epochs in {s['train_s']:.1f} s "
+               f"({s['samples_per_s']:.0f} samples/s, {s['device_calls']} device calls)")
+    typer.echo(f"outputs in {out}/ (metrics.jsonl, tb/, curves.png, summary.json, config.toml, checkpoint.pt, "
+               f"model.json, model.pnn)")

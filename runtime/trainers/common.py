@@ -144,8 +144,9 @@ async def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, physical:
 
 async def train_loop(method: Method, task: Task, cfg: TrainConfig, device: Device | None = None,
                      on_epoch: Callable[[EpochMetrics], None] | None = None,
-                     progress: bool = False, desc: str = "") -> list[EpochMetrics]:
-    """Run ``cfg.epochs`` epochs of ``method`` on ``task`` and return the metrics of each epoch."""
+                     progress: bool = False, desc: str = "", start_epoch: int = 1) -> list[EpochMetrics]:
+    """Run epochs ``start_epoch..cfg.epochs`` of ``method`` on ``task`` and return the metrics of each epoch
+    (``start_epoch`` > 1 continues a resumed run: data order and schedule depend only on the epoch number)."""
     model = method.model
     is_pnn = isinstance(model, PNN)
     physical_eval = is_pnn and device is not None
@@ -161,11 +162,11 @@ async def train_loop(method: Method, task: Task, cfg: TrainConfig, device: Devic
     bar = None
     if progress:
         from tqdm.auto import tqdm
-        bar = tqdm(total=cfg.epochs * n_batches, desc=desc or method.name, unit="batch", dynamic_ncols=True,
+        bar = tqdm(total=max(0, cfg.epochs - start_epoch + 1) * n_batches, desc=desc or method.name, unit="batch", dynamic_ncols=True,
                    mininterval=0.5)
     t_start = time.perf_counter()
     try:
-        for epoch in range(1, cfg.epochs + 1):
+        for epoch in range(start_epoch, cfg.epochs + 1):
             t0 = time.perf_counter()
             losses, correct, seen = [], 0, 0
             for k, (xb, yb) in enumerate(batches(xtr, ytr, cfg.batch, seed=cfg.seed * 100003 + epoch)):

@@ -12,6 +12,8 @@ with ``out`` set, writes::
     out/model.json      the trained PNN (PNN.to_artifact_dict) or digital state
     out/model.pnn       the trained PNN as a deployable artifact (``pat deploy``; PNNs only)
     out/twin.pt         the twin used (runtime.twins.save_twin), for fitted twins
+    out/checkpoint.pt   rewritten after every epoch (runtime.trainers.checkpoint); ``resume=out`` continues
+    out/tb/             TensorBoard scalars per epoch (runtime.loggers), when tensorboard is installed
 
 Twin held-out NMSE is always measured on fresh device data, also for the unfitted nominal twin, so
 every result states how good the model behind it was.
@@ -19,6 +21,7 @@ every result states how good the model behind it was.
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,8 +34,9 @@ from devices.factory import make_device
 from devices.local import LocalDevice
 from runtime.datasets import Task, load_task
 from runtime.pat import PNN, build_pnn
-from runtime.twins import Twin, TwinReport, build_twin, collect, evaluate_twin, load_twin
+from runtime.twins import Twin, TwinReport, build_twin, collect, evaluate_twin, load_twin, twin_to_dict
 
+from . import checkpoint as ckpt
 from .common import EpochMetrics, TrainConfig, seed_everything, train_loop
 from .digital import build_digital
 
@@ -59,6 +63,8 @@ class ExperimentConfig:
     max_steps: int | None = None
     spsa_c: float = 0.05
     spsa_samples: int = 1
+    #: seconds to wait for the device (a remote node to join, instruments to answer) before giving up
+    join_timeout: float = 10.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,25 +72,30 @@ class ExperimentConfig:
     def default_lr(self) -> float:
         if self.lr is not None:
             return self.lr
-        return {"digital": 0.01}.get(self.method, 0.05)
+        from runtime.defaults import default_lr
+
+        return default_lr(self.method)
 
     def command(self) -> str:
-        """The ``pat train`` command line that reproduces this run."""
-        parts = [f"pat train --device {self.device} --task {self.task} --method {self.method}",
-                 f"--epochs {self.epochs} --batch {self.batch} --layers {self.layers} --seed {self.seed}"]
+        """The ``pat train`` command line that reproduces this run (shell-quoted: paste it as is)."""
+        parts = ["pat", "train", "--device", self.device, "--task", self.task, "--method", self.method,
+                 "--epochs", str(self.epochs), "--batch", str(self.batch), "--layers", str(self.layers),
+                 "--seed", str(self.seed)]
         if self.method != "digital":
-            parts.append(f"--twin {self.twin}")
+            parts += ["--twin", self.twin]
         if self.hybrid:
             parts.append("--hybrid")
         if self.lr is not None:
-            parts.append(f"--lr {self.lr}")
+            parts += ["--lr", str(self.lr)]
         if self.channels:
-            parts.append(f"--channels {self.channels}")
+            parts += ["--channels", str(self.channels)]
         if self.patience:
-            parts.append(f"--patience {self.patience}")
+            parts += ["--patience", str(self.patience)]
         if self.twin_path:
-            parts.append(f"--twin-path {self.twin_path}")
-        return " ".join(parts)
+            parts += ["--twin-path", self.twin_path]
+        if self.twin_samples:
+            parts += ["--twin-samples", str(self.twin_samples)]
+        return shlex.join(parts)
 
 
 @dataclass
@@ -111,23 +122,40 @@ async def prepare_twin(device: Device, cfg: ExperimentConfig) -> tuple[Twin, Twi
 
 
 async def run_experiment(cfg: ExperimentConfig, task: Task | None = None, device: Device | None = None,
-                         out: str | Path | None = None, progress: bool = False) -> RunResult:
+                         out: str | Path | None = None, progress: bool = False, resume: str | Path | None = None,
+                         checkpoint: bool = True, loggers: list | None = None,
+                         on_device: Any = None) -> RunResult:
     """Train once as described by ``cfg``; ``device`` overrides ``cfg.device`` (it is connected if needed,
-    and closed at the end only if this function opened it)."""
+    and closed at the end only if this function opened it).
+
+    With ``out``, ``checkpoint.pt`` is rewritten after every epoch; ``resume`` (a run folder or checkpoint
+    file) continues such a run from its last finished epoch (refused, with the reason, when the checkpoint
+    was made for another device, task, method or model shape). ``loggers`` get every epoch's metrics
+    (:mod:`runtime.loggers`); ``on_device(device)`` is called once the device is made (e.g. metrics).
+    """
     if cfg.method not in METHOD_NAMES:
         raise ValueError(f"unknown method {cfg.method!r}; choose one of {', '.join(METHOD_NAMES)}")
     from . import METHODS
+
+    state = ckpt.load_checkpoint(resume) if resume is not None else None
+    if state is not None:
+        ckpt.check_compatible(state, cfg.to_dict(), None, where=str(resume))
 
     seed_everything(cfg.seed)
     task = task or load_task(cfg.task, seed=cfg.seed)
     own_device = device is None and cfg.method != "digital"
     if own_device:
         device = make_device(cfg.device)
+    if device is not None and on_device is not None:
+        on_device(device)
     t0 = time.perf_counter()
     twin = report = None
+    loggers = list(loggers or [])
     try:
         if device is not None and not device.connected:
-            await device.connect()
+            await device.connect(timeout=cfg.join_timeout)
+        if state is not None and device is not None:
+            ckpt.check_compatible(state, cfg.to_dict(), device.spec.to_dict(), where=str(resume))
         tcfg = TrainConfig(epochs=cfg.epochs, batch=cfg.batch, lr=cfg.default_lr(), seed=cfg.seed,
                            patience=cfg.patience, max_steps=cfg.max_steps, spsa_c=cfg.spsa_c,
                            spsa_samples=cfg.spsa_samples)
@@ -140,7 +168,13 @@ async def run_experiment(cfg: ExperimentConfig, task: Task | None = None, device
             train_device = None
         else:
             calls0 = device.calls
-            twin, report = await prepare_twin(device, cfg)
+            if state is not None and state.get("twin") is not None:   # the run's own twin, not a new fit
+                from runtime.twins import twin_from_dict
+
+                twin = twin_from_dict(state["twin"]["twin"])
+                report = TwinReport(**state["twin"]["report"])
+            else:
+                twin, report = await prepare_twin(device, cfg)
             twin_calls = device.calls - calls0
             twin.requires_grad_(False)
             twin.eval()
@@ -153,23 +187,44 @@ async def run_experiment(cfg: ExperimentConfig, task: Task | None = None, device
             train_device = device
         t_setup = time.perf_counter() - t0
         method = METHODS[cfg.method](model, tcfg)
+        done: list[EpochMetrics] = []
+        if state is not None:
+            ckpt.restore(state, model, method)
+            done = [EpochMetrics(**h) for h in state["history"]]
         out_dir = Path(out) if out is not None else None
         jsonl = None
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
-            jsonl = (out_dir / "metrics.jsonl").open("w")
+            jsonl = (out_dir / "metrics.jsonl").open("a" if state is not None else "w")
+        twin_state = None if twin is None else {
+            "twin": twin_to_dict(twin),
+            "report": report.to_dict()}
+        history_rows = [m.to_dict() for m in done]
 
         def on_epoch(m: EpochMetrics) -> None:
+            row = {"method": cfg.method, **m.to_dict()}
             if jsonl is not None:
-                jsonl.write(json.dumps({"method": cfg.method, **m.to_dict()}) + "\n")
+                jsonl.write(json.dumps(row) + "\n")
                 jsonl.flush()
+            history_rows.append(m.to_dict())
+            if out_dir is not None and checkpoint:
+                ckpt.save_checkpoint(out_dir, config=cfg.to_dict(),
+                                     spec=device.spec.to_dict() if device is not None else None,
+                                     epoch=m.epoch, model=model, method=method, history=history_rows,
+                                     twin=twin_state)
+            for lg in loggers:
+                lg.log_epoch(row)
 
         try:
-            history = await train_loop(method, task, tcfg, train_device, on_epoch=on_epoch, progress=progress,
-                                       desc=f"{cfg.method} {cfg.device if cfg.method != 'digital' else ''}".strip())
+            history = done + await train_loop(
+                method, task, tcfg, train_device, on_epoch=on_epoch, progress=progress,
+                desc=f"{cfg.method} {cfg.device if cfg.method != 'digital' else ''}".strip(),
+                start_epoch=len(done) + 1)
         finally:
             if jsonl is not None:
                 jsonl.close()
+            for lg in loggers:
+                lg.close()
         summary = _summary(cfg, task, history, report, n_params, t_setup, time.perf_counter() - t0,
                            twin_calls if cfg.method != "digital" else 0, device)
         result = RunResult(cfg, history, summary, model, twin, report, out_dir)

@@ -1,0 +1,27 @@
+"""One set of defaults for every entry point (``pat train``, ``pat fleet``, ``pat stream``, the Python API).
+
+Change a value here and every command and :mod:`runtime.api` follows. The twin default is owned by the
+training/statistics work (``runtime/trainers``); it is repeated here for the commands' option defaults.
+"""
+from __future__ import annotations
+
+#: physical layers of a fresh PNN (the same device reused per layer)
+LAYERS = 2
+#: Adam learning rate when training a PNN from scratch (PAT, in-silico, SPSA, fleets)
+LR = 0.05
+#: Adam learning rate of the digital baseline
+LR_DIGITAL = 0.01
+#: Adam learning rate for online updates of an already trained PNN on a live stream (small steps)
+LR_ONLINE = 0.01
+#: twin used by PAT / in-silico training
+TWIN = "greybox"
+#: epochs and mini-batch of ``pat train``
+EPOCHS = 30
+BATCH = 64
+#: seconds to wait for a device: a remote node to join, instruments to answer
+JOIN_TIMEOUT = 10.0
+
+
+def default_lr(method: str) -> float:
+    """The learning rate ``method`` uses when none is given."""
+    return LR_DIGITAL if method == "digital" else LR
