@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 
 import typer
 
@@ -13,8 +14,22 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 COMMAND_MODULES = ["train", "twin", "results", "edge", "fleet", "stream", "deploy", "instruments"]
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            v = version("pat-runtime")
+        except PackageNotFoundError:
+            v = "unknown (not installed)"
+        typer.echo(f"pat-runtime {v}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging")):
+def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging"),
+          version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the version and exit")):
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -24,4 +39,10 @@ for _name in COMMAND_MODULES:
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except Exception as e:  # the last line of defence: one line, not a traceback (pat -v shows it)
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            raise
+        print(f"error: {type(e).__name__}: {e}  (run with pat -v ... for the traceback)", file=sys.stderr)
+        sys.exit(1)

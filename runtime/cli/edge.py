@@ -22,8 +22,8 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option(..., "--device", "-d", help="device URI, e.g. sim:plate or sim:circuit?unit=2"),
         connect: str = typer.Option(..., "--connect", "-c", help="coordinator: tcp://HOST:PORT or mqtt://HOST:PORT"),
         node_id: str = typer.Option(..., "--node-id", "-n", help="this node's id (unique in the fleet)"),
-        heartbeat: float = typer.Option(0.5, help="seconds between heartbeats"),
-        max_concurrency: int = typer.Option(8, help="requests served at once"),
+        heartbeat: float = typer.Option(0.5, min=0.01, help="seconds between heartbeats"),
+        max_concurrency: int = typer.Option(8, min=1, help="requests served at once"),
         curve_server_key: Optional[str] = typer.Option(
             None, help="ZeroMQ CURVE: the coordinator's public key (Z85) or a zmq.auth certificate file"),
         curve_cert: Optional[Path] = typer.Option(
@@ -32,30 +32,58 @@ def register(app: typer.Typer) -> None:
             None, help="accept deployed PNNs (deploy/rollback/infer), persisted in this directory"),
         deploy_mqtt: Optional[str] = typer.Option(
             None, help="with --deploy-dir: also follow the retained deploy topic and publish predictions on "
-                       "this MQTT broker (mqtt://HOST:PORT)"),
+                       "this MQTT broker (mqtt://HOST:PORT; default: --connect when that is an MQTT broker)"),
+        metrics_port: Optional[int] = typer.Option(None, min=0, max=65535,
+                                                   help="serve Prometheus /metrics on this port (127.0.0.1)"),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="do not print the serving / connection state"),
     ) -> None:
         """Serve DEVICE to the coordinator at CONNECT as NODE_ID until SIGTERM / SIGINT."""
         from edge.agent import run_edge
+        from edge.status import EdgeStatus
 
+        if deploy_dir is not None and deploy_mqtt is None and connect.startswith(("mqtt://", "mqtts://")):
+            deploy_mqtt = connect   # the broker it already talks to (no need to repeat the URL)
+        extra: list = [] if quiet else [EdgeStatus(node_id, connect, echo=lambda m: typer.echo(m, err=True))]
+        metrics = None
+        if metrics_port is not None:
+            from runtime.metrics_prom import PromMetrics
+
+            metrics = PromMetrics()
+            try:
+                port = metrics.serve(metrics_port)
+            except OSError as e:
+                typer.echo(f"error: --metrics-port {metrics_port}: {e}", err=True)
+                raise typer.Exit(2) from None
+            extra.append(metrics.edge_plugin)
+            typer.echo(f"Prometheus metrics on http://127.0.0.1:{port}/metrics", err=True)
         kw = {"max_concurrency": max_concurrency}
         if connect.startswith(("tcp://", "ipc://")):
             if curve_server_key or curve_cert:
                 kw["curve"] = _curve_client(curve_server_key, curve_cert)
+        from devices.errors import DeviceError
+
         try:
             asyncio.run(_run_with_deployment(run_edge, device, connect, node_id, heartbeat, kw, deploy_dir,
-                                             deploy_mqtt))
-        except ValueError as e:
-            raise typer.BadParameter(str(e)) from None
+                                             deploy_mqtt, extra))
+        except (ValueError, DeviceError, OSError, ImportError) as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+        finally:
+            for p in extra:
+                getattr(p, "close", lambda: None)()
+            if metrics is not None:
+                metrics.close()
 
 
-async def _run_with_deployment(run_edge, device, connect, node_id, heartbeat, kw, deploy_dir, deploy_mqtt):
+async def _run_with_deployment(run_edge, device, connect, node_id, heartbeat, kw, deploy_dir, deploy_mqtt,
+                               extra=()):
     """``run_edge`` plus, with ``deploy_dir``, the :class:`edge.deployed.Deployment` plugin (closed at exit)."""
     if deploy_dir is None:
-        return await run_edge(device, connect, node_id, heartbeat=heartbeat, **kw)
+        return await run_edge(device, connect, node_id, heartbeat=heartbeat, plugins=list(extra), **kw)
     from edge.deployed import Deployment
 
     async with Deployment(deploy_dir, mqtt=deploy_mqtt) as dep:
-        await run_edge(device, connect, node_id, heartbeat=heartbeat, plugins=[dep], **kw)
+        await run_edge(device, connect, node_id, heartbeat=heartbeat, plugins=[dep, *extra], **kw)
 
 
 def _curve_client(server_key: str | None, cert: Path | None):

@@ -15,40 +15,59 @@ from pathlib import Path
 
 import typer
 
+from runtime import defaults as D
+
 
 def register(app: typer.Typer) -> None:
     """Add the `fleet` command to `app`."""
 
     @app.command("fleet")
     def fleet(
+        ctx: typer.Context,
         nodes: int = typer.Option(16, min=1, help="number of simulated edge nodes"),
         faults: str = typer.Option("none", help='e.g. "drop=0.05,latency=0.01,jitter=0.005,crash=2,corrupt=0.01,slow=1"'),
         transport: str = typer.Option("inproc", help="inproc (virtual nodes on one loop) | zmq (TCP loopback)"),
         processes: int = typer.Option(0, min=0, help="zmq only: spread the nodes over this many child processes"),
         device: str = typer.Option("sim:plate", help="sim:KIND[?opts] (node i is unit i) or echo:?latency=S"),
         task: str = typer.Option("digits", help="task name (runtime.datasets.TASKS)"),
-        n_train: int | None = typer.Option(None, help="training samples (default: the task's split)"),
-        n_test: int | None = typer.Option(None, help="test samples"),
+        n_train: int | None = typer.Option(None, min=1, help="training samples (default: the task's split)"),
+        n_test: int | None = typer.Option(None, min=1, help="test samples"),
         mode: str = typer.Option("data", help="data (data-parallel shards) | pipeline (layer k on node k)"),
         epochs: int = typer.Option(4, min=1, help="training epochs"),
         batch: int = typer.Option(64, min=1, help="mini-batch size (one synchronous update per batch)"),
         shard: int | None = typer.Option(None, min=1, help="samples per shard / micro-batch "
                                          "(default max(4, batch/nodes))"),
-        lr: float = typer.Option(0.02, help="Adam learning rate"),
+        lr: float = typer.Option(D.LR, min=0.0, help="Adam learning rate"),
         twin: str = typer.Option("greybox", help="per-device twin: greybox | residual | mlp | nominal (shared)"),
         twin_samples: int = typer.Option(256, min=1, help="measurements per node to fit its twin"),
         twin_epochs: int = typer.Option(5, min=0, help="twin fitting epochs"),
-        layers: int = typer.Option(1, min=1, help="physical layers"),
+        layers: int = typer.Option(D.LAYERS, min=1, help="physical layers"),
         hybrid: bool = typer.Option(True, "--hybrid/--physical",
                                     help="digital input/output layers around the device (--physical: as pat train)"),
         cap: int = typer.Option(2, min=1, help="in-flight shards per node"),
-        timeout: float = typer.Option(0.3, help="request timeout (s) before a retry (same request id)"),
-        seed: int = typer.Option(0, help="seed (data, init, faults)"),
+        timeout: float = typer.Option(0.3, min=0.001, help="request timeout (s) before a retry (same request id)"),
+        seed: int = typer.Option(0, min=0, help="seed (data, init, faults)"),
         json_out: Path | None = typer.Option(None, "--json", help="write the summary as JSON here"),
         threads: int = typer.Option(1, min=1, help="torch CPU threads"),
+        config: Path | None = typer.Option(None, "--config", help="read options from this TOML file (flags win)"),
     ) -> None:
         """Train across a simulated fleet with fault injection and print ledger, metrics and faults."""
         import torch
+
+        from runtime.config import ConfigError, resolve
+
+        try:
+            v = resolve(ctx, {k: val for k, val in locals().items() if k not in ("ctx", "torch")}, config)
+        except ConfigError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+        (nodes, faults, transport, processes, device, task, n_train, n_test, mode, epochs, batch, shard, lr, twin,
+         twin_samples, twin_epochs, layers, hybrid, cap, timeout, seed, json_out, threads) = (
+            v[k] for k in ("nodes", "faults", "transport", "processes", "device", "task", "n_train", "n_test", "mode",
+                           "epochs", "batch", "shard", "lr", "twin", "twin_samples", "twin_epochs", "layers",
+                           "hybrid", "cap", "timeout", "seed", "json_out", "threads"))
+        if not lr > 0:
+            raise typer.BadParameter(f"must be > 0, got {lr}", param_hint="--lr")
 
         from devices.errors import DeviceError
         from runtime.fleet.experiment import FleetConfig, run_fleet
@@ -68,7 +87,7 @@ def register(app: typer.Typer) -> None:
                           layers=layers, hybrid=hybrid, cap=cap, timeout=timeout, seed=seed)
         try:
             summary = asyncio.run(run_fleet(cfg, log=typer.echo))
-        except (DeviceError, FleetError, ValueError) as e:
+        except (DeviceError, FleetError, ValueError, ImportError, OSError) as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2) from None
         typer.echo(f"final physical test accuracy {summary['final_test_acc']:.3f}; "

@@ -18,12 +18,15 @@ from typing import Optional
 
 import typer
 
+from runtime import defaults as D
+
 
 def register(app: typer.Typer) -> None:
     """Add the `stream` and `stream-publish` commands to `app`."""
 
     @app.command("stream")
     def stream(
+        ctx: typer.Context,
         device: str = typer.Option("sim:plate?drift=0.0015", "--device", "-d", help="device URI"),
         source: str = typer.Option("sim-drift", "--source", "-s",
                                    help="sim-drift (the task's training set, cycled) or mqtt://HOST:PORT/TOPIC"),
@@ -31,31 +34,49 @@ def register(app: typer.Typer) -> None:
         directory: Path = typer.Option(Path("runs/stream"), "--dir", help="checkpoints (and MQTT spool)"),
         steps: Optional[int] = typer.Option(None, help="stop after this many new steps (default: run until the "
                                                        "source ends or SIGINT)"),
-        batch: int = typer.Option(32, help="mini-batch size of the sim-drift stream"),
+        batch: int = typer.Option(32, min=1, help="mini-batch size of the sim-drift stream"),
         init: Optional[Path] = typer.Option(None, help="start from this .pnn artifact (else a fresh PNN)"),
         twin: str = typer.Option("greybox", help="twin kind (fitted on the device before streaming starts)"),
         twin_samples: Optional[int] = typer.Option(None, help="measurements for the initial twin fit"),
-        lr: float = typer.Option(0.01, help="Adam learning rate"),
-        layers: int = typer.Option(1, help="physical layers of a fresh PNN"),
-        refresh_every: int = typer.Option(100, help="periodic twin refit every N steps (0: on drift only)"),
+        lr: float = typer.Option(D.LR_ONLINE, min=0.0, help="Adam learning rate (online updates)"),
+        layers: int = typer.Option(D.LAYERS, min=1, help="physical layers of a fresh PNN"),
+        refresh_every: int = typer.Option(100, min=0, help="periodic twin refit every N steps (0: on drift only)"),
         no_refresh: bool = typer.Option(False, "--no-refresh", help="never refit the twin (frozen twin)"),
         frozen: bool = typer.Option(False, "--frozen", help="serve only, no updates (frozen model)"),
-        replay: int = typer.Option(4096, help="replay buffer capacity (measurements)"),
-        checkpoint_every: int = typer.Option(50, help="checkpoint every N steps"),
-        eval_every: int = typer.Option(0, help="held-out evaluation every N steps (0: never)"),
-        log_every: int = typer.Option(25, help="print a JSON progress line every N steps"),
+        replay: int = typer.Option(4096, min=1, help="replay buffer capacity (measurements)"),
+        checkpoint_every: int = typer.Option(50, min=1, help="checkpoint every N steps"),
+        eval_every: int = typer.Option(0, min=0, help="held-out evaluation every N steps (0: never)"),
+        log_every: int = typer.Option(25, min=0, help="print a JSON progress line every N steps (0: never)"),
         export: Optional[Path] = typer.Option(None, help="write the final model as a .pnn artifact"),
-        seed: int = typer.Option(0),
+        seed: int = typer.Option(0, min=0),
+        config: Optional[Path] = typer.Option(None, "--config", help="read options from this TOML file (flags win)"),
     ) -> None:
         """Train a PNN continuously from SOURCE on DEVICE (resumes from --dir)."""
         import torch
 
+        from runtime.config import ConfigError, resolve
+        from runtime.stream.run_config import check_resume
+
+        try:
+            v = resolve(ctx, {k: val for k, val in locals().items() if k not in ("ctx", "torch")}, config)
+            (device, source, task, directory, steps, batch, init, twin, twin_samples, lr, layers, refresh_every,
+             no_refresh, frozen, replay, checkpoint_every, eval_every, log_every, export, seed) = (
+                v[k] for k in ("device", "source", "task", "directory", "steps", "batch", "init", "twin",
+                               "twin_samples", "lr", "layers", "refresh_every", "no_refresh", "frozen", "replay",
+                               "checkpoint_every", "eval_every", "log_every", "export", "seed"))
+            if steps is not None and steps < 1:
+                raise ConfigError(f"--steps must be >= 1, got {steps}")
+            check_resume(directory, {"device": device, "source": source, "task": task, "layers": layers,
+                                     "twin": twin, "init": str(init) if init else None})
+        except ConfigError as e:   # includes a refused resume
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
         torch.set_num_threads(1)
         try:
             summary = asyncio.run(_stream(device, source, task, directory, steps, batch, init, twin, twin_samples,
                                           lr, layers, refresh_every, no_refresh, frozen, replay, checkpoint_every,
                                           eval_every, log_every, export, seed))
-        except (ValueError, OSError) as e:
+        except (ValueError, OSError, ImportError) as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2) from None
         typer.echo(json.dumps({"summary": summary}))
@@ -64,14 +85,18 @@ def register(app: typer.Typer) -> None:
     def stream_publish(
         to: str = typer.Option(..., "--to", help="mqtt://HOST:PORT/TOPIC"),
         task: str = typer.Option("digits"),
-        count: int = typer.Option(100, help="messages to publish"),
-        start: int = typer.Option(0, help="first sequence number"),
-        batch: int = typer.Option(32),
-        rate: float = typer.Option(0.0, help="messages per second (0: as fast as possible)"),
-        seed: int = typer.Option(0),
+        count: int = typer.Option(100, min=1, help="messages to publish"),
+        start: int = typer.Option(0, min=0, help="first sequence number"),
+        batch: int = typer.Option(32, min=1),
+        rate: float = typer.Option(0.0, min=0.0, help="messages per second (0: as fast as possible)"),
+        seed: int = typer.Option(0, min=0),
     ) -> None:
         """Publish COUNT labelled mini-batches of TASK (with sequence numbers) to an MQTT topic."""
-        n = asyncio.run(_publish(to, task, count, start, batch, rate, seed))
+        try:
+            n = asyncio.run(_publish(to, task, count, start, batch, rate, seed))
+        except (ValueError, OSError, ImportError) as e:
+            typer.echo(f"error: cannot publish to {to}: {type(e).__name__}: {e}", err=True)
+            raise typer.Exit(2) from None
         typer.echo(f"published {n} messages (seq {start}..{start + n - 1}) to {to}")
 
 

@@ -11,22 +11,38 @@ from pathlib import Path
 
 import typer
 
+from runtime import defaults as D
+
 
 def register(app: typer.Typer) -> None:
     @app.command("twin")
     def twin(
+        ctx: typer.Context,
         device: str = typer.Option("sim:plate", help="device URI"),
         kind: str = typer.Option("greybox", help="mlp | greybox | residual | nominal"),
-        samples: int | None = typer.Option(None, help="random (x, θ) measurements (default per kind)"),
-        epochs: int | None = typer.Option(None, help="fitting epochs (default per kind)"),
+        samples: int | None = typer.Option(None, min=2, help="random (x, θ) measurements (default per kind)"),
+        epochs: int | None = typer.Option(None, min=0, help="fitting epochs (default per kind)"),
         repeats: int = typer.Option(2, min=1, help="repeat each measurement to estimate the noise floor"),
-        seed: int = typer.Option(0),
+        seed: int = typer.Option(0, min=0),
         save: Path | None = typer.Option(None, help="save the twin here (load with runtime.twins.load_twin)"),
         report: Path | None = typer.Option(None, help="write the report as JSON here"),
         threads: int = typer.Option(1, min=1, help="torch CPU threads"),
+        join_timeout: float = typer.Option(D.JOIN_TIMEOUT, min=0.0, help="seconds to wait for the device"),
+        config: Path | None = typer.Option(None, "--config", help="read options from this TOML file (flags win)"),
     ) -> None:
         """Fit a twin of a device and print its held-out NMSE next to the noise floor."""
         import torch
+
+        from runtime.config import ConfigError, resolve
+
+        try:
+            v = resolve(ctx, {k: val for k, val in locals().items() if k not in ("ctx", "torch")}, config)
+        except ConfigError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+        device, kind, samples, epochs, repeats, seed, save, report, threads, join_timeout = (
+            v[k] for k in ("device", "kind", "samples", "epochs", "repeats", "seed", "save", "report", "threads",
+                           "join_timeout"))
 
         from devices.errors import DeviceError
         from devices.factory import make_device
@@ -38,7 +54,7 @@ def register(app: typer.Typer) -> None:
 
         async def go():
             dev = make_device(device)
-            await dev.connect()
+            await dev.connect(timeout=join_timeout)
             try:
                 return await build_twin(dev, kind, n_samples=samples, epochs=epochs, seed=seed, repeats=repeats)
             finally:
@@ -46,7 +62,7 @@ def register(app: typer.Typer) -> None:
 
         try:
             tw, rep, _ = asyncio.run(go())
-        except (DeviceError, ValueError) as e:
+        except (DeviceError, ValueError, ImportError, OSError) as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2) from None
         typer.echo(str(rep))

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import torch
 
+from .report import failure_counts, format_failures, format_faults
 from .training import (EpochStats, FittedTwins, FleetTrainer, NominalTwins, PipelineTrainer,
                        twin_sim_options)
 
@@ -92,15 +93,19 @@ async def run_fleet(cfg: FleetConfig, log: Callable[[str], Any] = print) -> dict
                 f"{min(nm):.4f}..{max(nm):.4f}")
         m.metrics.reset()
         epochs: list[dict[str, Any]] = []
+        snap = (m.metrics.summary(), fleet.fault_counters())
         for ep in range(cfg.epochs):
             st: EpochStats = await trainer.train_epoch(task.x_train, task.y_train, ep)
             test_acc = await eval_trainer.evaluate(task.x_test, task.y_test, shard_size=cfg.batch)
-            row = {**asdict(st), "test_acc": test_acc}
+            now = (m.metrics.summary(), fleet.fault_counters())
+            fails = failure_counts(snap[0], now[0], snap[1], now[1], st.failures)
+            snap = now
+            row = {**asdict(st), "test_acc": test_acc, "failure_counts": fails}
             epochs.append(row)
             log(f"epoch {ep}: loss {st.loss:.4f}  train {st.accuracy:.3f}  test {test_acc:.3f}  "
                 f"{st.seconds:.1f} s  ledger ok ({st.ledger['samples']} samples exactly once, "
                 f"{st.ledger['shards']} shards on {st.ledger['nodes']} nodes)  reassigned {st.reassigned}  "
-                f"failures {st.failures}")
+                f"{format_failures(fails)}")
         log(m.metrics.table())
         faults = fleet.fault_counters()
         summary = {
@@ -115,5 +120,5 @@ async def run_fleet(cfg: FleetConfig, log: Callable[[str], Any] = print) -> dict
         }
         if cfg.mode == "pipeline":
             summary["pipeline_moves"] = list(getattr(trainer, "moves", []))
-        log(f"faults: {faults}")
+        log(format_faults(faults))
     return summary

@@ -1,0 +1,50 @@
+"""What ``pat edge`` prints: what it serves, where, and whether a coordinator is talking to it.
+
+:class:`EdgeStatus` is a NodeService plugin (see :func:`edge.agent.run_edge`): it prints the device and its
+spec once the device is connected, then a line whenever the connection state changes (first request from
+the coordinator; silence longer than ``quiet`` s), so an edge pointed at nothing says so instead of
+sitting silent forever.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Callable
+
+
+class EdgeStatus:
+    def __init__(self, node_id: str, connect: str, echo: Callable[[str], Any] = print, quiet: float = 10.0):
+        self.node_id, self.connect, self.echo, self.quiet = node_id, connect, echo, float(quiet)
+        self._task: asyncio.Task | None = None
+
+    def __call__(self, service: Any) -> None:
+        d, s = service.device, service.device.spec
+        self.echo(f"node {self.node_id}: serving {d.name} ({s.kind}: x[{s.in_dim}] in {list(s.x_range)} {s.x_units}, "
+                  f"θ[{s.param_dim}] in {list(s.theta_range)} {s.theta_units} -> y[{s.out_dim}] {s.y_units}; "
+                  f"requests: {', '.join(sorted(service.handlers))})")
+        self.echo(f"node {self.node_id}: connecting to the coordinator at {self.connect} ...")
+        self._task = asyncio.get_running_loop().create_task(self._watch(service))
+
+    async def _watch(self, service: Any) -> None:
+        served, connected, since = 0, False, time.monotonic()
+        waited = 0.0
+        while True:
+            await asyncio.sleep(0.5)
+            n = int(service.counters.get("requests", 0))
+            now = time.monotonic()
+            if n > served:
+                if not connected:
+                    self.echo(f"node {self.node_id}: coordinator connected (first request after "
+                              f"{now - since:.1f} s)")
+                served, connected, since, waited = n, True, now, 0.0
+            elif now - since >= self.quiet * (2 ** min(waited, 6)):
+                waited += 1
+                state = "no request" if not connected else "no request since the last one"
+                self.echo(f"node {self.node_id}: {state} for {now - since:.0f} s; still trying {self.connect} "
+                          f"(is the coordinator running, e.g. pat train --device ...{self.node_id}?)")
+                if connected:
+                    connected = False
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
