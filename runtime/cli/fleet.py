@@ -68,6 +68,14 @@ def register(app: typer.Typer) -> None:
                            "hybrid", "cap", "timeout", "seed", "json_out", "threads"))
         if not lr > 0:
             raise typer.BadParameter(f"must be > 0, got {lr}", param_hint="--lr")
+        if device.startswith("sim:"):
+            from devices.factory import check_sim_uri
+
+            try:
+                check_sim_uri(device)
+            except ValueError as e:
+                typer.echo(f"error: {e}", err=True)
+                raise typer.Exit(2) from None
 
         from devices.errors import DeviceError
         from runtime.fleet.experiment import FleetConfig, run_fleet

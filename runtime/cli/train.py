@@ -110,13 +110,21 @@ def _run(ctx, v, resume, config_values, write_toml) -> None:
             _fail(f"--metrics-port {v['metrics_port']}: {e}")
         typer.echo(f"Prometheus metrics on http://127.0.0.1:{port}/metrics")
     try:
+        from devices.factory import check_sim_uri
+        from devices.registry import factory_for
+
+        factory_for(cfg.device)            # an unknown scheme or bad sim options: refused before any folder
+        if cfg.device.startswith("sim:"):
+            check_sim_uri(cfg.device)
+        first = 1
+        if resume is not None:   # refuse before touching the run folder
+            from runtime.trainers.checkpoint import check_compatible, load_checkpoint
+
+            state = load_checkpoint(resume)
+            check_compatible(state, cfg.to_dict(), None, where=str(resume))
+            first = int(state["epoch"]) + 1
         Path(out).mkdir(parents=True, exist_ok=True)
         write_toml(Path(out) / "config.toml", config_values(ctx, v), "train")
-        first = 1
-        if resume is not None:
-            from runtime.trainers.checkpoint import load_checkpoint
-
-            first = int(load_checkpoint(resume)["epoch"]) + 1
         loggers = make_loggers(out, v["tensorboard"], first_epoch=first, text={"command": cfg.command()},
                                notice=lambda m: typer.echo(m, err=True))
         result = asyncio.run(run_experiment(cfg, out=out, progress=v["progress"], resume=resume, loggers=loggers,
