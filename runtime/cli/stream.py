@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
         """Train a PNN continuously from SOURCE on DEVICE (resumes from --dir)."""
         import torch
 
-        from runtime.config import ConfigError, resolve
+        from runtime.config import ConfigError, config_values, resolve
         from runtime.stream.run_config import check_resume
 
         try:
@@ -67,7 +67,8 @@ def register(app: typer.Typer) -> None:
             if steps is not None and steps < 1:
                 raise ConfigError(f"--steps must be >= 1, got {steps}")
             check_resume(directory, {"device": device, "source": source, "task": task, "layers": layers,
-                                     "twin": twin, "init": str(init) if init else None})
+                                     "twin": twin, "init": str(init) if init else None},
+                         record=config_values(ctx, v))
         except ConfigError as e:   # includes a refused resume
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2) from None

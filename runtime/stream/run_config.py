@@ -15,8 +15,9 @@ FILENAME = "stream.toml"
 MUST_MATCH = ("device", "source", "task", "layers", "twin")
 
 
-def check_resume(directory: str | Path, run: dict[str, Any]) -> None:
-    """Record ``run`` in a fresh ``directory``, or refuse to resume one that was started differently."""
+def check_resume(directory: str | Path, run: dict[str, Any], record: dict[str, Any] | None = None) -> None:
+    """Record ``run`` (plus the resolved options in ``record``) in a fresh ``directory``, or refuse to resume
+    one that was started differently."""
     from runtime.stream.checkpoint import CheckpointManager
 
     d = Path(directory)
@@ -33,4 +34,4 @@ def check_resume(directory: str | Path, run: dict[str, Any]) -> None:
     if has_ckpt:
         raise ConfigError(f"{d} holds stream checkpoints but no {FILENAME} saying what they were made with; "
                           f"use another --dir (or delete {d} to start over)")
-    write_toml(saved, {k: v for k, v in run.items() if v is not None})
+    write_toml(saved, {**(record or {}), **{k: v for k, v in run.items() if v is not None}})
