@@ -50,3 +50,15 @@ def test_version():
 
     r = runner.invoke(app, ["--version"])
     assert r.exit_code == 0 and r.output.strip() == f"pat-runtime {version('pat-runtime')}"
+
+
+@pytest.mark.parametrize("command", ["twin", "fleet", "stream"])
+def test_config_file_is_read_by_every_run_command(command, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(f"[{command}]\nseed = -3\n")
+    r = runner.invoke(app, [command, "--config", str(cfg)])
+    assert r.exit_code == 2 and f"config file {cfg}: seed = -3" in r.output, r.output
+    cfg.write_text("sed = 1\n")
+    r = runner.invoke(app, [command, "--config", str(cfg)])
+    assert r.exit_code == 2 and "unknown option 'sed'; valid options:" in r.output, r.output
