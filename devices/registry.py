@@ -1,7 +1,7 @@
 """Device URI schemes as an entry-point group: an installed package adds ``mydev:`` to every command.
 
 A scheme maps to a *factory* ``factory(uri: str, **kwargs) -> Device`` (an unconnected device). Built-in
-schemes (``sim``, ``zmq``/``tcp``/``ipc``, ``mqtt``/``mqtts``, ``visa``) are declared in this
+schemes (``sim``, ``zmq``/``tcp``/``ipc``, ``mqtt``/``mqtts``, ``visa``, ``serial``) are declared in this
 project's ``pyproject.toml`` under ``[project.entry-points."pat_runtime.devices"]``; a lab package declares
 its own the same way::
 
@@ -33,6 +33,7 @@ BUILTIN: dict[str, str] = {
     "mqtt": "devices.remote:connect_uri",
     "mqtts": "devices.remote:connect_uri",
     "visa": "devices.visa:visa_device",
+    "serial": "devices.serial_sensor:serial_device",
 }
 
 _runtime: dict[str, DeviceFactory] = {}

@@ -13,6 +13,11 @@ LR = 0.05
 LR_DIGITAL = 0.01
 #: Adam learning rate for online updates of an already trained PNN on a live stream (small steps)
 LR_ONLINE = 0.01
+#: ``pat fleet`` (data-parallel hybrid PNN over many units): the values docs/fleet.md was measured with.
+#: Moving the fleet to LAYERS/LR needs that measurement redone (a 16-node run did not match it in its first
+#: epoch under load), so they stay separate and named here.
+FLEET_LAYERS = 1
+FLEET_LR = 0.02
 #: twin used by PAT / in-silico training
 TWIN = "greybox"
 #: epochs and mini-batch of ``pat train``

@@ -37,11 +37,11 @@ def register(app: typer.Typer) -> None:
         batch: int = typer.Option(64, min=1, help="mini-batch size (one synchronous update per batch)"),
         shard: int | None = typer.Option(None, min=1, help="samples per shard / micro-batch "
                                          "(default max(4, batch/nodes))"),
-        lr: float = typer.Option(D.LR, min=0.0, help="Adam learning rate"),
+        lr: float = typer.Option(D.FLEET_LR, min=0.0, help="Adam learning rate"),
         twin: str = typer.Option("greybox", help="per-device twin: greybox | residual | mlp | nominal (shared)"),
         twin_samples: int = typer.Option(256, min=1, help="measurements per node to fit its twin"),
         twin_epochs: int = typer.Option(5, min=0, help="twin fitting epochs"),
-        layers: int = typer.Option(D.LAYERS, min=1, help="physical layers"),
+        layers: int = typer.Option(D.FLEET_LAYERS, min=1, help="physical layers"),
         hybrid: bool = typer.Option(True, "--hybrid/--physical",
                                     help="digital input/output layers around the device (--physical: as pat train)"),
         cap: int = typer.Option(2, min=1, help="in-flight shards per node"),
