@@ -62,25 +62,52 @@ class PromMetrics:
             self._server = None
 
     # -- coordinator side ----------------------------------------------------------------------------------
+    def _observe(self, kind: str, t0: float, error: BaseException | None = None) -> None:
+        self.requests.labels(kind).inc()
+        self.latency.observe(time.perf_counter() - t0)
+        if error is not None:
+            self.errors.labels(error_code(error)).inc()
+
     def instrument_device(self, device: Any) -> Any:
-        """Time every ``apply`` of ``device`` and count its failures by code; track its coordinator's nodes."""
-        inner = device._apply
+        """Time every call of ``device`` (``apply``, ``apply_many``, inline calls) and count failures by code;
+        track its coordinator's nodes."""
+        for attr, kind in (("_apply", "apply"), ("_apply_many", "apply_many")):
+            inner = getattr(device, attr, None)
+            if inner is None:
+                continue
 
-        @functools.wraps(inner)
-        async def timed(x, theta):
-            self.requests.labels("apply").inc()
-            self.inflight.inc()
-            t0 = time.perf_counter()
-            try:
-                return await inner(x, theta)
-            except Exception as e:
-                self.errors.labels(error_code(e)).inc()
-                raise
-            finally:
-                self.inflight.dec()
-                self.latency.observe(time.perf_counter() - t0)
+            def make(inner=inner, kind=kind):
+                @functools.wraps(inner)
+                async def timed(*args):
+                    self.inflight.inc()
+                    t0, err = time.perf_counter(), None
+                    try:
+                        return await inner(*args)
+                    except Exception as e:
+                        err = e
+                        raise
+                    finally:
+                        self.inflight.dec()
+                        self._observe(kind, t0, err)
+                return timed
 
-        device._apply = timed
+            setattr(device, attr, make())
+        inner_now = getattr(device, "_apply_nowait", None)
+        if inner_now is not None:
+            @functools.wraps(inner_now)
+            def timed_now(*args):
+                t0, err = time.perf_counter(), None
+                try:
+                    return inner_now(*args)
+                except NotImplementedError:
+                    raise
+                except Exception as e:
+                    err = e
+                    raise
+                finally:
+                    self._observe("apply", t0, err)
+
+            device._apply_nowait = timed_now
         coord = getattr(device, "coordinator", None)
         if coord is not None and hasattr(coord, "alive_nodes"):
             self.nodes.set_function(lambda: len(coord.alive_nodes()))
@@ -89,27 +116,44 @@ class PromMetrics:
         return device
 
     # -- edge side ---------------------------------------------------------------------------------------------
+    def _edge_reply(self, header: dict, reply: Any, t0: float) -> None:
+        self.requests.labels(str(header.get("type"))).inc()
+        self.latency.observe(time.perf_counter() - t0)
+        err = reply[0].get("error") if isinstance(reply, tuple) and isinstance(reply[0], dict) else None
+        if isinstance(err, dict):
+            self.errors.labels(str(err.get("code", "error"))).inc()
+
     def edge_plugin(self, service: Any) -> None:
-        """A :func:`edge.agent.run_edge` plugin: time every request the node serves, errors by wire code."""
-        inner = service.handle
+        """A :func:`edge.agent.run_edge` plugin: time every request the node serves (the awaited path and the
+        transports' inline ``handle_nowait`` fast path), errors by wire code. The service's class is swapped
+        for a subclass, because transports look the fast path up on the class."""
+        m = self
+        base = type(service)
 
-        @functools.wraps(inner)
-        async def timed(header, arrays):
-            self.requests.labels(str(header.get("type"))).inc()
-            self.inflight.inc()
-            t0 = time.perf_counter()
-            try:
-                reply = await inner(header, arrays)
-            except Exception as e:
-                self.errors.labels(error_code(e)).inc()
-                raise
-            finally:
-                self.inflight.dec()
-                self.latency.observe(time.perf_counter() - t0)
-            err = reply[0].get("error") if isinstance(reply, tuple) and isinstance(reply[0], dict) else None
-            if isinstance(err, dict):
-                self.errors.labels(str(err.get("code", "error"))).inc()
-            return reply
+        class Instrumented(base):  # type: ignore[misc, valid-type]
+            async def handle(self_, header, arrays):
+                m.inflight.inc()
+                t0 = time.perf_counter()
+                try:
+                    reply = await base.handle(self_, header, arrays)
+                except Exception as e:
+                    m.requests.labels(str(header.get("type"))).inc()
+                    m.errors.labels(error_code(e)).inc()
+                    raise
+                finally:
+                    m.inflight.dec()
+                m._edge_reply(header, reply, t0)
+                return reply
 
-        service.handle = timed
+        if hasattr(base, "handle_nowait"):
+            def handle_nowait(self_, header, arrays):
+                t0 = time.perf_counter()
+                reply = base.handle_nowait(self_, header, arrays)
+                if reply is not None:      # None: the transport awaits handle(), which counts it
+                    m._edge_reply(header, reply, t0)
+                return reply
+
+            Instrumented.handle_nowait = handle_nowait
+        Instrumented.__name__ = Instrumented.__qualname__ = f"Instrumented{base.__name__}"
+        service.__class__ = Instrumented
         self.nodes.set(1)
