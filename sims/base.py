@@ -14,8 +14,16 @@ A measurement is what an instrument would return::
 and the hidden parameters drift as a bounded random walk in log space, ``log p <- log p + drift * N(0,1)``
 per call, pulled back towards the unit's own value with rate ``drift_revert``.
 
-Subclasses define ``spec`` (via :meth:`make_spec`), :meth:`nominal_params` and :meth:`physics`.
-The grey-box twin reuses :meth:`physics` with learnable parameters started at ``p_nom``.
+Two forward models (see :mod:`sims.effects`):
+
+* :meth:`physics` is the **datasheet model** (first-order physics). Twins (nominal, grey-box, residual)
+  are built from it and nothing else.
+* :meth:`true_forward` is what :meth:`measure` evaluates: ``physics`` with the unit's hidden parameters plus
+  the second-order effects in ``effect_defaults`` (each with its own strength option, ``effects=0`` turns
+  all off). A simulator made with ``datasheet_only=True`` (what twins hold) refuses to run it.
+
+Subclasses define ``spec`` (via :meth:`make_spec`), :meth:`nominal_params`, :meth:`physics` and, when they
+have effects, ``effect_defaults`` and :meth:`physics_with_effects`.
 """
 from __future__ import annotations
 
@@ -26,6 +34,8 @@ import numpy as np
 import torch
 
 from devices.spec import DeviceSpec
+
+from .effects import resolve_effects, vary_per_unit
 
 
 def quantize(a: np.ndarray, lo: float, hi: float, bits: int | None) -> np.ndarray:
@@ -45,6 +55,8 @@ class Simulator(abc.ABC):
     default_variation: float = 0.1
     #: names of parameters that are not varied between units (e.g. fixed geometry)
     fixed_params: tuple[str, ...] = ()
+    #: second-order effects the datasheet model lacks: name -> default strength (0 = absent)
+    effect_defaults: dict[str, float] = {}
 
     def __init__(
         self,
@@ -58,6 +70,8 @@ class Simulator(abc.ABC):
         dac_bits: int | None = 12,
         adc_bits: int | None = 12,
         latency: float = 0.0,
+        effects: float | str | bool = 1.0,
+        datasheet_only: bool = False,
         **kwargs,
     ):
         self.unit = int(unit)
@@ -70,7 +84,13 @@ class Simulator(abc.ABC):
         self.dac_bits = dac_bits
         self.adc_bits = adc_bits
         self.latency = float(latency)
+        given = {k: kwargs.pop(k) for k in list(kwargs) if k in self.effect_defaults}
+        #: construction options of the datasheet model (dims etc.; effect strengths are not part of it)
         self.options = kwargs
+        #: nominal strength of each effect (after the global ``effects`` scale); the unit's own in ``effect``
+        self.effect_nominal = resolve_effects(self.effect_defaults, given, effects)
+        self.effect = vary_per_unit(self.effect_nominal, self.variation, self.seed, self.unit)
+        self.datasheet_only = bool(datasheet_only)
         self.spec: DeviceSpec = self.make_spec(**kwargs)
         self._rng = np.random.default_rng([self.seed, self.unit, 1])
         self._noise_rng = torch.Generator().manual_seed(int(np.random.default_rng([self.seed, self.unit, 2]).integers(2**62)))
@@ -92,6 +112,24 @@ class Simulator(abc.ABC):
     def physics(self, x: torch.Tensor, theta: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
         """Differentiable noiseless physics: ``x[B, in]``, ``theta[P]`` or ``[B, P]`` -> ``y[B, out]``."""
 
+    def physics_with_effects(self, x: torch.Tensor, theta: torch.Tensor, p: dict[str, torch.Tensor],
+                             effect: dict[str, float]) -> torch.Tensor:
+        """The true forward: datasheet physics plus the effects at strengths ``effect``. Subclasses with
+        effects override this; with every strength 0 it must equal :meth:`physics`."""
+        return self.physics(x, theta, p)
+
+    def true_forward(self, x: torch.Tensor, theta: torch.Tensor,
+                     p: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Noiseless output of this unit: hidden parameters (or ``p``) plus its effects (tests and quality
+        metrics only; a real device hides this, and twins never call it)."""
+        if self.datasheet_only:
+            raise RuntimeError(f"{type(self).__name__} was made as a datasheet model (for a twin): "
+                               "it has no true forward")
+        p = self._p_true if p is None else p
+        if not any(self.effect.values()):
+            return self.physics(x, theta, p)
+        return self.physics_with_effects(x, theta, p, self.effect)
+
     # ----- measurement ------------------------------------------------------------------------------
     def _perturb(self, name: str, v: torch.Tensor) -> torch.Tensor:
         v = torch.as_tensor(v, dtype=torch.float32)
@@ -111,7 +149,7 @@ class Simulator(abc.ABC):
         xq = quantize(np.asarray(x, np.float32), *s.x_range, self.dac_bits)
         tq = quantize(np.asarray(theta, np.float32), *s.theta_range, self.dac_bits)
         with self._lock, torch.no_grad():
-            y = self.physics(torch.from_numpy(xq), torch.from_numpy(tq), self._p_true)
+            y = self.true_forward(torch.from_numpy(xq), torch.from_numpy(tq), self._p_true)
             if self.noise_mult:
                 y = y * (1 + self.noise_mult * torch.randn(y.shape, generator=self._noise_rng))
             if self.noise:

@@ -22,6 +22,9 @@ the run (default 1/4)::
 
     y_i = g_i * sqrt(mean_{t in window} q_i(t)^2 + floor^2)
 
+Second-order effects (true forward only; ``effect_defaults``, docs/sims.md): next-nearest-neighbour
+coupling, squeeze-film damping, nonlinear tuning, readout crosstalk.
+
 Hidden per-unit parameters: ``k0``, ``beta``, ``gamma``, ``c0``, ``a0``, ``g`` (all [n]), ``floor``.
 Dims: in_dim = out_dim = n (default 16), param_dim = 2n. Ranges: x in [-1, 1] (actuator drive),
 theta in [-1, 1] (tuning drive), y in [0, 1] (sensor output, V).
@@ -33,6 +36,7 @@ import torch
 from devices.spec import DeviceSpec
 
 from .base import Simulator
+from .effects import neighbour_mix
 from .tolerance import ToleranceMixin
 
 
@@ -64,15 +68,39 @@ class CoupledOscillatorSim(ToleranceMixin, Simulator):
                 "floor": torch.tensor(0.02)}
 
     def physics(self, x, theta, p):
+        """The datasheet model (see the module docstring)."""
+        return self._simulate(x, theta, p, {})
+
+    # -- second-order effects (true forward only; docs/sims.md) --------------------------------------
+    #: nnn: next-nearest-neighbour coupling through the substrate (higher coupled modes),
+    #:   ``c2_i = nnn * c0_i`` between ``i`` and ``i+2``;
+    #: air: squeeze-film (amplitude-dependent) damping, ``gamma -> gamma (1 + air q^2)``;
+    #: tuning: electrostatic tuning is not linear in the drive, ``theta -> theta + t (theta^2 - 1/3)``;
+    #: crosstalk: capacitive readout crosstalk between neighbouring sensors (``effects.neighbour_mix``)
+    effect_defaults = {"nnn": 0.025, "air": 0.5, "tuning": 0.05, "crosstalk": 0.05}
+
+    def physics_with_effects(self, x, theta, p, effect):
+        return self._simulate(x, theta, p, effect)
+
+    def _simulate(self, x, theta, p, e):
         dt = x.dtype
         p = {k: v.to(dt) for k, v in p.items()}
         n, h = self.n, self.dt
         th = theta.to(dt)                                         # [P] or [B, P]
+        if e.get("tuning"):
+            th = th + e["tuning"] * (th * th - 1.0 / 3.0)
         c = p["c0"] * (1 + 0.9 * th[..., :n])                     # coupling i <-> i+1
         k = p["k0"] * (1 + 0.4 * th[..., n:])                     # on-site stiffness
         c_prev = c[..., self._prv]                                # coupling i-1 <-> i
         hc, hcp, hdiag = h * c, h * c_prev, h * (k + c + c_prev)  # velocity kicks per step
         hbeta, damp = h * p["beta"], 1 - h * p["gamma"]
+        nnn, air = e.get("nnn", 0.0), e.get("air", 0.0)
+        if nnn:
+            h2 = h * nnn * p["c0"]
+            hdiag = hdiag + 2 * h2
+            nxt2 = torch.roll(torch.arange(n), -2)
+            prv2 = torch.roll(torch.arange(n), 2)
+        hair = h * p["gamma"] * air
         q = p["a0"] * x
         v = torch.zeros_like(q)
         acc = torch.zeros_like(q)
@@ -81,8 +109,12 @@ class CoupledOscillatorSim(ToleranceMixin, Simulator):
         for s in range(self.steps):
             v = damp * v + hc * q.index_select(1, self._nxt) + hcp * q.index_select(1, self._prv) \
                 - (hdiag + hbeta * q * q) * q
+            if nnn:
+                v = v + h2 * (q.index_select(1, nxt2) + q.index_select(1, prv2))
+            if air:
+                v = v - hair * q * q * v
             q = q + h * v
             if s >= self.read_from:
                 acc = acc + q * q
         ms = acc / (self.steps - self.read_from)
-        return p["g"] * torch.sqrt(ms + p["floor"] ** 2)
+        return neighbour_mix(p["g"] * torch.sqrt(ms + p["floor"] ** 2), e.get("crosstalk", 0.0))

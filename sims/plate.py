@@ -28,24 +28,31 @@ treated to first order (one Born/Picard step, smooth, bounded, never chaotic)::
 
 Readout: a spectrum analyser integrates ``|P|^2`` over ``out_dim`` equal frequency bands between
 ``nu_lo`` and ``nu_hi`` (cycles per window); each band has a fixed calibration gain ``e_j`` (flat-fielded
-against the *nominal* plate under white drive), and reports the band RMS amplitude::
+against the *nominal* plate under white drive, so the bands have comparable level), and a logarithmic
+detector reports the band level (``W^2 / 4`` makes the band power of a full-scale drive O(1))::
 
-    y_j = a * sqrt(e_j^2 * sum_{k in band j} |P_k|^2 + floor^2) + b0
+    y_j = a * (log10(e_j^2 * (W^2 / 4) * sum_{k in band j} |P_k|^2 + floor^2) - ref)
+
+Second-order effects (true forward only, not in this datasheet model; ``effect_defaults``, docs/sims.md):
+coil heating, window-to-window amplifier memory, extra unmodelled modes, microphone preamp saturation and
+band crosstalk.
 
 Hidden per-unit parameters: ``nu`` [M], ``Q`` [M], ``b`` [M], ``c`` [M] (mode frequencies, quality factors,
-speaker and microphone couplings), ``k3``, ``g_s``, ``s`` (speaker), ``a``, ``floor``, ``b0`` (microphone
+speaker and microphone couplings), ``k3``, ``g_s``, ``s`` (speaker), ``a``, ``floor``, ``ref`` (microphone
 chain). Dims: in_dim = param_dim = out_dim = 32 by default (configurable), ``modes`` = 16.
-Ranges: x, theta in [-1, 1] V (speaker drive), y in [0, 1] V RMS (ADC).
+Ranges: x, theta in [-1, 1] V (speaker drive), y in [0, 2] V (log detector output, ADC).
 """
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from devices.spec import DeviceSpec
 
 from .base import Simulator, broadcast_theta
+from .effects import cyclic_ema, neighbour_mix
 from .tolerance import ToleranceMixin
 
 
@@ -147,22 +154,96 @@ class PlateSim(ToleranceMixin, Simulator):
         return v
 
     def physics(self, x, theta, p):
+        """The datasheet model (see the module docstring)."""
         dt = x.dtype
         p = {k: v.to(dt) for k, v in p.items()}
-        v = self.drive(x, theta)                                          # [B, W]
+        f = self._force(self.drive(x, theta), p)
+        h_ss, h_ms = self._transfer(p, dt)
+        P = self._pressure(f, h_ss, h_ms, p)[:, self.k_used]
+        return self._readout((P.real ** 2 + P.imag ** 2) @ self.band_mat.to(dt), p)
+
+    def _force(self, v, p, heat=None):
         s = p["s"]
         f = p["g_s"] * torch.tanh(s * v) / s
-        f = f.repeat_interleave(self.L, dim=1)                            # [B, N] zero-order hold
-        h_ss, h_ms = self._transfer(p, dt)
+        if heat is not None:
+            f = f * heat
+        return f.repeat_interleave(self.L, dim=1)                         # [B, N] zero-order hold
+
+    def _pressure(self, f, h_ss, h_ms, p):
+        """Microphone pressure harmonics (all ``N // 2 + 1``) for the force ``f[B, N]``."""
         F = torch.fft.rfft(f, dim=1) / self.N                             # [B, K] harmonic amplitudes
         F = F.clone()
         F[:, 0] = 0                                                       # speaker is AC coupled
         ws = torch.fft.irfft(F * h_ss, n=self.N, dim=1) * self.N          # displacement at the speaker
         Fnl = torch.fft.rfft(-p["k3"] * ws ** 3, dim=1) / self.N
-        P = (h_ms * (F + Fnl))[:, self.k_used]                            # microphone pressure harmonics
-        power = (P.real ** 2 + P.imag ** 2) @ self.band_mat.to(dt)        # [B, out]
-        eq = self._band_gain(dt)
+        return h_ms * (F + Fnl)
+
+    def _readout(self, power, p):
+        eq = self._band_gain(power.dtype)
         return p["a"] * (torch.log10(eq ** 2 * power * self._power_scale + p["floor"] ** 2) - p["ref"])
+
+    # -- second-order effects (true forward only; docs/sims.md) --------------------------------------
+    #: heating: coil heating lowers the force, ``f *= 1 - h T``, T = low-pass of v^2 (tau 6 windows);
+    #: memory: the drive amplifier carries over part of the previous window, ``v_w += m v_{w-1}``;
+    #: modes: extra (torsional / in-plane-coupled) modes the 16-mode model lacks, couplings scaled by ``s``;
+    #: saturation: microphone preamp clips softly, ``p(t) -> P0 tanh(p / P0)``, P0 = p_ref / s;
+    #: crosstalk: detector channels leak into their neighbours, ``y_j += c (y_{j-1} + y_{j+1} - 2 y_j)``
+    effect_defaults = {"heating": 0.1, "memory": 0.06, "modes": 0.04, "saturation": 0.15, "crosstalk": 0.04}
+    _extra_modes = 6
+    _heat_tau = 6.0
+
+    def _extra_mode_params(self, dtype):
+        """Fixed extra modes of the design (frequencies inside the analysed band), varied per unit."""
+        if not hasattr(self, "_xm"):
+            g = torch.Generator().manual_seed(8081)
+            M = self._extra_modes
+            nu = 0.12 + 0.8 * torch.rand(M, generator=g, dtype=torch.float64)
+            b = (2 * torch.rand(M, generator=g, dtype=torch.float64) - 1) * 0.8
+            c = (2 * torch.rand(M, generator=g, dtype=torch.float64) - 1) * 0.8
+            u = np.random.default_rng([self.seed, self.unit, 4])
+            nu = nu * torch.from_numpy(1 + 0.02 * u.standard_normal(M) * (self.variation > 0))
+            self._xm = {"nu": nu, "Q": torch.full((M,), 25.0, dtype=torch.float64), "b": b, "c": c}
+        return {k: v.to(dtype) for k, v in self._xm.items()}
+
+    def _p_ref(self) -> float:
+        """RMS microphone pressure of the nominal plate under uniform random drive (saturation scale)."""
+        if not hasattr(self, "_pref"):
+            g = torch.Generator().manual_seed(7)
+            v = torch.rand(64, self.W, generator=g, dtype=torch.float64) * 2 - 1
+            p = {k: v_.double() for k, v_ in self.nominal_params().items()}
+            h_ss, h_ms = self._transfer(p, torch.float64)
+            P = self._pressure(self._force(v, p), h_ss, h_ms, p)
+            pt = torch.fft.irfft(P, n=self.N, dim=1) * self.N
+            self._pref = float(pt.pow(2).mean().sqrt())
+        return self._pref
+
+    def physics_with_effects(self, x, theta, p, effect):
+        dt = x.dtype
+        p = {k: v.to(dt) for k, v in p.items()}
+        v = self.drive(x, theta)
+        if effect.get("memory"):
+            v = v + effect["memory"] * torch.roll(v, 1, dims=1)
+        heat = None
+        if effect.get("heating"):
+            heat = 1 - effect["heating"] * cyclic_ema(v * v, self._heat_tau)
+        f = self._force(v, p, heat)
+        if effect.get("modes"):
+            xm = self._extra_mode_params(dt)
+            pm = dict(p)
+            for k in ("nu", "Q", "b"):
+                pm[k] = torch.cat([p[k], xm[k]])
+            pm["c"] = torch.cat([p["c"], effect["modes"] * xm["c"]])
+            h_ss, h_ms = self._transfer(pm, dt)
+        else:
+            h_ss, h_ms = self._transfer(p, dt)
+        P = self._pressure(f, h_ss, h_ms, p)
+        if effect.get("saturation"):
+            p0 = self._p_ref() / effect["saturation"]
+            pt = torch.fft.irfft(P, n=self.N, dim=1) * self.N
+            P = torch.fft.rfft(p0 * torch.tanh(pt / p0), dim=1) / self.N
+        P = P[:, self.k_used]
+        power = (P.real ** 2 + P.imag ** 2) @ self.band_mat.to(dt)
+        return neighbour_mix(self._readout(power, p), effect.get("crosstalk", 0.0))
 
     @property
     def _power_scale(self) -> float:

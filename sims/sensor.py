@@ -22,6 +22,9 @@ FIR tap weights, one PGA gain code and one bias code (``param_dim = channels * (
 
        r_c[t] = sqrt(a_c[t]^2 + vk^2) - vk,      y[c, w] = adc_g * mean_{t in window w} r_c[t] + adc_off
 
+Second-order effects (true forward only; ``effect_defaults``, docs/sims.md): proof-mass hysteresis,
+channel crosstalk, switched-capacitor charge injection, ADC integral nonlinearity.
+
 Output order: channel-major (``y[c * windows + w]``). Hidden per-unit parameters: ``f0``, ``Q``, ``S``,
 ``cap`` [channels, taps], ``g0`` [channels], ``vos`` [channels], ``vsat``, ``vk``, ``adc_g``, ``adc_off``.
 Dims: in_dim = 32 samples, channels = 4, taps = 6 -> param_dim = 32, windows = 8 -> out_dim = 32.
@@ -36,6 +39,7 @@ import torch
 from devices.spec import DeviceSpec
 
 from .base import Simulator, broadcast_theta
+from .effects import adc_inl
 from .tolerance import ToleranceMixin
 
 
@@ -98,12 +102,30 @@ class SmartSensorSim(ToleranceMixin, Simulator):
         return self._h0
 
     def physics(self, x, theta, p):
+        """The datasheet model (see the module docstring)."""
+        return self._forward(x, theta, p, {})
+
+    # -- second-order effects (true forward only; docs/sims.md) --------------------------------------
+    #: hysteresis: mechanical play of the proof mass (backlash of width ``2 h``),
+    #:   ``u'[t] = clamp(u'[t-1], u[t] - h, u[t] + h)``;
+    #: crosstalk: substrate coupling between the filter channels, ``z_c += k * mean_{c' != c} z_c'``;
+    #: charge: switched-capacitor charge injection, ``tap -> tap + q * |tap|``;
+    #: inl: ADC integral nonlinearity (``effects.adc_inl``, fraction of full scale)
+    effect_defaults = {"hysteresis": 0.03, "crosstalk": 0.1, "charge": 0.04, "inl": 0.01}
+
+    def physics_with_effects(self, x, theta, p, effect):
+        return self._forward(x, theta, p, effect)
+
+    def _forward(self, x, theta, p, e):
         dt = x.dtype
         p = {k: v.to(dt) for k, v in p.items()}
         B, n = x.shape
         C, K = self.channels, self.taps
         th = broadcast_theta(theta, B).to(dt)
-        tap = th[:, : C * K].reshape(B, C, K) * p["cap"]                    # [B, C, K]
+        tap = th[:, : C * K].reshape(B, C, K)
+        if e.get("charge"):
+            tap = tap + e["charge"] * tap.abs()
+        tap = tap * p["cap"]                                                  # [B, C, K]
         gcode = th[:, C * K: C * K + C]
         bcode = th[:, C * K + C:]
         # 1. proof mass: causal Toeplitz convolution u = x @ T, T[j, t] = h[t - j] (t >= j)
@@ -111,14 +133,24 @@ class SmartSensorSim(ToleranceMixin, Simulator):
         lag = self.lag
         T = torch.where(lag >= 0, h[lag.clamp(min=0)], torch.zeros((), dtype=dt))
         u = x @ T                                                             # [B, n]
+        if e.get("hysteresis"):
+            hw = e["hysteresis"]
+            out, prev = [], torch.zeros(B, dtype=dt)
+            for t in range(n):
+                prev = torch.minimum(torch.maximum(prev, u[:, t] - hw), u[:, t] + hw)
+                out.append(prev)
+            u = torch.stack(out, 1)
         # 2. FIR per channel: z[b, c, t] = sum_j tap[b, c, j] u[b, t - j]
         up = torch.nn.functional.pad(u, (K - 1, 0))
         U = up.unfold(1, K, 1).flip(-1)                                       # [B, n, K]: u[t - j]
         z = torch.einsum("btk,bck->bct", U, tap)
+        if e.get("crosstalk") and C > 1:
+            z = z + e["crosstalk"] * (z.sum(1, keepdim=True) - z) / (C - 1)
         # 3. PGA with soft saturation
         G = p["g0"] * torch.pow(4.0, gcode)                                   # [B, C]
         a = p["vsat"] * torch.tanh(G[..., None] * (z + (0.5 * bcode + p["vos"])[..., None]) / p["vsat"])
         # 4. rectifier and integrate-and-dump ADC
         r = torch.sqrt(a * a + p["vk"] ** 2) - p["vk"]
         y = r @ self.pool.to(dt)                                              # [B, C, windows]
-        return (p["adc_g"] * y + p["adc_off"]).reshape(B, C * self.windows)
+        y = (p["adc_g"] * y + p["adc_off"]).reshape(B, C * self.windows)
+        return adc_inl(y, *self.spec.y_range, e.get("inl", 0.0))

@@ -23,6 +23,9 @@ calibration error ``shift``), Gaussian instrument response of width ``res`` THz;
 
     y_j = gain * sum_Omega S(Omega) exp(-(Omega - c_j - shift)^2 / (2 res^2)) / Z + dark
 
+Second-order effects (true forward only; ``effect_defaults``, docs/sims.md): SLM phase nonlinearity and
+fringing between blocks, pump depletion, spectrometer stray light, camera compression.
+
 Hidden per-unit parameters: ``kappa``, ``xt``, ``gdd``, ``sigma``, ``nu_c``, ``ell``, ``Omega_pm``,
 ``shift``, ``res``, ``gain``, ``dark``. Dims: in_dim = param_dim = out_dim = 32 by default (configurable).
 Ranges: x, theta in [-1, 1] (SLM drive, phase +-pi kappa), y in [0, 1] (camera counts, normalised).
@@ -36,6 +39,7 @@ import torch
 from devices.spec import DeviceSpec
 
 from .base import Simulator, broadcast_theta
+from .effects import compress, neighbour_mix
 from .plate import interleave_order
 from .tolerance import ToleranceMixin
 
@@ -77,11 +81,41 @@ class SHGSim(ToleranceMixin, Simulator):
         }
 
     def physics(self, x, theta, p):
+        """The datasheet model (see the module docstring)."""
+        return self._forward(x, theta, p, None)
+
+    # -- second-order effects (true forward only; docs/sims.md) --------------------------------------
+    #: slm: the liquid-crystal phase is not linear in the drive, ``v -> v + s (v^3 - v)``;
+    #: depletion: the pump is depleted at high conversion, ``S -> S / (1 + d S_tot / S_ref)``;
+    #: stray: spectrometer stray light, a broad pedestal ``s * S_tot`` spread over all pixels;
+    #: detector: camera response compresses near full well (``effects.compress`` over [dark, 1]);
+    #: fringe: fringing fields couple neighbouring SLM blocks, ``phi_b += f (phi_{b-1} + phi_{b+1} - 2 phi_b)``
+    effect_defaults = {"slm": 0.08, "depletion": 0.1, "stray": 0.01, "detector": 0.08, "fringe": 0.03}
+
+    def physics_with_effects(self, x, theta, p, effect):
+        return self._forward(x, theta, p, effect)
+
+    def _s_ref(self) -> float:
+        if not hasattr(self, "_sref"):
+            g = torch.Generator().manual_seed(5)
+            x = torch.rand(64, self.in_dim, generator=g, dtype=torch.float64) * 2 - 1
+            th = torch.rand(self.param_dim, generator=g, dtype=torch.float64) * 2 - 1
+            p = {k: v.double() for k, v in self.nominal_params().items()}
+            self._sref = 1.0
+            self._sref = float(self._forward(x, th, p, None, total=True).mean())
+        return self._sref
+
+    def _forward(self, x, theta, p, effect, total=False):
+        e = effect or {}
         dt = x.dtype
         cd = torch.complex128 if dt == torch.float64 else torch.complex64
         p = {k: v.to(dt) for k, v in p.items()}
         B = x.shape[0]
         v = torch.cat([x, broadcast_theta(theta, B).to(dt)], 1)[:, self.order]
+        if e.get("slm"):
+            v = v + e["slm"] * (v ** 3 - v)
+        if e.get("fringe"):
+            v = neighbour_mix(v, e["fringe"])
         phi = (math.pi * p["kappa"]) * v.repeat_interleave(self.ppv, dim=1) + self.phi0.to(dt)   # [B, N]
         # pixel cross-talk: Gaussian smoothing along the spectrum (width xt pixels)
         r = torch.arange(-3, 4, dtype=dt)
@@ -98,6 +132,17 @@ class SHGSim(ToleranceMixin, Simulator):
         Om = self.Omega.to(dt)
         pm = torch.sinc(p["ell"] * (Om - p["Omega_pm"])) ** 2
         S = (E2.real ** 2 + E2.imag ** 2) * pm / self.N ** 2                          # [B, 2N-1]
+        if total:
+            return S.sum(1)
+        if e.get("depletion"):
+            S = S / (1 + e["depletion"] * S.sum(1, keepdim=True) / self._s_ref())
         R = torch.exp(-0.5 * ((Om[:, None] - self.centers.to(dt)[None] - p["shift"]) / p["res"]) ** 2)
         R = R / (math.sqrt(2 * math.pi) * p["res"] / (self.bw / self.N))              # unit-area response
-        return p["gain"] * (S @ R) + p["dark"]
+        sig = S @ R
+        if e.get("stray"):
+            wide = torch.exp(-0.5 * ((self.centers.to(dt) + 0.1 * self.bw) / (0.4 * self.bw)) ** 2)
+            sig = sig + e["stray"] * S.sum(1, keepdim=True) * wide / self.out_dim
+        y = p["gain"] * sig + p["dark"]
+        if e.get("detector"):
+            y = compress(y, float(p["dark"]), 1.0, e["detector"])
+        return y
