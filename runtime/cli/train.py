@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
         batch: int = typer.Option(D.BATCH, min=1, help="mini-batch size (one θ per device call)"),
         lr: float | None = typer.Option(None, min=0.0, help=f"Adam learning rate (default {D.LR}; "
                                                              f"{D.LR_DIGITAL} for digital)"),
-        twin: str = typer.Option(D.TWIN, help="twin for pat/insilico: nominal | greybox | residual | mlp"),
+        twin: str = typer.Option(D.TWIN, help="twin for pat/insilico: nominal | greybox | residual | mlp | best"),
         twin_path: Path | None = typer.Option(None, help="load a saved twin (pat twin --save) instead"),
         twin_samples: int | None = typer.Option(None, min=1, help="measurements collected to fit the twin"),
         layers: int = typer.Option(D.LAYERS, min=1, help="physical layers (the same device reused)"),
@@ -80,13 +80,13 @@ def _run(ctx, v, resume, config_values, write_toml) -> None:
     from runtime.loggers import make_loggers
     from runtime.runs import new_run_dir
     from runtime.trainers.run import METHOD_NAMES, ExperimentConfig, run_experiment
-    from runtime.twins import twin_kinds
+    from runtime.twins import twin_choices
 
     if v["method"] not in METHOD_NAMES:
         raise typer.BadParameter(f"unknown method {v['method']!r}; choose {', '.join(METHOD_NAMES)}",
                                  param_hint="--method")
-    if v["twin"] not in twin_kinds():
-        raise typer.BadParameter(f"unknown twin {v['twin']!r}; choose {', '.join(twin_kinds())}", param_hint="--twin")
+    if v["twin"] not in twin_choices():
+        raise typer.BadParameter(f"unknown twin {v['twin']!r}; choose {', '.join(twin_choices())}", param_hint="--twin")
     if v["lr"] is not None and not v["lr"] > 0:
         raise typer.BadParameter(f"must be > 0, got {v['lr']}", param_hint="--lr")
     torch.set_num_threads(v["threads"])

@@ -2,6 +2,8 @@
 
     pat twin --device sim:plate --kind greybox --save runs/plate-greybox.pt
     pat twin --device sim:plate --kind nominal          # how wrong is the datasheet model?
+    pat twin --device sim:plate --kind best             # fit all kinds, keep the lowest validation NMSE
+    pat twin --device "sim:plate?effects=0" --kind mlp  # a plate without its second-order effects
 """
 from __future__ import annotations
 
@@ -19,10 +21,12 @@ def register(app: typer.Typer) -> None:
     def twin(
         ctx: typer.Context,
         device: str = typer.Option("sim:plate", help="device URI"),
-        kind: str = typer.Option("greybox", help="mlp | greybox | residual | nominal"),
+        kind: str = typer.Option("greybox", help="mlp | greybox | residual | nominal | best (fit all, keep the "
+                                                  "lowest validation NMSE)"),
         samples: int | None = typer.Option(None, min=2, help="random (x, θ) measurements (default per kind)"),
         epochs: int | None = typer.Option(None, min=0, help="fitting epochs (default per kind)"),
         repeats: int = typer.Option(2, min=1, help="repeat each measurement to estimate the noise floor"),
+        theta_every: int = typer.Option(16, min=1, help="draw a new θ every N rows (one device call each)"),
         seed: int = typer.Option(0, min=0),
         save: Path | None = typer.Option(None, help="save the twin here (load with runtime.twins.load_twin)"),
         report: Path | None = typer.Option(None, help="write the report as JSON here"),
@@ -40,23 +44,24 @@ def register(app: typer.Typer) -> None:
         except ConfigError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2) from None
-        device, kind, samples, epochs, repeats, seed, save, report, threads, join_timeout = (
-            v[k] for k in ("device", "kind", "samples", "epochs", "repeats", "seed", "save", "report", "threads",
-                           "join_timeout"))
+        device, kind, samples, epochs, repeats, theta_every, seed, save, report, threads, join_timeout = (
+            v[k] for k in ("device", "kind", "samples", "epochs", "repeats", "theta_every", "seed", "save", "report",
+                           "threads", "join_timeout"))
 
         from devices.errors import DeviceError
         from devices.factory import make_device
-        from runtime.twins import build_twin, save_twin, twin_kinds
+        from runtime.twins import build_twin, save_twin, twin_choices
 
-        if kind not in twin_kinds():
-            raise typer.BadParameter(f"unknown kind {kind!r}; choose {', '.join(twin_kinds())}", param_hint="--kind")
+        if kind not in twin_choices():
+            raise typer.BadParameter(f"unknown kind {kind!r}; choose {', '.join(twin_choices())}", param_hint="--kind")
         torch.set_num_threads(threads)
 
         async def go():
             dev = make_device(device)
             await dev.connect(timeout=join_timeout)
             try:
-                return await build_twin(dev, kind, n_samples=samples, epochs=epochs, seed=seed, repeats=repeats)
+                return await build_twin(dev, kind, n_samples=samples, epochs=epochs, seed=seed, repeats=repeats,
+                                        theta_every=theta_every)
             finally:
                 await dev.close()
 

@@ -1,7 +1,10 @@
 """Collect twin-training data from a device.
 
-Each batch draws one ``θ ~ U(theta_range)`` (the device applies one θ per batch) and ``x ~ U(x_range)``
-row-wise, then measures the same ``(x, θ)`` ``repeats`` times. The spread between repeats estimates the
+The device applies one θ per call, so θ is drawn anew every ``theta_every`` rows (one device call per
+group of rows): many distinct θ, not a few θ with many x each, is what lets a black-box twin learn the
+θ dependence. With ``design="lhs"`` (default) the θ of all groups and the x of all rows come from Latin
+hypercube designs over the safe ranges (``scipy.stats.qmc``, space filling); ``design="random"`` draws them
+uniformly. Each call is measured ``repeats`` times. The spread between repeats estimates the
 noise floor: the held-out NMSE of the *ideal* twin (the true noiseless mean) against single measurements,
 
     floor = mean_{i,k} s²_ik / mean_{i,k} (y_ik - ȳ_k)²,      s²_ik = unbiased variance over repeats.
@@ -67,20 +70,39 @@ class TwinData:
             return cls(z["x"], z["theta"], z["y"], z["y_repeats"], z["group"])
 
 
-async def collect(device: Device, n_samples: int = 4096, batch: int = 256, repeats: int = 2,
-                  seed: int = 0) -> TwinData:
-    """Measure ``n_samples`` random ``(x, θ)`` pairs on ``device`` (connected), ``repeats`` times each."""
-    if n_samples < 1 or batch < 1 or repeats < 1:
-        raise ValueError(f"n_samples, batch and repeats must be >= 1, got {n_samples}, {batch}, {repeats}")
+def design_points(n: int, dim: int, lo: float, hi: float, design: str, rng: np.random.Generator) -> np.ndarray:
+    """``n`` points in ``[lo, hi]^dim``: a Latin hypercube (``"lhs"``) or i.i.d. uniform (``"random"``)."""
+    if design == "lhs":
+        from scipy.stats import qmc
+
+        u = qmc.LatinHypercube(d=dim, seed=rng).random(n)
+    elif design == "random":
+        u = rng.random((n, dim))
+    else:
+        raise ValueError(f"unknown design {design!r}: expected 'lhs' or 'random'")
+    return (lo + (hi - lo) * u).astype(np.float32)
+
+
+async def collect(device: Device, n_samples: int = 4096, batch: int | None = None, repeats: int = 2,
+                  seed: int = 0, theta_every: int | None = None, design: str = "lhs") -> TwinData:
+    """Measure ``n_samples`` ``(x, θ)`` pairs on ``device`` (connected), ``repeats`` times each.
+
+    θ changes every ``theta_every`` rows (default 16; ``batch`` is the older name of the same thing)."""
+    every = theta_every if theta_every is not None else (batch if batch is not None else 16)
+    if n_samples < 1 or every < 1 or repeats < 1:
+        raise ValueError(f"n_samples, theta_every and repeats must be >= 1, got {n_samples}, {every}, {repeats}")
     spec = device.spec
-    batch = min(int(batch), spec.max_batch)
+    every = min(int(every), spec.max_batch)
     rng = np.random.default_rng(seed)
+    n_groups = -(-int(n_samples) // every)
+    x_all = design_points(int(n_samples), spec.in_dim, *spec.x_range, design, rng)
+    th_all = design_points(n_groups, spec.param_dim, *spec.theta_range, design, rng)
     xs, ths, ys, groups = [], [], [], []
     done, g = 0, 0
     while done < n_samples:
-        b = min(batch, n_samples - done)
-        x = rng.uniform(*spec.x_range, size=(b, spec.in_dim)).astype(np.float32)
-        th = rng.uniform(*spec.theta_range, size=spec.param_dim).astype(np.float32)
+        b = min(every, n_samples - done)
+        x = x_all[done:done + b]
+        th = th_all[g]
         reps = [await device.apply(x, th) for _ in range(repeats)]
         xs.append(x)
         ths.append(np.broadcast_to(th, (b, spec.param_dim)))

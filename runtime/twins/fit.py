@@ -2,9 +2,14 @@
 
     NMSE = mean_i ||f_m(x_i, θ_i) - y_i||² / mean_i ||y_i - ȳ||²
 
-on a held-out split of whole measurement batches. The noise floor (from repeats, see
-:class:`~runtime.twins.collect.TwinData`) is the NMSE a perfect twin would reach against single
+on held-out splits of whole measurement groups (rows that share θ stay together): a **validation** split
+picks the best state during fitting (and the best twin kind, :func:`runtime.twins.fit_best_twin`), a
+**test** split that no choice ever looks at gives the reported held-out NMSE. The noise floor (from repeats,
+see :class:`~runtime.twins.collect.TwinData`) is the NMSE a perfect twin would reach against single
 measurements; a twin near the floor has learned everything learnable.
+
+Early stopping never truncates the learning-rate schedule: the one-cycle schedule always runs to its end
+(unless ``patience`` is given) and the state with the lowest validation NMSE is kept.
 """
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
+import numpy as np
 import torch
 
 from .base import Twin
@@ -31,14 +37,36 @@ class TwinReport:
     epochs: int
     seconds: float
     history: list[float] = field(default_factory=list)
+    #: NMSE on the test split (no choice looks at it); nan when there was no test split
+    nmse_test: float = float("nan")
+    n_test: int = 0
+    #: for a "best" choice: kind -> that candidate's report (as a dict)
+    candidates: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def nmse_heldout(self) -> float:
+        """The held-out NMSE to report: test split when there is one, else validation."""
+        return self.nmse_test if self.n_test else self.nmse_val
+
+    @property
+    def floor_ratio(self) -> float:
+        """Held-out NMSE in units of the noise floor (1 = as good as a perfect twin)."""
+        return self.nmse_heldout / self.noise_floor if self.noise_floor > 0 else float("inf")
+
     def __str__(self) -> str:
-        return (f"twin {self.kind}: held-out NMSE {self.nmse_val:.4g} (before fit {self.nmse_before:.4g}, "
-                f"train {self.nmse_train:.4g}, noise floor {self.noise_floor:.3g}); "
-                f"{self.n_train} train / {self.n_val} held-out samples, {self.epochs} epochs, {self.seconds:.1f} s")
+        split = f"test {self.n_test}" if self.n_test else f"val {self.n_val}"
+        out = (f"twin {self.kind}: held-out NMSE {self.nmse_heldout:.4g} = {self.floor_ratio:.2f}x the noise floor "
+               f"{self.noise_floor:.3g} (validation {self.nmse_val:.4g}, train {self.nmse_train:.4g}, "
+               f"before fit {self.nmse_before:.4g}); {self.n_train} train / {split} samples, {self.epochs} epochs, "
+               f"{self.seconds:.1f} s")
+        if self.candidates:
+            rows = [f"  {k:9s} validation {c['nmse_val']:.4g}  held-out {c['nmse_test']:.4g}  ({c['seconds']:.0f} s)"
+                    for k, c in self.candidates.items()]
+            out += "\ncandidates (lowest validation NMSE chosen):\n" + "\n".join(rows)
+        return out
 
 
 def _tensors(d: TwinData) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -56,14 +84,32 @@ def nmse(twin: Twin | Callable, data: TwinData, chunk: int = 2048) -> float:
     return se / max(var, 1e-30)
 
 
+def split3(data: TwinData, val_frac: float = 0.2, test_frac: float = 0.1,
+           seed: int = 0) -> tuple[TwinData, TwinData, TwinData | None]:
+    """Train / validation / test split by measurement group (validation = ``data.split(val_frac, seed)[1]``;
+    the test split, a ``test_frac`` share of all data, comes out of the rest; ``None`` when 0)."""
+    rest, val = data.split(val_frac, seed)
+    if not test_frac or len(np.unique(rest.group)) < 3:
+        return rest, val, None
+    train, test = rest.split(test_frac / max(1e-9, 1 - val_frac), seed + 7919)
+    return train, val, test
+
+
 def fit_twin(twin: Twin, data: TwinData, epochs: int = 60, lr: float | None = None, batch: int = 256,
-             val_frac: float = 0.2, seed: int = 0, patience: int | None = 15,
-             progress: Callable[[int, float], None] | None = None) -> TwinReport:
-    """Fit ``twin`` on ``data`` (Adam, one-cycle schedule, MSE on standardised outputs), keep the best
-    held-out state, and return a :class:`TwinReport`. A twin without trainable parameters is only evaluated.
-    Small data sets use smaller batches (at least 8 steps per epoch)."""
+             val_frac: float = 0.2, seed: int = 0, patience: int | None = None,
+             progress: Callable[[int, float], None] | None = None, test_frac: float = 0.1,
+             max_train: int | None = None) -> TwinReport:
+    """Fit ``twin`` on ``data`` (Adam, one-cycle schedule run to its end, MSE on standardised outputs), keep
+    the state with the lowest validation NMSE, and return a :class:`TwinReport` with the test-split NMSE.
+    A twin without trainable parameters is only evaluated. Small data sets use smaller batches (at least 8
+    steps per epoch). ``max_train`` fits on the first that many training rows only (the splits stay the
+    same, so twins fitted on less data are compared on the same validation and test rows)."""
     t0 = time.perf_counter()
-    train, val = data.split(val_frac, seed)
+    train, val, test = split3(data, val_frac, test_frac, seed)
+    if max_train is not None and len(train) > max_train:
+        keep = np.zeros(len(train), bool)
+        keep[: int(max_train)] = True
+        train = train.subset(keep)
     batch = max(1, min(int(batch), max(16, len(train) // 8)))
     x, th, y = _tensors(train)
     twin.prepare(x, th, y)
@@ -105,7 +151,9 @@ def fit_twin(twin: Twin, data: TwinData, epochs: int = 60, lr: float | None = No
     twin.eval()
     return TwinReport(kind=twin.kind, nmse_before=before, nmse_train=nmse(twin, train), nmse_val=nmse(twin, val),
                       noise_floor=data.noise_floor, n_train=len(train), n_val=len(val), epochs=ran,
-                      seconds=time.perf_counter() - t0, history=history)
+                      seconds=time.perf_counter() - t0, history=history,
+                      nmse_test=nmse(twin, test) if test is not None else float("nan"),
+                      n_test=len(test) if test is not None else 0)
 
 
 def evaluate_twin(twin: Twin, data: TwinData) -> TwinReport:
@@ -117,4 +165,4 @@ def evaluate_twin(twin: Twin, data: TwinData) -> TwinReport:
                       seconds=time.perf_counter() - t0)
 
 
-__all__ = ["TwinReport", "evaluate_twin", "fit_twin", "nmse"]
+__all__ = ["TwinReport", "evaluate_twin", "fit_twin", "nmse", "split3"]

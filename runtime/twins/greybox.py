@@ -6,7 +6,9 @@
 ``o = 0``. :class:`NominalTwin` is the same model frozen at nominal values: the "simulate from the
 datasheet" model an in-silico trainer would use.
 
-The physics comes from ``sims.sim_class(spec.kind)`` built with zero variation/noise and the device's
+The physics is the simulator's **datasheet model** ``physics`` (never its true forward with the
+second-order effects, see :mod:`sims.effects`): ``sims.sim_class(spec.kind)`` built with
+``datasheet_only=True``, no effects, zero variation/noise and the device's
 construction options (``sim_options``: for a :class:`~devices.local.LocalDevice` use
 :func:`sim_options_of`; remote devices may publish them as ``spec.extra["sim_options"]``).
 """
@@ -43,7 +45,10 @@ def nominal_sim(spec: DeviceSpec, sim_options: dict[str, Any] | None = None) -> 
         raise ValueError(f"no physics model for device kind {spec.kind!r}: a grey-box twin needs a simulated kind "
                          f"({e}); use an 'mlp' twin instead") from None
     opts = dict(spec.extra.get("sim_options", {})) if sim_options is None else dict(sim_options)
-    base = dict(variation=0.0, noise=0.0, noise_mult=0.0, drift=0.0, dac_bits=None, adc_bits=None, latency=0.0)
+    # the datasheet model only: no effects, and a simulator that refuses to run a true forward
+    opts = {k: v for k, v in opts.items() if k not in cls.effect_defaults and k not in ("effects", "datasheet_only")}
+    base = dict(variation=0.0, noise=0.0, noise_mult=0.0, drift=0.0, dac_bits=None, adc_bits=None, latency=0.0,
+                effects=0, datasheet_only=True)
     sim = cls(**base, **opts)
     dims = lambda s: (s.in_dim, s.param_dim, s.out_dim)   # noqa: E731
     if dims(sim.spec) != dims(spec):
