@@ -116,6 +116,18 @@ def fit_twin(twin: Twin, data: TwinData, epochs: int = 60, lr: float | None = No
     before = nmse(twin, val)
     history: list[float] = []
     ran = 0
+    # a twin with a frozen, expensive part (the residual twin's physics) computes it once per row
+    cached = getattr(twin, "cached_part", None)
+    aux = cached(x, th) if cached is not None else None
+    val_aux = cached(*_tensors(val)[:2]) if cached is not None else None
+
+    def val_nmse() -> float:
+        if aux is None:
+            return nmse(twin, val)
+        with torch.no_grad():
+            xv, tv, yv = _tensors(val)
+            return float(((twin.forward_cached(xv, tv, val_aux) - yv) ** 2).sum() / ((yv - yv.mean(0)) ** 2).sum())
+
     if twin.trainable and epochs > 0:
         g = torch.Generator().manual_seed(seed)
         w = 1.0 / y.std(0).clamp(min=1e-6)            # standardise each output in the loss
@@ -129,13 +141,15 @@ def fit_twin(twin: Twin, data: TwinData, epochs: int = 60, lr: float | None = No
             perm = torch.randperm(len(train), generator=g)
             for i in range(0, len(train), batch):
                 idx = perm[i:i + batch]
-                loss = (((twin(x[idx], th[idx]) - y[idx]) * w) ** 2).mean()
+                out = twin(x[idx], th[idx]) if aux is None else twin.forward_cached(x[idx], th[idx], aux[idx])
+                loss = ((out - y[idx]) * w) ** 2
+                loss = loss.mean()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
             twin.eval()
-            v = nmse(twin, val)
+            v = val_nmse()
             history.append(v)
             ran = ep + 1
             if progress:

@@ -61,6 +61,17 @@ class ResidualTwin(Twin):
             groups.append({"params": phys, "lr": lr * self.physics_lr_scale})
         return groups
 
+    def cached_part(self, x: torch.Tensor, theta: torch.Tensor, chunk: int = 1024) -> torch.Tensor | None:
+        """Grey-box outputs for fitting (computed once) while the physics is frozen; ``None`` otherwise."""
+        if not self.freeze_physics:
+            return None
+        with torch.no_grad():
+            return torch.cat([self.base(x[i:i + chunk], theta[i:i + chunk]) for i in range(0, len(x), chunk)])
+
+    def forward_cached(self, x: torch.Tensor, theta: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        feats = torch.cat([self.normalized_inputs(x, theta), (yb - self.y_mean) / self.y_std], dim=1)
+        return yb + self.y_std * self.corr(feats)
+
     def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         yb = self.base(x, theta)
         feats = torch.cat([self.normalized_inputs(x, theta), (yb - self.y_mean) / self.y_std], dim=1)
