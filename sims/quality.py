@@ -4,6 +4,7 @@ All metrics use the noiseless physics ``sim.physics(x, theta, sim.hidden_params)
 inputs (uniform over ``spec.x_range`` / ``spec.theta_range``)::
 
     mismatch      = ||y_nominal - y_true|| / ||y_true - mean(y_true)||     (nominal_forward vs the unit)
+    effect_gap    = ||true_forward - y_true|| / ||y_true - mean||          (second-order effects, unit's own p)
     theta_effect  = ||y(theta_2) - y(theta_1)|| / ||y(theta_1) - mean||
     linear_resid  = ||y - best affine fit in x|| / ||y - column means||     (0 for a linear map)
     clip_fraction = fraction of outputs at or beyond the ends of spec.y_range
@@ -43,6 +44,12 @@ def mismatch(sim: Simulator, x: torch.Tensor, theta: torch.Tensor) -> float:
     """Normalised error of the nominal (datasheet) model against this unit's true physics."""
     with torch.no_grad():
         return rel_error(sim.nominal_forward(x, theta), true_physics(sim, x, theta))
+
+
+def effect_gap(sim: Simulator, x: torch.Tensor, theta: torch.Tensor) -> float:
+    """Normalised size of the second-order effects: true forward against the datasheet model (unit's p)."""
+    with torch.no_grad():
+        return rel_error(sim.true_forward(x, theta), true_physics(sim, x, theta))
 
 
 def theta_effect(sim: Simulator, x: torch.Tensor, theta1: torch.Tensor, theta2: torch.Tensor) -> float:
@@ -95,6 +102,8 @@ def report(kind: str, units: int = 8, batch: int = 512, **kwargs) -> dict[str, f
     out = {"mismatch_mean": float(np.mean(mm)), "mismatch_min": float(np.min(mm)),
            "mismatch_max": float(np.max(mm))}
     out.update(output_stats(sim, sim.measure(x.numpy(), t1.numpy())))
+    out["effect_gap"] = float(np.mean([effect_gap(make_sim(kind, unit=u, noise=0.0, **kwargs), x, t1)
+                                       for u in range(units)]))
     out["theta_effect"] = theta_effect(sim, x, t1, t2)
     out["linear_resid"] = linear_residual(sim, x, t1)
     out["measure_ms_b256"] = measure_ms(make_sim(kind, **kwargs))

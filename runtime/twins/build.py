@@ -124,7 +124,7 @@ async def fit_best_twin(device: Device, kinds: Sequence[str] | None = None, n_sa
     cands: dict[str, dict] = {}
     fitted: dict[str, tuple[Twin, TwinReport]] = {}
     for k in usable:
-        twin, rep = _fit_one(k, device, data, seed, epochs if k != "greybox" else None,
+        twin, rep = _fit_one(k, device, data, seed, epochs,
                              fitted_grey=fitted.get("greybox"), **fit_kw)
         if k == "greybox":
             fitted[k] = (twin, rep)            # the residual copies its state, never changes it

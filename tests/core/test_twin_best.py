@@ -92,3 +92,22 @@ async def test_best_twin_on_a_device_without_a_datasheet_model_falls_back_to_the
     await dev.connect()
     twin, rep, _ = await fit_best_twin(dev, kinds=("greybox", "mlp"), n_samples=512, epochs=2, seed=0)
     assert twin.kind == "mlp" and set(rep.candidates) == {"mlp"}
+
+
+def test_pat_twin_kind_best_says_which_twin_won(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from runtime.cli import app
+
+    rep = tmp_path / "best.json"
+    r = CliRunner().invoke(app, ["twin", "--device", "sim:circuit?in_dim=4&param_dim=4", "--kind", "best",
+                                 "--samples", "512", "--epochs", "2", "--report", str(rep)])
+    assert r.exit_code == 0, r.output
+    report = json.loads(rep.read_text())
+    assert set(report["candidates"]) == {"nominal", "greybox", "residual", "mlp"}
+    vals = {k: c["nmse_val"] for k, c in report["candidates"].items()}
+    assert report["kind"] == min(vals, key=vals.get)
+    assert f"twin {report['kind']}: held-out NMSE" in r.output and "noise floor" in r.output
+    assert "lowest validation NMSE chosen" in r.output
