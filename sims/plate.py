@@ -185,10 +185,10 @@ class PlateSim(ToleranceMixin, Simulator):
     # -- second-order effects (true forward only; docs/sims.md) --------------------------------------
     #: heating: coil heating lowers the force, ``f *= 1 - h T``, T = low-pass of v^2 (tau 6 windows);
     #: memory: the drive amplifier carries over part of the previous window, ``v_w += m v_{w-1}``;
-    #: modes: extra (torsional / in-plane-coupled) modes the 16-mode model lacks, couplings scaled by ``s``;
+    #: extra_modes: extra (torsional / in-plane-coupled) modes the 16-mode model lacks, couplings scaled by ``s``;
     #: saturation: microphone preamp clips softly, ``p(t) -> P0 tanh(p / P0)``, P0 = p_ref / s;
     #: crosstalk: detector channels leak into their neighbours, ``y_j += c (y_{j-1} + y_{j+1} - 2 y_j)``
-    effect_defaults = {"heating": 0.1, "memory": 0.06, "modes": 0.04, "saturation": 0.15, "crosstalk": 0.04}
+    effect_defaults = {"heating": 0.1, "memory": 0.06, "extra_modes": 0.04, "saturation": 0.15, "crosstalk": 0.04}
     _extra_modes = 6
     _heat_tau = 6.0
 
@@ -227,12 +227,12 @@ class PlateSim(ToleranceMixin, Simulator):
         if effect.get("heating"):
             heat = 1 - effect["heating"] * cyclic_ema(v * v, self._heat_tau)
         f = self._force(v, p, heat)
-        if effect.get("modes"):
+        if effect.get("extra_modes"):
             xm = self._extra_mode_params(dt)
             pm = dict(p)
             for k in ("nu", "Q", "b"):
                 pm[k] = torch.cat([p[k], xm[k]])
-            pm["c"] = torch.cat([p["c"], effect["modes"] * xm["c"]])
+            pm["c"] = torch.cat([p["c"], effect["extra_modes"] * xm["c"]])
             h_ss, h_ms = self._transfer(pm, dt)
         else:
             h_ss, h_ms = self._transfer(p, dt)

@@ -56,7 +56,7 @@ async def test_twin_fitting_never_runs_the_true_forward(monkeypatch):
 
 async def test_residual_twin_beats_the_greybox_where_physics_is_missing():
     # a plate whose detector channels leak into their neighbours: no datasheet parameter can express it
-    effects = dict(heating=0, memory=0, modes=0, saturation=0, crosstalk=0.15)
+    effects = dict(heating=0, memory=0, extra_modes=0, saturation=0, crosstalk=0.15)
     dev = await sim_device("plate", seed=3, unit=1, in_dim=8, param_dim=8, out_dim=8, **effects)
     twin, rep, data = await fit_best_twin(dev, kinds=("greybox", "residual"), n_samples=2048, epochs=25, seed=0)
     grey, res = rep.candidates["greybox"], rep.candidates["residual"]

@@ -99,3 +99,15 @@ def test_a_datasheet_only_simulator_refuses_the_true_forward():
         sim.true_forward(x, t)
     with pytest.raises(RuntimeError, match="datasheet"):
         sim.measure(x.numpy(), t.numpy())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_effect_names_never_shadow_construction_options(kind):
+    import inspect
+
+    from sims import sim_class
+    from sims.base import Simulator
+
+    cls = sim_class(kind)
+    taken = set(inspect.signature(cls.make_spec).parameters) | set(inspect.signature(Simulator.__init__).parameters)
+    assert not taken & set(cls.effect_defaults)
