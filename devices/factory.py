@@ -37,6 +37,8 @@ def sim_option_defaults(kind: str) -> dict[str, Any]:
                 continue
             out[n] = p.default
     out["variation"] = 0.0 if out.get("variation") is None else out["variation"]
+    out.update({k: float(v) for k, v in cls.effect_defaults.items()})   # each second-order effect's strength
+    out["effects"] = "on"    # global switch or scale: on/off/1/0/2 (checked by the simulator)
     out["name"] = ""
     return out
 
