@@ -144,7 +144,7 @@ class Coordinator(RequestEngine, abc.ABC):
             self._liveness_sweep(now)
             if now >= self._next_prune:  # forgetting long-dead ids is rare work: at most once a second
                 self._prune(now)
-                self._next_prune = now + max(1.0, min(self.forget_after / 4, 60.0))
+                self._next_prune = now + 1.0
 
     def _liveness_sweep(self, now: float) -> None:
         """Mark the silent nodes dead: only the stalest are looked at (ordered by last message)."""
