@@ -9,8 +9,11 @@ coordinator's (a retry reuses the request id, so the node never applies a batch 
 URIs (:func:`connect_uri`, used by ``devices.factory.make_device``)::
 
     zmq://HOST:PORT/NODE[?timeout=10&retries=2&liveness=3]   binds a ZmqCoordinator on tcp://HOST:PORT
+        [&curve_cert=coordinator.key_secret&curve_keys=keys.txt]   CURVE, node ids bound to keys (docs/security.md)
+        [&insecure=true]                                      non-loopback HOST without CURVE (warned)
     tcp://HOST:PORT/NODE                                      same
-    mqtt://[USER:PASS@]HOST:PORT/NODE[?prefix=pat]           MqttCoordinator through the broker
+    mqtt://[USER@]HOST:PORT/NODE[?prefix=pat&credentials=FILE]  MqttCoordinator through the broker
+    mqtts://HOST:8883/NODE?credentials=FILE                   TLS (CA and client certificate from the file)
 
 A device built from a URI owns its coordinator and closes it on :meth:`close`.
 """
@@ -26,7 +29,16 @@ from runtime.transport.base import Coordinator
 from runtime.wire import MessageType
 
 from .base import Device
-from .errors import ShapeError
+from .errors import RemoteDeviceError, ShapeError
+
+
+def check_finite(name: str, y: np.ndarray) -> np.ndarray:
+    """``y`` if every value is a finite number, else :class:`RemoteDeviceError` (code ``non_finite``)."""
+    if y.dtype.kind in "iu" or (y.dtype.kind == "f" and np.isfinite(y).all()):
+        return y
+    bad = int(np.size(y) - np.isfinite(y).sum()) if y.dtype.kind == "f" else int(np.size(y))
+    raise RemoteDeviceError(name, f"node returned {bad} non-finite (NaN/inf) or non-numeric y value(s) "
+                                  f"(dtype {y.dtype}); the measurement is refused", code="non_finite")
 
 
 class RemoteDevice(Device):
@@ -62,6 +74,7 @@ class RemoteDevice(Device):
         want = (x.shape[0], self.spec.out_dim)
         if y.shape != want:
             raise ShapeError(self.name, f"node returned y of shape {list(y.shape)}, expected {list(want)}")
+        check_finite(self.name, y)
         return np.array(y, dtype=np.float32)  # a writable copy, detached from the transport's buffer
 
     def supports(self, type: str) -> bool:
@@ -78,7 +91,7 @@ class RemoteDevice(Device):
         want = (xs.shape[0], xs.shape[1], self.spec.out_dim)
         if len(out) != 1 or out[0].shape != want:
             raise ShapeError(self.name, f"apply_many reply is {[list(o.shape) for o in out]}, expected [{list(want)}]")
-        return np.array(out[0], dtype=np.float32)
+        return np.array(check_finite(self.name, out[0]), dtype=np.float32)
 
     async def close(self) -> None:
         await super().close()
@@ -119,6 +132,13 @@ def connect_uri(uri: str, **kwargs: Any) -> RemoteDevice:
         host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
         opts = {k: _coerce(v) for k, v in rest}
         opts.update(kwargs)
+        cert, keys = opts.pop("curve_cert", None), opts.pop("curve_keys", None)
+        if cert is not None:  # file paths, not secrets: the URI may be recorded
+            from runtime.transport.zmq import CurveServer
+
+            opts["curve"] = CurveServer.from_files(str(cert), str(keys) if keys is not None else None)
+        elif keys is not None:
+            raise ValueError(f"{uri!r}: curve_keys needs curve_cert (the coordinator's secret certificate)")
         coord: Coordinator = ZmqCoordinator(f"tcp://{host}:{port}", **opts)
     elif scheme in ("mqtt", "mqtts"):
         from runtime.transport.mqtt import MqttCoordinator

@@ -1,7 +1,8 @@
 """`pat edge`: serve a device as an edge node.
 
     pat edge --device sim:plate --connect tcp://127.0.0.1:5555 --node-id node1 [--heartbeat 0.5]
-    pat edge --device sim:circuit?unit=2 --connect mqtt://127.0.0.1:1883 --node-id node2
+    pat edge --device sim:circuit?unit=2 --connect mqtt://127.0.0.1:1883 --node-id node2 \
+        --credentials broker/credentials/node2.toml           # from `pat broker-config` (docs/security.md)
 
 SIGTERM / SIGINT stop the node cleanly (it says bye to the coordinator and exits with status 0).
 """
@@ -36,6 +37,11 @@ def register(app: typer.Typer) -> None:
         metrics_port: Optional[int] = typer.Option(None, min=0, max=65535,
                                                    help="serve Prometheus /metrics on this port (127.0.0.1)"),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="do not print the serving / connection state"),
+        credentials: Optional[Path] = typer.Option(
+            None, help="MQTT: TOML file with username/password (and TLS ca/cert/key), e.g. from "
+                       "`pat broker-config`; else $PAT_MQTT_CREDENTIALS / $PAT_MQTT_PASSWORD"),
+        insecure: bool = typer.Option(
+            False, "--insecure", help="ZeroMQ: allow a non-loopback coordinator without CURVE (warned)"),
     ) -> None:
         """Serve DEVICE to the coordinator at CONNECT as NODE_ID until SIGTERM / SIGINT."""
         from edge.agent import run_edge
@@ -60,6 +66,10 @@ def register(app: typer.Typer) -> None:
         if connect.startswith(("tcp://", "ipc://")):
             if curve_server_key or curve_cert:
                 kw["curve"] = _curve_client(curve_server_key, curve_cert)
+            kw["insecure"] = insecure
+        if credentials is not None:
+            connect = _with_credentials(connect, credentials)
+            deploy_mqtt = _with_credentials(deploy_mqtt, credentials) if deploy_mqtt else None
         from devices.errors import DeviceError
 
         try:
@@ -84,6 +94,17 @@ async def _run_with_deployment(run_edge, device, connect, node_id, heartbeat, kw
 
     async with Deployment(deploy_dir, mqtt=deploy_mqtt) as dep:
         await run_edge(device, connect, node_id, heartbeat=heartbeat, plugins=[dep, *extra], **kw)
+
+
+def _with_credentials(url: str, credentials: Path) -> str:
+    """``url`` with ``credentials=FILE`` in its query (a path, not a secret: see runtime.transport.mqtt.credentials)."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit
+
+    u = urlsplit(url)
+    if u.scheme not in ("mqtt", "mqtts"):
+        raise typer.BadParameter("--credentials is for mqtt:// and mqtts:// URLs", param_hint="--credentials")
+    query = [(k, v) for k, v in parse_qsl(u.query) if k != "credentials"]
+    return u._replace(query=urlencode([*query, ("credentials", str(credentials.resolve()))])).geturl()
 
 
 def _curve_client(server_key: str | None, cert: Path | None):

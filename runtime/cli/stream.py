@@ -110,7 +110,7 @@ async def _publish(to, task, count, start, batch, rate, seed) -> int:
     t = load_task(task, seed=seed)
     u = MqttUrl.parse(to)
     n = 0
-    async with aiomqtt.Client(u.host, u.port, username=u.username, password=u.password) as client:
+    async with aiomqtt.Client(u.host, u.port, **u.login()) as client:
         async for s in task_stream(t.x_train, t.y_train, batch, seed=seed, limit=start + count)(start):
             await client.publish(u.topic, encode_sample(s.seq, s.x, s.y), qos=1)
             n += 1
@@ -127,6 +127,7 @@ async def _stream(device_uri, source, task_name, directory, steps, batch, init, 
     from runtime.artifact import load_artifact, pnn_from_artifact, pnn_to_artifact, save_artifact
     from runtime.datasets import load_task
     from runtime.pat import build_pnn
+    from runtime.redact import redact_uri
     from runtime.stream.checkpoint import CheckpointManager
     from runtime.stream.refresh import RefreshConfig
     from runtime.stream.sources import IteratorSource, MqttSource, task_stream
@@ -182,7 +183,7 @@ async def _stream(device_uri, source, task_name, directory, steps, batch, init, 
         await dev.close()
     if export is not None:
         art = pnn_to_artifact(pnn, f"stream-{trainer.step}", metadata={
-            "source": source, "device": device_uri, "task": task_name, "steps": trainer.step,
+            "source": redact_uri(source), "device": redact_uri(device_uri), "task": task_name, "steps": trainer.step,
             "recent_acc": summary["recent_acc"], "eval_acc": summary["eval_acc"]})
         summary["artifact_id"] = save_artifact(export, art)
         summary["export"] = str(export)

@@ -78,6 +78,7 @@ def _run(ctx, v, resume, config_values, write_toml) -> None:
 
     from devices.errors import DeviceError
     from runtime.loggers import make_loggers
+    from runtime.redact import strip_credentials
     from runtime.runs import new_run_dir
     from runtime.trainers.run import METHOD_NAMES, ExperimentConfig, run_experiment
     from runtime.twins import twin_choices
@@ -97,7 +98,7 @@ def _run(ctx, v, resume, config_values, write_toml) -> None:
                            join_timeout=v["join_timeout"])
     out = resume if resume is not None else v["out"]
     if out is None:
-        out = new_run_dir(cfg.device, cfg.task, cfg.method, cfg.seed)
+        out = new_run_dir(strip_credentials(cfg.device), cfg.task, cfg.method, cfg.seed)
     v = {**v, "out": out}
     metrics = None
     if v["metrics_port"] is not None:
@@ -145,7 +146,7 @@ def _run(ctx, v, resume, config_values, write_toml) -> None:
                    f"used for {tw['used_for']}")
     f = s["final"]
     extra = f", twin-predicted {f['twin_test_acc']:.3f}" if f.get("twin_test_acc") is not None else ""
-    typer.echo(f"{cfg.method} on {cfg.device} / {cfg.task}: test accuracy {f['test_acc']:.3f} (physical){extra}; "
+    typer.echo(f"{cfg.method} on {strip_credentials(cfg.device)} / {cfg.task}: test accuracy {f['test_acc']:.3f} (physical){extra}; "
                f"train acc {f['train_acc']:.3f}; {s['epochs_run']} epochs in {s['train_s']:.1f} s "
                f"({s['samples_per_s']:.0f} samples/s, {s['device_calls']} device calls)")
     typer.echo(f"outputs in {out}/ (metrics.jsonl, tb/, curves.png, summary.json, config.toml, checkpoint.pt, "

@@ -25,6 +25,7 @@ import numpy as np
 
 from devices.base import Device
 from devices.errors import DeviceConnectionError, DeviceTimeoutError, RemoteDeviceError
+from devices.remote import check_finite
 from devices.spec import DeviceSpec
 from runtime.transport.base import Coordinator
 from runtime.wire import MessageType
@@ -244,7 +245,7 @@ class FleetManager:
                                  timeout=timeout, samples=int(x.shape[0]))
         if len(out) != 1:
             raise RemoteDeviceError(node_id, f"apply reply has {len(out)} arrays, expected 1", "bad_reply")
-        return out[0]
+        return check_finite(node_id, out[0])
 
     async def apply_many(self, node_id: str, xs: np.ndarray, thetas: np.ndarray, *,
                          timeout: float | None = None) -> np.ndarray:
@@ -259,7 +260,7 @@ class FleetManager:
         if len(out) != 1 or out[0].shape[:2] != xs.shape[:2]:
             raise RemoteDeviceError(node_id, f"apply_many reply is {[list(o.shape) for o in out]}, expected "
                                              f"[{xs.shape[0]}, {xs.shape[1]}, out]", "bad_reply")
-        return out[0]
+        return check_finite(node_id, out[0])
 
     def status(self) -> dict[str, dict[str, Any]]:
         return {n: {"state": v.state, "joins": v.joins, "evictions": v.evictions, "failures": v.failures,

@@ -32,13 +32,15 @@ import logging
 import os
 import struct
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterable
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import numpy as np
 
+from runtime.redact import redact_uri
+from runtime.transport.mqtt.credentials import resolve_credentials
 from runtime.wire import WireError, make_header, pack, unpack
 
 log = logging.getLogger(__name__)
@@ -242,17 +244,28 @@ class MqttUrl:
     port: int
     topic: str
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
+    options: tuple[tuple[str, str], ...] = ()
 
     @staticmethod
     def parse(url: str) -> "MqttUrl":
-        """``mqtt://[user:pass@]host[:port]/topic/path`` (port 1883 by default)."""
+        """``mqtt://[user@]host[:port]/topic/path[?credentials=FILE]`` (port 1883 by default).
+
+        Credentials: see :mod:`runtime.transport.mqtt.credentials` (file or environment; a password in the
+        URL works but is warned about).
+        """
         u = urlsplit(url)
         if u.scheme not in ("mqtt", "tcp") or not u.hostname or not u.path.strip("/"):
-            raise ValueError(f"expected mqtt://HOST:PORT/TOPIC, got {url!r}")
+            raise ValueError(f"expected mqtt://HOST:PORT/TOPIC, got {redact_uri(url)!r}")
         return MqttUrl(u.hostname, u.port or 1883, unquote(u.path.lstrip("/")),
                        unquote(u.username) if u.username else None,
-                       unquote(u.password) if u.password else None)
+                       unquote(u.password) if u.password else None, tuple(parse_qsl(u.query)))
+
+    def login(self) -> dict[str, str | None]:
+        """``username`` / ``password`` keywords for ``aiomqtt.Client`` (URL, credentials file, environment)."""
+        c = resolve_credentials(self.username, self.password, dict(self.options),
+                                where=f"mqtt://{self.host}:{self.port}")
+        return {"username": c.username, "password": c.password}
 
 
 class Spool:
@@ -342,8 +355,7 @@ class MqttSource(Source):
     async def _connect(self) -> None:
         import aiomqtt
 
-        client = aiomqtt.Client(self.url.host, self.url.port, username=self.url.username,
-                                password=self.url.password, identifier=self.client_id,
+        client = aiomqtt.Client(self.url.host, self.url.port, **self.url.login(), identifier=self.client_id,
                                 clean_session=False, timeout=self.connect_timeout)
         client._client.manual_ack_set(True)  # PUBACK only after the message is in the spool
         await client.__aenter__()
@@ -433,8 +445,7 @@ async def publish_samples(url: str, samples: Iterable[Sample], qos: int = 1, cli
 
     u = MqttUrl.parse(url)
     n = 0
-    async with aiomqtt.Client(u.host, u.port, username=u.username, password=u.password,
-                              identifier=client_id) as client:
+    async with aiomqtt.Client(u.host, u.port, **u.login(), identifier=client_id) as client:
         for s in samples:
             await client.publish(u.topic, encode_sample(s.seq, s.x, s.y), qos=qos)
             n += 1

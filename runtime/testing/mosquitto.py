@@ -16,10 +16,13 @@ Generated ``mosquitto.conf`` (Mosquitto 2.x)::
     max_queued_messages 0      # 0 = NO LIMIT in Mosquitto 2 ("Set to 0 for no maximum"), not "queue none":
                                # QoS 1 messages for a slow subscriber are queued without bound, none dropped
     allow_anonymous true       # or false + password_file when ``users`` are given
-    password_file FILE         # made by mosquitto_passwd, else PBKDF2-SHA512 hashes written here ($7$ format)
+    password_file FILE         # made by mosquitto_passwd, else PBKDF2-SHA512 hashes ($7$ format, mqtt.acl)
     max_packet_size N          # optional: the broker disconnects clients that send a larger packet
     message_size_limit N       # optional: larger PUBLISH payloads are acknowledged but not forwarded
     log_dest stderr            # captured into the temporary directory, quoted in errors
+
+``mosquitto_broker(port=P, config=PATH)`` runs a config written by ``pat broker-config`` (per-node users,
+ACL, limits, optional TLS listener) instead; the security tests do.
 
 When the ``mosquitto`` binary is missing, :func:`require_mosquitto` fails loudly under CI (``CI=true``)
 and otherwise calls ``pytest.skip`` with the reason.
@@ -27,9 +30,7 @@ and otherwise calls ``pytest.skip`` with the reason.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
 import os
 import pwd
 import shutil
@@ -41,6 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import AsyncIterator, Iterator, Mapping
 from urllib.parse import quote
+
+from runtime.transport.mqtt.acl import password_hash, write_password_file  # noqa: F401 (re-exported)
 
 from .core import free_port
 
@@ -78,28 +81,6 @@ def require_mosquitto() -> str:
         raise MosquittoError(reason) from None
     pytest.skip(reason)
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-def password_hash(password: str, salt: bytes | None = None, iterations: int = 101) -> str:
-    """A Mosquitto 2 password-file hash: ``$7$ITER$b64(salt)$b64(PBKDF2-HMAC-SHA512(pw, salt, ITER, 64))``."""
-    salt = salt if salt is not None else os.urandom(12)
-    dk = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations, 64)
-    return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(dk).decode()}"
-
-
-def write_password_file(path: Path, users: Mapping[str, str], use_tool: bool = True) -> None:
-    """Write ``users`` (name -> password) hashed; with ``mosquitto_passwd`` when available."""
-    for name in users:
-        if not name or ":" in name or "\n" in name:
-            raise ValueError(f"invalid MQTT user name {name!r}")
-    tool = shutil.which("mosquitto_passwd") if use_tool else None
-    if tool:
-        path.write_text("")
-        for name, pw in users.items():
-            subprocess.run([tool, "-b", str(path), name, pw], check=True, capture_output=True, timeout=10)
-    else:
-        path.write_text("".join(f"{n}:{password_hash(pw)}\n" for n, pw in users.items()))
-    path.chmod(0o600)
 
 
 @dataclass
@@ -158,8 +139,12 @@ def _port_open(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def _spawn(binary: str, port: int, workdir: Path, **conf_kw) -> subprocess.Popen:
-    conf = make_config(port, workdir, **conf_kw)
+def _spawn(binary: str, port: int, workdir: Path, config: Path | None = None, **conf_kw) -> subprocess.Popen:
+    if config is not None:  # a generated config (pat broker-config) that already names its listener
+        conf = workdir / "mosquitto.conf"
+        conf.write_text(Path(config).read_text())
+    else:
+        conf = make_config(port, workdir, **conf_kw)
     log = open(workdir / "mosquitto.log", "wb")
     try:
         return subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT,
@@ -186,11 +171,16 @@ class _Launcher:
     """Shared start/stop logic of the sync and async context managers."""
 
     def __init__(self, port: int | None, users: Mapping[str, str] | None, max_packet_size: int | None,
-                 message_size_limit: int | None, startup_timeout: float, use_passwd_tool: bool, extra: str):
+                 message_size_limit: int | None, startup_timeout: float, use_passwd_tool: bool, extra: str,
+                 config: Path | None = None):
+        if config is not None and port is None:
+            raise ValueError("a broker config file needs the port its listener uses")
         self.fixed_port = port
         self.users = dict(users or {})
         self.conf_kw = dict(users=self.users or None, max_packet_size=max_packet_size,
                             message_size_limit=message_size_limit, use_passwd_tool=use_passwd_tool, extra=extra)
+        if config is not None:
+            self.conf_kw = dict(config=Path(config))
         self.startup_timeout = startup_timeout
         self.binary = require_mosquitto()
         self.tmp = tempfile.TemporaryDirectory(prefix="pat-mosquitto-")
@@ -232,10 +222,14 @@ class _Launcher:
 async def mosquitto_broker(port: int | None = None, users: Mapping[str, str] | None = None,
                            max_packet_size: int | None = None, message_size_limit: int | None = None,
                            startup_timeout: float = 10.0, use_passwd_tool: bool = True,
-                           extra_config: str = "") -> AsyncIterator[Broker]:
-    """Run a Mosquitto broker on ``127.0.0.1:port`` (a free port when None) for the ``async with`` body."""
+                           extra_config: str = "", config: Path | None = None) -> AsyncIterator[Broker]:
+    """Run a Mosquitto broker on ``127.0.0.1:port`` (a free port when None) for the ``async with`` body.
+
+    ``config``: run this mosquitto.conf instead (e.g. written by ``pat broker-config``; ``port`` is the port
+    its listener uses, waited for before the body runs).
+    """
     launcher = _Launcher(port, users, max_packet_size, message_size_limit, startup_timeout, use_passwd_tool,
-                         extra_config)
+                         extra_config, config)
     try:
         for attempt in range(3):
             launcher.spawn()
@@ -256,10 +250,10 @@ async def mosquitto_broker(port: int | None = None, users: Mapping[str, str] | N
 def mosquitto_broker_sync(port: int | None = None, users: Mapping[str, str] | None = None,
                           max_packet_size: int | None = None, message_size_limit: int | None = None,
                           startup_timeout: float = 10.0, use_passwd_tool: bool = True,
-                          extra_config: str = "") -> Iterator[Broker]:
+                          extra_config: str = "", config: Path | None = None) -> Iterator[Broker]:
     """Blocking twin of :func:`mosquitto_broker` (for sync fixtures and scripts)."""
     launcher = _Launcher(port, users, max_packet_size, message_size_limit, startup_timeout, use_passwd_tool,
-                         extra_config)
+                         extra_config, config)
     try:
         for attempt in range(3):
             launcher.spawn()

@@ -34,6 +34,7 @@ from devices.factory import make_device
 from devices.local import LocalDevice
 from runtime.datasets import Task, load_task
 from runtime.pat import PNN, build_pnn
+from runtime.redact import redact_uri
 from runtime.twins import Twin, TwinReport, build_twin, collect, evaluate_twin, load_twin, twin_to_dict
 
 from . import checkpoint as ckpt
@@ -67,7 +68,8 @@ class ExperimentConfig:
     join_timeout: float = 10.0
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The config as recorded (summary.json): secrets in the device URI are redacted."""
+        return {**asdict(self), "device": redact_uri(self.device)}
 
     def default_lr(self) -> float:
         if self.lr is not None:
@@ -78,7 +80,7 @@ class ExperimentConfig:
 
     def command(self) -> str:
         """The ``pat train`` command line that reproduces this run (shell-quoted: paste it as is)."""
-        parts = ["pat", "train", "--device", self.device, "--task", self.task, "--method", self.method,
+        parts = ["pat", "train", "--device", redact_uri(self.device), "--task", self.task, "--method", self.method,
                  "--epochs", str(self.epochs), "--batch", str(self.batch), "--layers", str(self.layers),
                  "--seed", str(self.seed)]
         if self.method != "digital":
@@ -253,7 +255,7 @@ def _summary(cfg, task, history, report, n_params, t_setup, t_total, twin_calls,
     return {
         "command": cfg.command(),
         "config": cfg.to_dict(),
-        "device": None if cfg.method == "digital" else {"name": getattr(device, "name", cfg.device),
+        "device": None if cfg.method == "digital" else {"name": redact_uri(getattr(device, "name", cfg.device)),
                                                         "spec": device.spec.to_dict()},
         "task": {"name": task.name, "n_train": task.n_train, "n_test": task.n_test,
                  "n_features": task.n_features, "n_classes": task.n_classes},
@@ -296,7 +298,7 @@ def write_outputs(result: RunResult) -> None:
         from runtime.artifact import pnn_to_artifact, save_artifact
 
         cfg = result.config
-        meta = {"task": cfg.task, "method": cfg.method, "twin": cfg.twin, "device": cfg.device,
+        meta = {"task": cfg.task, "method": cfg.method, "twin": cfg.twin, "device": redact_uri(cfg.device),
                 "seed": cfg.seed, "test_acc": result.summary.get("test_acc")}
         save_artifact(out / "model.pnn", pnn_to_artifact(result.model, model_version=out.name, metadata=meta))
     else:
@@ -306,5 +308,5 @@ def write_outputs(result: RunResult) -> None:
         save_twin(result.twin, out / "twin.pt")
     cfg = result.config
     plot_curves([m.to_dict() for m in result.history], out / "curves.png",
-                title=f"{cfg.method} on {cfg.device} / {cfg.task}"
+                title=f"{cfg.method} on {redact_uri(cfg.device)} / {cfg.task}"
                       + (f" (twin: {cfg.twin})" if cfg.method != "digital" else ""))

@@ -59,12 +59,18 @@ class Coordinator(RequestEngine, abc.ABC):
 
     #: seconds without a heartbeat after which a node is considered dead
     liveness: float = 3.0
+    #: bounded registry: a hello for a new node id beyond ``max_nodes`` known ids is refused, and a node dead
+    #: for ``forget_after`` seconds is forgotten (so ids that joined once, or never, do not pile up)
+    max_nodes: int = 4096
+    forget_after: float = 600.0
 
     def __init__(self) -> None:
         self.nodes: dict[str, NodeInfo] = {}
         self._node_events: dict[str, asyncio.Event] = {}
         self._by_age: OrderedDict[str, NodeInfo] = OrderedDict()   # alive nodes, least recently seen first
         self._engine_init()
+        self._joiners: dict[str, int] = {}    # wait_for_node callers per node id
+        self._next_prune = 0.0
 
     @abc.abstractmethod
     async def start(self) -> "Coordinator": ...
@@ -76,6 +82,8 @@ class Coordinator(RequestEngine, abc.ABC):
     def _node_seen(self, node_id: str, spec: dict | None = None, **meta: Any) -> NodeInfo:
         info = self.nodes.get(node_id)
         if info is None:
+            if len(self.nodes) >= self.max_nodes:
+                raise ValueError(f"refused new node {node_id!r}: {len(self.nodes)} nodes known (max_nodes)")
             info = self.nodes[node_id] = NodeInfo(node_id)
         info.last_seen = time.monotonic()
         info.alive = True
@@ -105,6 +113,19 @@ class Coordinator(RequestEngine, abc.ABC):
             if info.alive:
                 self._by_age.move_to_end(node_id)
 
+    def _forget_node(self, node_id: str) -> None:
+        """Drop everything kept about ``node_id`` (implementations extend this for their own maps)."""
+        self.nodes.pop(node_id, None)
+        self._by_age.pop(node_id, None)
+        if not self._joiners.get(node_id):
+            self._node_events.pop(node_id, None)
+
+    def _prune(self, now: float) -> None:
+        """Forget nodes dead for more than ``forget_after`` s (called by the liveness loop)."""
+        for node, info in list(self.nodes.items()):
+            if not info.alive and now - info.last_seen > self.forget_after:
+                self._forget_node(node)
+
     # ----- shared shutdown helpers (implementations keep ``_tasks``)
     async def _stop_tasks_and_requests(self) -> None:
         """Cancel the background tasks, then fail and forget every in-flight request."""
@@ -119,7 +140,11 @@ class Coordinator(RequestEngine, abc.ABC):
         period = max(0.02, min(0.25, self.liveness / 4))
         while True:
             await asyncio.sleep(period)
-            self._liveness_sweep(time.monotonic())
+            now = time.monotonic()
+            self._liveness_sweep(now)
+            if now >= self._next_prune:  # forgetting long-dead ids is rare work: at most once a second
+                self._prune(now)
+                self._next_prune = now + 1.0
 
     def _liveness_sweep(self, now: float) -> None:
         """Mark the silent nodes dead: only the stalest are looked at (ordered by last message)."""
@@ -142,10 +167,15 @@ class Coordinator(RequestEngine, abc.ABC):
         from devices.errors import DeviceTimeoutError
 
         ev = self._node_events.setdefault(node_id, asyncio.Event())
+        self._joiners[node_id] = self._joiners.get(node_id, 0) + 1
         try:
             await asyncio.wait_for(ev.wait(), timeout)
         except asyncio.TimeoutError:
             raise DeviceTimeoutError(node_id, f"node did not join within {timeout} s") from None
+        finally:
+            self._joiners[node_id] -= 1
+            if not self._joiners[node_id]:
+                del self._joiners[node_id]
         return self.nodes[node_id]
 
     async def wait_for_nodes(self, n: int, timeout: float = 10.0) -> list[str]:

@@ -24,7 +24,8 @@ class TransportStats:
     unreachable: int = 0       # sends refused because the node was not connected (EHOSTUNREACH)
     malformed: int = 0         # frames from a peer that could not be decoded (dropped)
     unmatched: int = 0         # replies for unknown / finished request ids (late duplicates)
-    rejected: int = 0          # messages from a peer whose CURVE key does not match its node id
+    rejected: int = 0          # refused node-id claims and messages from connections bound to no node
+    meta_dropped: int = 0      # unknown / invalid hello or heartbeat fields dropped (runtime.transport.meta)
     queued: int = 0            # requests that waited for a free in-flight slot (per-node cap reached)
     window: int = 2048
     latency: deque = field(default_factory=deque)
@@ -38,7 +39,7 @@ class TransportStats:
     def snapshot(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in ("requests", "round_trips", "sent_msgs", "recv_msgs", "bytes_out",
                                             "bytes_in", "retries", "timeouts", "errors", "unreachable",
-                                            "malformed", "unmatched", "rejected", "queued")}
+                                            "malformed", "unmatched", "rejected", "meta_dropped", "queued")}
         d["latency_p50_ms"] = 1e3 * self.percentile(50)
         d["latency_p95_ms"] = 1e3 * self.percentile(95)
         return d

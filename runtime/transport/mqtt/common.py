@@ -20,16 +20,18 @@ import contextlib
 import logging
 import re
 import socket
-import ssl
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import aiomqtt
 
 from devices.errors import DeviceConnectionError, DeviceError
+from runtime.redact import redact_uri
 from runtime.wire import DEFAULT_LIMITS, MAGIC, Limits, WireError, decode_header
+
+from .credentials import Credentials, resolve_credentials
 
 log = logging.getLogger("runtime.transport.mqtt")
 
@@ -63,14 +65,14 @@ class MqttAuthError(DeviceConnectionError):
     """The broker refused the connection (bad username/password or not authorised)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class MqttUrl:
     """``mqtt[s]://[user[:password]@]host[:port][/NODE][?prefix=..&max_payload=..]`` (user/password URL-quoted)."""
 
     host: str = "127.0.0.1"
     port: int = 1883
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     tls: bool = False
     node: str | None = None
     options: tuple[tuple[str, str], ...] = ()
@@ -93,8 +95,16 @@ class MqttUrl:
                    password=unquote(u.password) if u.password is not None else None,
                    tls=tls, node=node, options=tuple(parse_qsl(u.query)))
 
+    def __repr__(self) -> str:  # never shows the password or secret query values
+        query = "&".join(f"{k}={v}" for k, v in self.options)
+        return f"MqttUrl({redact_uri(f'{self.where}/{self.node or str()}?{query}')!r}, user={self.username!r})"
+
     def option(self, name: str, default: Any = None) -> Any:
         return dict(self.options).get(name, default)
+
+    def credentials(self) -> Credentials:
+        """Username, password and TLS files (URL, ``?credentials=FILE``, environment; see :mod:`.credentials`)."""
+        return resolve_credentials(self.username, self.password, dict(self.options), where=self.where)
 
     @property
     def where(self) -> str:
@@ -151,13 +161,16 @@ def make_client(url: MqttUrl, identifier: str, *, will: aiomqtt.Will | None = No
     """An (unconnected) ``aiomqtt.Client`` for ``url``; MQTT 3.1.1, clean session.
 
     ``max_inflight``: QoS 1 publishes awaiting their PUBACK before paho holds further ones back (paho's
-    default of 20 would throttle a pipelining coordinator).
+    default of 20 would throttle a pipelining coordinator). Credentials and TLS files come from
+    :meth:`MqttUrl.credentials` (file / environment); ``mqtts://`` verifies the broker against the given CA
+    (system CAs when none) and presents a client certificate if given.
     """
+    creds = url.credentials()
     return aiomqtt.Client(
-        url.host, url.port, identifier=identifier, username=url.username, password=url.password, will=will,
+        url.host, url.port, identifier=identifier, username=creds.username, password=creds.password, will=will,
         keepalive=keepalive, timeout=timeout, max_queued_incoming_messages=max_queued_incoming,
         max_inflight_messages=max_inflight,
-        tls_context=ssl.create_default_context() if url.tls else None, clean_session=True)
+        tls_context=creds.ssl_context() if url.tls else None, clean_session=True)
 
 
 def set_nodelay(client: aiomqtt.Client) -> bool:
@@ -201,7 +214,8 @@ async def connect(client: aiomqtt.Client, url: MqttUrl, who: str) -> aiomqtt.Cli
         rc = getattr(e.rc, "value", e.rc)
         if rc in _AUTH_CODES:
             raise MqttAuthError(who, f"broker {url.where} refused the connection: {e} "
-                                     f"(check the username/password in the URL; user={url.username!r})") from None
+                                     f"(check the username/password: credentials file or $PAT_MQTT_PASSWORD; "
+                                     f"user={url.credentials().username!r})") from None
         raise DeviceConnectionError(who, f"broker {url.where} refused the connection: {e}") from None
     except aiomqtt.MqttError as e:
         raise DeviceConnectionError(who, f"cannot connect to MQTT broker {url.where}: {e}") from None

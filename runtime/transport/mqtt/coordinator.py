@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from typing import Any, Sequence
 
@@ -29,15 +30,15 @@ import aiomqtt
 
 from devices.errors import DeviceConnectionError
 from runtime import wire
+from runtime.transport.backoff import Backoff
 from runtime.transport.base import Coordinator
+from runtime.transport.meta import node_meta
 from runtime.wire import DEFAULT_LIMITS, Limits, WireError
 
 from .common import (DEFAULT_MAX_PAYLOAD, MqttUrl, PayloadTooLargeError, Topics, check_name, connect, disconnect,
                      make_client, publish_nowait)
 
 log = logging.getLogger(__name__)
-
-_ENVELOPE = frozenset({"v", "type", "id", "node", "arrays", "spec"})
 
 
 class MqttCoordinator(Coordinator):
@@ -68,6 +69,7 @@ class MqttCoordinator(Coordinator):
         self._tasks: list[asyncio.Task] = []
         self._sessions: dict[str, str | None] = {}      # node -> SID of its live session, None when offline
         self._hellos: dict[str, dict[str, Any]] = {}    # node -> last hello header
+        self._unjoined: dict[str, float] = {}           # node -> first sight, for ids with a status/hello only
 
     # ----- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> "MqttCoordinator":
@@ -125,15 +127,14 @@ class MqttCoordinator(Coordinator):
             self._connected.clear()
             self._client = None
             await disconnect(client)
-            delay = 0.05
+            backoff = Backoff(0.05, 2.0)
             while True:
-                await asyncio.sleep(delay)
+                await asyncio.sleep(backoff.next())
                 try:
                     client = await self._connect()
                     break
                 except DeviceConnectionError as e:
                     log.debug("reconnect failed: %s", e)
-                    delay = min(2.0, delay * 2)
 
     # ----- requests (the engine calls these) ---------------------------------------------------------
     def _precheck(self, node_id: str) -> None:
@@ -166,12 +167,17 @@ class MqttCoordinator(Coordinator):
         if where is None:
             return
         node, kind = where
+        if kind in ("status", "hello") and node not in self.nodes and node not in self._unjoined:
+            if len(self._unjoined) >= self.max_nodes:  # a flood of ids that never join: bounded
+                self.stats.rejected += 1
+                return
+            self._unjoined[node] = time.monotonic()
         if kind == "rep":
             self._on_reply(node, payload)
         elif kind == "hb":
             if self._sessions.get(node) and node in self._hellos:
                 header = wire.unpack(payload, self.limits)[0]
-                self._node_seen(node, **_meta(header))
+                self._node_seen(node, **self._meta(header))
         elif kind == "status":
             self._on_status(node, bytes(payload).decode("utf-8", "replace").split())
         elif kind == "hello":
@@ -192,7 +198,7 @@ class MqttCoordinator(Coordinator):
             self._sessions[node] = sid
             hello = self._hellos.get(node)
             if hello is not None and hello.get("sid") == sid:
-                self._node_seen(node, spec=hello["spec"], **_meta(hello))
+                self._join(node, hello)
         elif state == "offline":
             current = self._sessions.get(node)
             if current is not None and sid and current != sid:
@@ -211,9 +217,25 @@ class MqttCoordinator(Coordinator):
             raise WireError("bad_hello", "hello without a spec")
         self._hellos[node] = header
         if self._sessions.get(node) and self._sessions[node] == header.get("sid"):
-            self._node_seen(node, spec=header["spec"], **_meta(header))
+            self._join(node, header)
 
+    def _join(self, node: str, hello: dict[str, Any]) -> None:
+        self._node_seen(node, spec=hello["spec"], **self._meta(hello))
+        self._unjoined.pop(node, None)
 
-def _meta(header: dict[str, Any]) -> dict[str, Any]:
-    """Node metadata carried by hello / heartbeat (everything but the envelope fields)."""
-    return {k: v for k, v in header.items() if k not in _ENVELOPE}
+    def _meta(self, header: dict[str, Any]) -> dict[str, Any]:
+        meta, dropped = node_meta(header)
+        self.stats.meta_dropped += dropped
+        return meta
+
+    def _forget_node(self, node_id: str) -> None:
+        super()._forget_node(node_id)
+        for d in (self._sessions, self._hellos, self._unjoined):
+            d.pop(node_id, None)
+
+    def _prune(self, now: float) -> None:
+        """Also expire status/hello state of ids that never joined (``forget_after`` s after first sight)."""
+        super()._prune(now)
+        for node, since in list(self._unjoined.items()):
+            if now - since > self.forget_after and node not in self.nodes:
+                self._forget_node(node)

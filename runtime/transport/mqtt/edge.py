@@ -13,7 +13,7 @@ Life cycle of :meth:`MqttEdgeTransport.serve`, per broker connection (session id
 
 A crash (process killed, socket gone) skips the last step; the broker then publishes the Last Will, so the
 coordinator learns at once that the node is offline. A lost connection is re-established after
-``reconnect`` s (doubling up to 5 s); a refused login (:class:`MqttAuthError`) is raised, not retried.
+``reconnect`` s (doubling up to 5 s, jittered: :mod:`runtime.transport.backoff`); a refused login (:class:`MqttAuthError`) is raised, not retried.
 A payload that cannot be unpacked gets an error reply (``ok: false`` with the wire error code; on
 ``PREFIX/NODE/rep/CID`` when its header was readable, else on ``PREFIX/NODE/rep``) and the node keeps serving.
 """
@@ -29,6 +29,7 @@ import aiomqtt
 
 from devices.errors import DeviceConnectionError
 from runtime import wire
+from runtime.transport.backoff import Backoff
 from runtime.transport.base import EdgeTransport, nowait_handler
 from runtime.wire import DEFAULT_LIMITS, Limits, MessageType, WireError
 
@@ -67,12 +68,13 @@ class MqttEdgeTransport(EdgeTransport):
     # ----- main loop ---------------------------------------------------------------------------------
     async def serve(self, service: Any, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set (reconnecting when the broker connection drops)."""
-        delay = self.reconnect
+        backoff = Backoff(self.reconnect, max(self.reconnect, 5.0))
         while not stop.is_set():
             self.sid = wire.new_id()[:12]
             status = self.topics.status(self.node_id)
             will = aiomqtt.Will(status, f"offline {self.sid}".encode(), qos=1, retain=True)
-            client = make_client(self.url, f"{self.topics.prefix}-node-{self.node_id}", will=will,
+            # an unguessable client id (clean session): another broker user cannot take this session over
+            client = make_client(self.url, f"{self.topics.prefix}-node-{self.node_id}-{self.sid}", will=will,
                                  keepalive=self.keepalive, timeout=self.connect_timeout,
                                  max_queued_incoming=self.max_queued)
             try:
@@ -80,12 +82,12 @@ class MqttEdgeTransport(EdgeTransport):
             except MqttAuthError:
                 raise
             except DeviceConnectionError as e:
+                delay = backoff.next()
                 log.warning("node %s: %s; retrying in %.1f s", self.node_id, e, delay)
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
-                delay = min(5.0, delay * 2)
                 continue
-            delay = self.reconnect
+            backoff.reset()
             self.client = client
             self.counters["connects"] += 1
             try:

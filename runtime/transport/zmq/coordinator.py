@@ -1,13 +1,20 @@
 """ZmqCoordinator: the training-side ROUTER that talks to many edge nodes (DEALERs).
 
-Frames on the ROUTER are ``[routing_id, header, *array_buffers]`` (routing id == node id, see
-:mod:`runtime.wire`). A reader callback (:class:`~.driver.SocketDriver`) dispatches everything the nodes send:
+Frames on the ROUTER are ``[routing_id, header, *array_buffers]`` (see :mod:`runtime.wire`). A routing id is
+bound to a node id by an accepted hello (:mod:`.identity`: with a CURVE keys map only the key registered for
+that node id may claim it; otherwise the first live claim holds it). Without CURVE the coordinator binds
+loopback endpoints only unless ``insecure=True``. A reader callback (:class:`~.driver.SocketDriver`)
+dispatches everything the nodes send:
 
 * ``reply``     -> resolves the future of the pending request with the same ``id`` (and the same node)
-* ``hello``     -> registers the node with its ``spec``
+* ``hello``     -> claims a node id for the connection (refused claims get an error reply and change
+                   nothing) and registers the node with its ``spec``
 * ``heartbeat`` -> refreshes ``last_seen``; from an unknown node it is answered with ``hello``
                    ("say hello"), so nodes re-announce themselves after a coordinator restart
 * ``bye``       -> marks the node dead and fails its in-flight requests at once
+
+Only known hello/heartbeat fields are kept (:mod:`runtime.transport.meta`). Anything but a hello or a
+heartbeat from a connection bound to no node id is counted in ``stats.rejected`` and dropped.
 
 Malformed messages are counted in ``stats.malformed`` and dropped. A liveness task marks nodes dead after
 ``liveness`` seconds without traffic.
@@ -30,9 +37,11 @@ from devices.errors import DeviceConnectionError
 from devices.spec import DeviceSpec
 from runtime import wire
 from runtime.transport.base import Coordinator
+from runtime.transport.meta import node_meta
 from runtime.wire import DEFAULT_LIMITS, Limits, MessageType, WireError
 
 from .driver import SocketDriver
+from .identity import IdentityError, NodeIdentities, check_endpoint
 from .options import DEFAULT_HWM, CurveServer, router_options
 
 log = logging.getLogger(__name__)
@@ -47,10 +56,12 @@ class ZmqCoordinator(Coordinator):
     def __init__(self, bind: str = "tcp://127.0.0.1:5555", *, curve: CurveServer | None = None,
                  liveness: float = 3.0, timeout: float = 10.0, retries: int = 2, max_inflight: int = 8,
                  hwm: int = DEFAULT_HWM, limits: Limits = DEFAULT_LIMITS,
-                 context: zmq.asyncio.Context | None = None):
+                 context: zmq.asyncio.Context | None = None, insecure: bool = False):
         super().__init__()
+        check_endpoint(bind, curve, insecure, "coordinator")
         self.bind = bind
         self.curve = curve
+        self._ids = NodeIdentities(curve.key_map() if curve is not None else None)
         self.liveness = float(liveness)
         self.timeout = float(timeout)
         self.retries = int(retries)
@@ -78,7 +89,7 @@ class ZmqCoordinator(Coordinator):
             self._auth.start()
             self._auth.configure_curve_callback("*", credentials_provider=self.curve)
         sock = zmq.Socket(self._ctx, zmq.ROUTER)  # driven by SocketDriver (reader callback), not futures
-        router_options(sock, self.hwm)
+        router_options(sock, self.hwm, self.limits)
         if self.curve is not None:
             self.curve.apply(sock)
         try:
@@ -126,6 +137,7 @@ class ZmqCoordinator(Coordinator):
         driver = self._driver
         if driver is None:
             raise DeviceConnectionError(p.node, "coordinator is closed")
+        p.msg[0] = self._ids.route(p.node)  # the connection bound to the node now (it may have reconnected)
         try:
             if driver.send_nowait(p.msg):
                 return None
@@ -149,18 +161,24 @@ class ZmqCoordinator(Coordinator):
     def _dispatch(self, frames: list) -> None:
         stats = self.stats
         ident = frames[0].bytes
-        node = ident.decode("utf-8")  # raises on garbage ids: counted as malformed
         if len(frames) < 2:
             raise WireError("empty", "no header frame")
         stats.bytes_in += sum(len(f) for f in frames[1:])
-        if self.curve is not None and self.curve.pinned:
-            key = self.curve.pinned.get(node)
-            user = frames[1].get("User-Id")
-            if key is None or user != key.decode():
-                stats.rejected += 1
-                return
         header, arrays = wire.decode(frames[1:], self.limits)
         t = header["type"]
+        node = self._ids.node_of(ident)  # who this connection is (bound by an accepted hello), else None
+        if t == MessageType.HELLO:
+            node = self._claim(ident, frames[1], header)
+            if node is None:
+                return
+        elif node is None:  # not (yet) bound to a node id: only a heartbeat gets an answer ("say hello")
+            if t == MessageType.HEARTBEAT:
+                self._ask_hello(ident, str(header.get("node", "")))
+            elif t == MessageType.REPLY:  # a reply from no node answers no request of ours
+                stats.unmatched += 1
+            else:
+                stats.rejected += 1
+            return
         if t == MessageType.REPLY:
             if self._resolve_reply(node, header, arrays):
                 self._touch(node)
@@ -169,18 +187,68 @@ class ZmqCoordinator(Coordinator):
             if info is None or info.spec is None:
                 self._ask_hello(ident, node)
             else:
-                self._node_seen(node, **_meta(header))
+                self._node_seen(node, **self._meta(header))
         elif t == MessageType.HELLO:
             spec = header.get("spec")
             if not isinstance(spec, dict):
                 raise WireError("bad_hello", "hello without a spec")
-            DeviceSpec.from_dict(spec)  # validate before registering anything
-            self._node_seen(node, spec=spec, **_meta(header))
+            self._node_seen(node, spec=spec, **self._meta(header))
         elif t == MessageType.BYE:
             self._node_left(node)
             self._fail_pending(node, "node left (bye)")
         else:
             log.debug("ignoring %r from %s", t, node)
+
+    def _claim(self, ident: bytes, frame: zmq.Frame, header: dict[str, Any]) -> str | None:
+        """Bind the node id a hello claims to this connection (:mod:`.identity`); None when refused."""
+        node = header.get("node")
+        spec = header.get("spec")
+        if not isinstance(node, str) or not node or len(node) > 200:
+            raise WireError("bad_hello", "hello without a node id")
+        if not isinstance(spec, dict):
+            raise WireError("bad_hello", "hello without a spec")
+        DeviceSpec.from_dict(spec)  # validate before registering anything
+        user = frame.get("User-Id") if self.curve is not None else None
+        try:
+            self._ids.claim(ident, node, user, self._holder_alive)
+        except IdentityError as e:
+            self.stats.rejected += 1
+            log.warning("refused a hello: %s", e)
+            self._send_refusal(ident, node, e)
+            return None
+        return node
+
+    def _holder_alive(self, node: str) -> bool:
+        """Is the connection bound to ``node`` still there (heartbeats within ``liveness`` and reachable)?
+
+        Asking it for a hello doubles as the probe: ROUTER_MANDATORY raises EHOSTUNREACH for a closed
+        connection, so a node restarted after a crash takes its id back at once.
+        """
+        if node not in self.alive_nodes():
+            return False
+        try:
+            self._driver.send_nowait([self._ids.route(node), *wire.encode(wire.make_header(MessageType.HELLO,
+                                                                                           node=node))])
+        except zmq.ZMQError:
+            return False
+        return True
+
+    def _send_refusal(self, ident: bytes, node: str, err: IdentityError) -> None:
+        """Tell a refused connection why (an error reply it can log); never blocks, never raises."""
+        try:
+            self._driver.send_nowait([ident, *wire.encode(wire.error_header({"type": "hello"}, err.code, str(err),
+                                                                              node))])
+        except zmq.ZMQError:
+            pass
+
+    def _meta(self, header: dict[str, Any]) -> dict[str, Any]:
+        meta, dropped = node_meta(header)
+        self.stats.meta_dropped += dropped
+        return meta
+
+    def _forget_node(self, node_id: str) -> None:
+        super()._forget_node(node_id)
+        self._ids.forget(node_id)
 
     def _ask_hello(self, ident: bytes, node: str) -> None:
         """Answer a heartbeat from a node we do not know with ``hello``: the node re-sends its hello."""
@@ -190,9 +258,3 @@ class ZmqCoordinator(Coordinator):
             pass
 
 
-_ENVELOPE = frozenset({"v", "type", "id", "node", "node_id", "arrays", "spec"})
-
-
-def _meta(header: dict[str, Any]) -> dict[str, Any]:
-    """Node metadata carried by hello / heartbeat (everything but the envelope fields)."""
-    return {k: v for k, v in header.items() if k not in _ENVELOPE}

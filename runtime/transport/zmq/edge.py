@@ -30,6 +30,7 @@ from runtime.transport.base import EdgeTransport, nowait_handler
 from runtime.wire import DEFAULT_LIMITS, Limits, MessageType, WireError
 
 from .driver import SocketDriver
+from .identity import check_endpoint
 from .options import DEFAULT_HWM, CurveClient, dealer_options
 
 log = logging.getLogger(__name__)
@@ -40,9 +41,11 @@ class ZmqEdgeTransport(EdgeTransport):
 
     def __init__(self, connect: str, node_id: str, heartbeat: float = 0.5, *, curve: CurveClient | None = None,
                  max_concurrency: int = 8, hwm: int = DEFAULT_HWM, limits: Limits = DEFAULT_LIMITS,
-                 drain: float = 2.0, bye_linger: float = 0.5, context: zmq.asyncio.Context | None = None):
+                 drain: float = 2.0, bye_linger: float = 0.5, context: zmq.asyncio.Context | None = None,
+                 insecure: bool = False):
         if not node_id:
             raise ValueError("node_id must be a non-empty string")
+        check_endpoint(connect, curve, insecure, f"node {node_id}")
         self.connect = connect
         self.node_id = node_id
         self.heartbeat = float(heartbeat)
@@ -57,7 +60,8 @@ class ZmqEdgeTransport(EdgeTransport):
         self._service: Any = None
         self._handlers: set[asyncio.Task] = set()
         self._stopping = False
-        self.counters = {"served": 0, "malformed": 0, "hellos": 0, "heartbeats": 0, "dropped": 0, "inline": 0}
+        self.counters = {"served": 0, "malformed": 0, "hellos": 0, "heartbeats": 0, "dropped": 0, "inline": 0,
+                         "refused": 0}
         self.inflight = 0
         self._nowait = None
         self._last_reply = 0.0
@@ -67,7 +71,7 @@ class ZmqEdgeTransport(EdgeTransport):
         own_ctx = self._ctx is None
         ctx = zmq.asyncio.Context() if own_ctx else self._ctx
         sock = zmq.Socket(ctx, zmq.DEALER)  # driven by SocketDriver (reader callback), not futures
-        dealer_options(sock, self.node_id, self.hwm)
+        dealer_options(sock, self.node_id, self.hwm, self.limits)
         if self.curve is not None:
             self.curve.apply(sock)
         self._service = service
@@ -112,6 +116,8 @@ class ZmqEdgeTransport(EdgeTransport):
                 pass
             else:
                 if header["type"] != MessageType.HELLO:
+                    if self._refused(header):
+                        return
                     fast = self._nowait(header, arrays)
                     if fast is not None:
                         self.counters["served"] += 1
@@ -123,6 +129,15 @@ class ZmqEdgeTransport(EdgeTransport):
                     return
         t = asyncio.get_running_loop().create_task(self._handle(frames))
         self._track(t)
+
+    def _refused(self, header: dict[str, Any]) -> bool:
+        """The coordinator's answer to our hello was a refusal of this node id (wrong key / id in use)."""
+        if header["type"] != MessageType.REPLY or header.get("re") != MessageType.HELLO:
+            return False
+        self.counters["refused"] += 1
+        err = header.get("error") if isinstance(header.get("error"), dict) else {}
+        log.error("node %s: the coordinator refused this node id: %s", self.node_id, err.get("message"))
+        return True
 
     def _track(self, t: asyncio.Task) -> None:
         self._handlers.add(t)
@@ -148,6 +163,8 @@ class ZmqEdgeTransport(EdgeTransport):
                 return
             if header["type"] == MessageType.HELLO:  # the coordinator asks us to (re)announce
                 self._send_nowait(self._hello_frames())
+                return
+            if self._refused(header):
                 return
             await self._serve(header, arrays, frames)
         except asyncio.CancelledError:

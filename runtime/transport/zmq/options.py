@@ -1,18 +1,21 @@
 """ZeroMQ socket options and CURVE configuration shared by the coordinator and the edge transport.
 
-Socket options (see docs/protocol.md, "ZeroMQ"):
+Socket options (see docs/protocol.md, "ZeroMQ", and docs/security.md):
 
 * coordinator ROUTER: ``ROUTER_MANDATORY=1`` (sending to an unknown / disconnected node raises
-  ``EHOSTUNREACH`` instead of silently dropping), ``ROUTER_HANDOVER=1`` (a restarted node with the same
-  identity takes over the old connection), ``SNDHWM/RCVHWM`` (bounded queues: backpressure), ``LINGER=0``.
-* edge DEALER: ``IDENTITY=node_id`` (routing id == node id), ``SNDHWM/RCVHWM``, reconnect interval
-  100 ms growing to 1 s, ``LINGER`` 0 except a short flush window for the final BYE.
+  ``EHOSTUNREACH`` instead of silently dropping), ``ROUTER_HANDOVER=0`` (no connection can take over another
+  one's route; node ids are bound to connections by :mod:`.identity`), ``SNDHWM/RCVHWM`` (bounded queues:
+  backpressure), ``MAXMSGSIZE`` (a peer sending a larger frame is disconnected before it is buffered),
+  ZMTP heartbeats (half-open connections are closed), ``LINGER=0``.
+* edge DEALER: ``IDENTITY=NODE~RANDOM`` (:func:`.identity.edge_routing_id`), ``SNDHWM/RCVHWM``,
+  ``MAXMSGSIZE``, reconnect interval ~100 ms (jittered per process) growing to 1 s, ``LINGER`` 0 except a
+  short flush window for the final BYE.
 
 CURVE (optional): the coordinator is a CURVE server (``CurveServer``); nodes are CURVE clients
 (``CurveClient``) that know the server's public key. A ZAP authenticator on the coordinator's context
 admits only the listed client public keys (or any key when ``allowed`` is None: encryption without
-client authentication). When ``allowed`` maps node ids to keys, the coordinator additionally drops
-messages whose routing id does not match the key that authenticated the connection.
+client authentication). When ``allowed`` maps node ids to keys (or :meth:`CurveServer.from_files` reads a
+keys file), a node id can only be claimed by the connection authenticated with its key (:mod:`.identity`).
 """
 from __future__ import annotations
 
@@ -21,6 +24,11 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 import zmq
+
+from runtime.transport.backoff import jittered
+from runtime.wire import DEFAULT_LIMITS, Limits
+
+from .identity import edge_routing_id, load_keys
 
 #: default high-water marks (messages) for both ends
 DEFAULT_HWM = 1000
@@ -71,6 +79,20 @@ class CurveServer:
             keys = frozenset(_key(k) for k in allowed)
         return cls(_key(public_key), _key(secret_key), keys, pinned)
 
+    @classmethod
+    def from_files(cls, server_cert: str | Path, keys: str | Path | None = None) -> "CurveServer":
+        """The coordinator's secret certificate (``zmq.auth`` format) and a keys file / folder (node -> key)."""
+        public, secret = load_cert(server_cert)
+        if secret is None:
+            raise ValueError(f"{server_cert} holds no secret key (use the coordinator's .key_secret file)")
+        if keys is None:
+            return cls.create(public, secret)
+        return cls.create(public, secret, {node: key for key, node in load_keys(keys).items()})
+
+    def key_map(self) -> dict[bytes, str]:
+        """``public key -> node id`` of the pinned keys (empty: any admitted key may claim any free id)."""
+        return {k: n for n, k in self.pinned.items()}
+
     def callback(self, domain: str, key: bytes) -> bool:
         """ZAP credentials provider hook (pyzmq ``configure_curve_callback``)."""
         return self.allowed is None or bytes(key) in self.allowed
@@ -102,18 +124,32 @@ class CurveClient:
         sock.curve_secretkey = self.secret_key
 
 
-def router_options(sock: zmq.Socket, hwm: int = DEFAULT_HWM) -> None:
+#: ZMTP heartbeat interval / timeout (ms): a connection silent for the timeout is closed by libzmq
+HEARTBEAT_IVL_MS, HEARTBEAT_TIMEOUT_MS = 1000, 5000
+
+
+def max_frame_bytes(limits: Limits = DEFAULT_LIMITS) -> int:
+    """``MAXMSGSIZE`` for ``limits``: the largest legitimate frame (an array, or the header)."""
+    return max(int(limits.max_array_bytes), int(limits.max_header_bytes))
+
+
+def _common(sock: zmq.Socket, hwm: int, limits: Limits) -> None:
+    sock.setsockopt(zmq.SNDHWM, hwm)
+    sock.setsockopt(zmq.RCVHWM, hwm)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.MAXMSGSIZE, max_frame_bytes(limits))
+    sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+
+
+def router_options(sock: zmq.Socket, hwm: int = DEFAULT_HWM, limits: Limits = DEFAULT_LIMITS) -> None:
     sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-    sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
-    sock.setsockopt(zmq.SNDHWM, hwm)
-    sock.setsockopt(zmq.RCVHWM, hwm)
-    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.ROUTER_HANDOVER, 0)
+    _common(sock, hwm, limits)
 
 
-def dealer_options(sock: zmq.Socket, node_id: str, hwm: int = DEFAULT_HWM) -> None:
-    sock.setsockopt(zmq.IDENTITY, node_id.encode())
-    sock.setsockopt(zmq.SNDHWM, hwm)
-    sock.setsockopt(zmq.RCVHWM, hwm)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.RECONNECT_IVL, 100)
+def dealer_options(sock: zmq.Socket, node_id: str, hwm: int = DEFAULT_HWM, limits: Limits = DEFAULT_LIMITS) -> None:
+    sock.setsockopt(zmq.IDENTITY, edge_routing_id(node_id))
+    _common(sock, hwm, limits)
+    sock.setsockopt(zmq.RECONNECT_IVL, int(jittered(100)))
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
