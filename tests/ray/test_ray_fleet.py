@@ -86,7 +86,7 @@ async def _train(fleet, task, on_shard=None):
 
 
 async def test_pat_across_two_ray_nodes_survives_losing_one(ray_cluster):
-    """8 plate nodes in 4 actors spread over head and worker; the worker node is SIGKILLed mid-epoch 0.
+    """8 plate nodes in 2 actors (4 each) spread over head and worker; the worker node is SIGKILLed mid-epoch 0.
     Every sample is applied exactly once per epoch, the run finishes, the lost actors come back on the head,
     and the accuracy matches the same training on an in-process fleet."""
     cluster, worker = ray_cluster
@@ -97,7 +97,7 @@ async def test_pat_across_two_ray_nodes_survives_losing_one(ray_cluster):
 
     worker_id = next(n["NodeID"] for n in ray.nodes() if n["Alive"] and
                      n["NodeManagerPort"] == worker.node_manager_port)
-    async with RayFleet(8, DEVICE, nodes_per_actor=2, **RAY_OPTS) as fleet:
+    async with RayFleet(8, DEVICE, nodes_per_actor=4, **RAY_OPTS) as fleet:
         m = fleet.manager
         before = fleet.placement()
         assert len(set(before.values())) == 2, before                   # spread over both raylets
