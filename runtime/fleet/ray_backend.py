@@ -66,6 +66,7 @@ class RayOptions:
     have them. ``max_restarts``: how often Ray restarts an actor that died (-1: always).
     ``strategy``: Ray scheduling strategy (``"SPREAD"`` or ``"DEFAULT"``). ``init``: extra ``ray.init``
     keyword arguments (e.g. ``num_cpus``, ``object_store_memory`` for a private local Ray).
+    ``watch_interval``: seconds between looks at the actors (restarts, fault counters).
     """
 
     address: str | None = None
@@ -76,6 +77,7 @@ class RayOptions:
     max_restarts: int = -1
     strategy: str = "SPREAD"
     init: dict[str, Any] = field(default_factory=dict)
+    watch_interval: float = 0.2      # s between looks at the actors (restarts, fault counters)
 
     def __post_init__(self):
         if self.nodes_per_actor < 1:
@@ -148,11 +150,11 @@ class RayNodeGroup:
     """The node actors of one :class:`RayFleet`: start, watch (restarts), kill, stop."""
 
     def __init__(self, fleet: SimFleet, node_config: Callable[[list[int], int], dict[str, Any]],
-                 options: RayOptions, poll: float = 0.2, grace: float = 10.0):
+                 options: RayOptions, grace: float = 10.0):
         if ray is None:
             raise RuntimeError(RAY_MISSING)
         self.fleet, self.node_config, self.opt = fleet, node_config, options
-        self.poll, self.grace = poll, grace
+        self.poll, self.grace = options.watch_interval, grace
         self.actors: list[_Actor] = []
         self._owns_ray = False
         self._watcher: asyncio.Task | None = None
@@ -284,7 +286,7 @@ class RayFleet(SimFleet):
     multi-machine cluster an address the other machines reach, with CURVE on an untrusted network).
     Other keyword arguments: :class:`SimFleet` (``transport`` is always ``"zmq"``) and
     :class:`RayOptions` (``address``, ``nodes_per_actor``, ``num_cpus``, ``memory``, ``resources``,
-    ``max_restarts``, ``strategy``, ``init``).
+    ``max_restarts``, ``strategy``, ``init``, ``watch_interval``).
     """
 
     def __init__(self, n_nodes: int, device: str = "sim:circuit", *, host: str = "127.0.0.1",

@@ -118,25 +118,43 @@ class LocalRayCluster:
             raise RuntimeError(f"ray start ({name}) failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
         return node
 
-    def start(self) -> "LocalRayCluster":
-        try:
-            self._start(["--head", f"--port={self.port}", "--include-dashboard=false",
-                         f"--dashboard-port={free_port()}",
-                         f"--temp-dir={self.temp_dir}"],
-                        "head", True, self.num_cpus, None)
-        except BaseException:
-            self.shutdown()
-            raise
+    def start(self, attempts: int = 3) -> "LocalRayCluster":
+        """Start the head; ``ray start`` gives a raylet 30 s to register, which a heavily loaded machine can
+        miss: then its processes are killed and it is started again (up to ``attempts`` times)."""
+        for k in range(attempts):
+            try:
+                self._start(["--head", f"--port={self.port}", "--include-dashboard=false",
+                             f"--dashboard-port={free_port()}", f"--temp-dir={self.temp_dir}"],
+                            "head", True, self.num_cpus, None)
+                return self
+            except RuntimeError:
+                self.shutdown(keep_dir=True)
+                self.nodes.clear()
+                if k == attempts - 1:
+                    raise
+            except BaseException:
+                self.shutdown()
+                raise
         return self
 
     def driver_env(self) -> dict[str, str]:
         """Environment variables a driver (``ray.init(address=cluster.address)``) needs in this process."""
         return {k: v for k, v in FAST_FAILURE_ENV.items() if k == "RAY_AUTH_MODE"}
 
-    def add_node(self, num_cpus: float | None = None, resources: dict | None = None) -> RayNode:
-        """Start a worker node (its own raylet) joined to the head."""
-        return self._start([f"--address={self.address}"], f"worker-{len(self.nodes)}", False,
-                           self.num_cpus if num_cpus is None else num_cpus, resources)
+    def add_node(self, num_cpus: float | None = None, resources: dict | None = None,
+                 attempts: int = 3) -> RayNode:
+        """Start a worker node (its own raylet) joined to the head (retried like :meth:`start`)."""
+        for k in range(attempts):
+            try:
+                return self._start([f"--address={self.address}"], f"worker-{len(self.nodes)}", False,
+                                   self.num_cpus if num_cpus is None else num_cpus, resources)
+            except RuntimeError:
+                failed = self.nodes.pop()
+                if self.raylet_pid(failed) is not None:
+                    self.kill_node(failed)
+                if k == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def raylet_pid(self, node: RayNode) -> int | None:
         for d in os.listdir("/proc"):
@@ -165,7 +183,7 @@ class LocalRayCluster:
         roots = [int(d) for d in os.listdir("/proc") if d.isdigit() and self.temp_dir in _cmdline(int(d))]
         return [p for p in _tree(roots) if p != os.getpid()]
 
-    def shutdown(self, grace: float = 5.0) -> None:
+    def shutdown(self, grace: float = 5.0, keep_dir: bool = False) -> None:
         """Stop this cluster's processes (SIGTERM, then SIGKILL after ``grace`` s) and remove its temp dir."""
         pids = self._own_pids()
         for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -181,7 +199,8 @@ class LocalRayCluster:
             pids = [p for p in pids if Path(f"/proc/{p}").exists() and "zombie" not in _state(p)]
             if not pids:
                 break
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        if not keep_dir:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def __enter__(self) -> "LocalRayCluster":
         return self.start()

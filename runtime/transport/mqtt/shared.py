@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 import time
 from collections import OrderedDict
 from typing import Any, Awaitable, Callable, Sequence
@@ -40,7 +39,7 @@ from devices.errors import DeviceConnectionError, RemoteDeviceError
 from runtime import wire
 from runtime.wire import WireError
 
-from .common import PayloadTooLargeError, check_name, connect, disconnect
+from .common import PayloadTooLargeError, check_name, connect, disconnect, make_client
 from .coordinator import MqttCoordinator
 
 log = logging.getLogger(__name__)
@@ -73,11 +72,8 @@ class SharedMqttCoordinator(MqttCoordinator):
 
     async def _connect(self) -> aiomqtt.Client:
         url = self.url
-        client = aiomqtt.Client(
-            url.host, url.port, identifier=f"{self.topics.prefix}-coord-{self.cid}", username=url.username,
-            password=url.password, keepalive=self.keepalive, timeout=self.connect_timeout,
-            protocol=aiomqtt.ProtocolVersion.V5, clean_start=True,
-            tls_context=ssl.create_default_context() if url.tls else None)
+        client = make_client(url, f"{self.topics.prefix}-coord-{self.cid}", keepalive=self.keepalive,
+                             timeout=self.connect_timeout, v5=True)
         await connect(client, url, f"coordinator replica {self.cid} of {self.group}")
         t = self.topics.prefix
         try:
