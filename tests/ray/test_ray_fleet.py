@@ -5,6 +5,7 @@ Accuracy tolerance as in tests/fleet/test_training.py: 0.06 absolute on 300 test
 standard errors; after the loss of a node other units measure the shards, so the runs differ by noise).
 """
 import asyncio
+import json
 import time
 
 import numpy as np
@@ -66,6 +67,23 @@ async def test_crash_fault_ends_the_actor_and_ray_restarts_it(ray_cluster):
         assert [n for _, n in fleet.restarts] == [victim] and victim in [n for _, n in fleet.crashes]
         again = await ShardScheduler(m).run(_shards(20, seed=1), work)
         assert len(again) == 20 and m.nodes[victim].joins == 2       # no second crash
+
+
+def test_pat_fleet_cli_on_the_ray_cluster(ray_cluster, tmp_path):
+    """``pat fleet --backend ray --address ...``: 4 nodes in 2 actors on the running cluster."""
+    from typer.testing import CliRunner
+
+    from runtime.cli import app
+
+    cluster, _ = ray_cluster
+    out = tmp_path / "fleet.json"
+    r = CliRunner().invoke(app, ["fleet", "--backend", "ray", "--address", cluster.address, "--nodes", "4",
+                                 "--nodes-per-actor", "2", "--actor-cpus", "0.25", "--device", "sim:plate",
+                                 "--n-train", "64", "--n-test", "32", "--epochs", "1", "--twin", "nominal",
+                                 "--timeout", "0.5", "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "in Ray actors (2 per actor" in r.output and "ledger ok (64 samples exactly once" in r.output
+    assert json.loads(out.read_text())["config"]["backend"] == "ray"
 
 
 def _model(spec, task):
