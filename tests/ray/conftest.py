@@ -4,15 +4,20 @@ import os
 
 import pytest
 
-ray = pytest.importorskip("ray", reason="the 'ray' extra is not installed")
+from runtime.testing.ray_cluster import LocalRayCluster
 
-from runtime.testing.ray_cluster import LocalRayCluster  # noqa: E402
+try:
+    import ray
+except ImportError:  # the test modules skip themselves (pytest.importorskip)
+    ray = None
 
 
 @pytest.fixture(scope="session")
 def ray_cluster():
     """``(cluster, worker_node)``: 2 CPUs on each node, 100 MB object stores, no dashboard; the driver
     (this process) is connected with ``ray.init``."""
+    if ray is None:
+        pytest.skip("the 'ray' extra is not installed")
     cluster = LocalRayCluster(num_cpus=2, object_store_mb=100)
     saved = {k: os.environ.get(k) for k in cluster.driver_env()}
     os.environ.update(cluster.driver_env())

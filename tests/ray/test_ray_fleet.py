@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 import torch
 
-from runtime.datasets import load_task
-from runtime.fleet import Shard, ShardScheduler
-from runtime.fleet.ray_backend import RayFleet
-from runtime.fleet.training import FleetTrainer, NominalTwins, twin_sim_options
-from runtime.pat import build_pnn
-from runtime.testing.fleet import sim_fleet
-from runtime.twins import make_twin
+ray = pytest.importorskip("ray", reason="the 'ray' extra is not installed")
 
-ray = pytest.importorskip("ray")
+from runtime.datasets import load_task  # noqa: E402
+from runtime.fleet import Shard, ShardScheduler  # noqa: E402
+from runtime.fleet.ray_backend import RayFleet  # noqa: E402
+from runtime.fleet.training import FleetTrainer, NominalTwins, twin_sim_options  # noqa: E402
+from runtime.pat import build_pnn  # noqa: E402
+from runtime.testing.fleet import sim_fleet  # noqa: E402
+from runtime.twins import make_twin  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 TH = np.zeros(4, np.float32)
