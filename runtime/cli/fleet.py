@@ -2,7 +2,7 @@
 
     pat fleet --nodes 16 --faults "drop=0.05,latency=0.01,jitter=0.005,crash=2,corrupt=0.01,slow=1" \\
               --transport inproc --device sim:plate --task digits
-    pat fleet --backend ray --address auto --nodes 64 --nodes-per-actor 16 --device "echo:?latency=0.01"
+    pat fleet --backend ray --address auto --nodes 64 --nodes-per-actor 16 --actor-cpus 0.5
 
 Every node is a different unit of the device (own hidden variation) with its own twin. Each epoch line
 says that the exactly-once ledger held; the end prints per-node latency / utilization and fault counts.
