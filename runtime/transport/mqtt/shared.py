@@ -20,7 +20,7 @@ evaluation, telemetry ingest - where any replica may process any reply.
 
 Delivery: a node publishes each reply once (QoS 1); the broker delivers it to one replica; QoS 1 may
 deliver a message twice across a reconnect, so each replica drops ids it has already seen (a bounded
-window of ``dedupe`` ids). A submitted request is published once (QoS 1 to the broker); requests that
+window of ``dedupe`` ids). A submitted request is published once (QoS 1, without awaiting the PUBACK); requests that
 must be retried and awaited use :meth:`request` (replies to ``PREFIX/NODE/rep/CID``, this replica only,
 the ordinary per-coordinator path with timeouts, retries and the idempotency cache at the node).
 """
@@ -39,7 +39,7 @@ from devices.errors import DeviceConnectionError, RemoteDeviceError
 from runtime import wire
 from runtime.wire import WireError
 
-from .common import PayloadTooLargeError, check_name, connect, disconnect, make_client
+from .common import PayloadTooLargeError, check_name, connect, disconnect, make_client, publish_nowait
 from .coordinator import MqttCoordinator
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,14 @@ class SharedMqttCoordinator(MqttCoordinator):
         if len(payload) > self.max_payload:
             raise PayloadTooLargeError(node_id, f"{type!r} request is {len(payload)} bytes > max_payload "
                                                 f"{self.max_payload}; nothing was sent")
-        lost = await self._publish(self.topics.req(node_id), payload, self.timeout)
+        if self._client is None:             # reconnecting: wait for it within the timeout
+            try:
+                await asyncio.wait_for(self._connected.wait(), self.timeout)
+            except asyncio.TimeoutError:
+                pass
+        client = self._client
+        lost = (f"no broker connection to {self.url.where}" if client is None else
+                publish_nowait(client, self.topics.req(node_id), payload, qos=1))
         if lost is not None:
             raise DeviceConnectionError(node_id, f"request not published: {lost}")
         self.stats.sent_msgs += 1
