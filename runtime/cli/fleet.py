@@ -67,11 +67,13 @@ def register(app: typer.Typer) -> None:
         except ConfigError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2) from None
-        (nodes, faults, transport, processes, device, task, n_train, n_test, mode, epochs, batch, shard, lr, twin,
-         twin_samples, twin_epochs, layers, hybrid, cap, timeout, seed, json_out, threads) = (
-            v[k] for k in ("nodes", "faults", "transport", "processes", "device", "task", "n_train", "n_test", "mode",
-                           "epochs", "batch", "shard", "lr", "twin", "twin_samples", "twin_epochs", "layers",
-                           "hybrid", "cap", "timeout", "seed", "json_out", "threads"))
+        (nodes, faults, transport, backend, address, nodes_per_actor, actor_cpus, device, task, n_train, n_test, mode,
+         epochs, batch, shard, lr, twin, twin_samples, twin_epochs, layers, hybrid, cap, timeout, seed, json_out,
+         threads) = (
+            v[k] for k in ("nodes", "faults", "transport", "backend", "address", "nodes_per_actor", "actor_cpus",
+                           "device", "task", "n_train", "n_test", "mode", "epochs", "batch", "shard", "lr", "twin",
+                           "twin_samples", "twin_epochs", "layers", "hybrid", "cap", "timeout", "seed", "json_out",
+                           "threads"))
         if not lr > 0:
             raise typer.BadParameter(f"must be > 0, got {lr}", param_hint="--lr")
         if device.startswith("sim:"):
