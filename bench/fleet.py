@@ -18,8 +18,8 @@ coordinator's view, an upper bound); ``req/s`` completed requests per second; ``
 interleaved repeats (each repeat visits every size, order rotated) and reports each size's median against
 the peak over 16-256 nodes (goal: 1000 nodes >= 80 % of it).
 Largest fleet: inproc virtual circuit nodes, each size in a fresh interpreter (join time, RSS, two requests
-to every node, still alive on heartbeats 2.5 s later); separate processes: one echo node per ZeroMQ child
-process started from a forkserver (PSS = proportional memory, shared pages split).
+to every node, still alive on heartbeats 2.5 s later). Nodes in other processes / on other machines (Ray
+actors) and in-process vs Ray: ``bench/fleet_scale.py``.
 
 It is a benchmark, not a test: it prints tables with the numbers measured in this run.
 """
@@ -56,18 +56,6 @@ def rss_mb() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def pid_pss_mb(pid: int) -> float:
-    """Proportional set size of ``pid`` (MiB): shared pages (forkserver, libraries) split between sharers."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
 
 
 async def stream(fleet: SimFleet, seconds: float, rows: int, latency: float) -> dict:
@@ -108,10 +96,9 @@ async def repeated(repeats: int, fn) -> dict:
 
 
 async def utilization(nodes: int, device: str, latency: float, rows: int, seconds: float,
-                      transport: str = "inproc", processes: int = 0, cap: int = 2) -> dict:
-    async with SimFleet(nodes, device.format(latency=latency), transport=transport, processes=processes,
-                        cap=cap, timeout=5.0, heartbeat=0.5, liveness=5.0, join_timeout=120,
-                        start_method="forkserver") as fleet:
+                      transport: str = "inproc", cap: int = 2) -> dict:
+    async with SimFleet(nodes, device.format(latency=latency), transport=transport,
+                        cap=cap, timeout=5.0, heartbeat=0.5, liveness=5.0, join_timeout=120) as fleet:
         return await stream(fleet, seconds, rows, latency)
 
 
@@ -155,16 +142,6 @@ def largest(nodes: int, latency: float, rows: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-async def processes(n: int, latency: float, rows: int) -> dict:
-    t0 = time.perf_counter()
-    async with SimFleet(n, ECHO.format(latency=latency), transport="zmq", processes=n, cap=2, timeout=10.0,
-                        heartbeat=0.5, liveness=10.0, join_timeout=300, start_method="forkserver") as fleet:
-        join = time.perf_counter() - t0
-        pss = sum(pid_pss_mb(c.process.pid) for c in fleet._procs.children)
-        res = await stream(fleet, 1.0, rows, latency)
-    return {"processes": n, "join_s": join, "children_pss_mb": pss, "pss_per_proc": pss / n, **res}
-
-
 def table(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
     """``cols``: (key, header, format spec like ">10.1f"); the width is the number after the ">"."""
     width = [int(re.match(r">(\d+)", f).group(1)) for _, _, f in cols]
@@ -189,10 +166,9 @@ async def main(args) -> None:
     if args.only in (None, "util"):
         print(f"## utilization from throughput, 16 nodes x {lat * 1e3:.0f} ms (goal >= 0.9), {args.repeats} repeats")
         res = []
-        for name, dev, tr, procs in [("echo", ECHO, "inproc", 0), ("echo", ECHO, "zmq", 0), ("echo", ECHO, "zmq", 4),
-                                     ("circuit", CIRCUIT, "inproc", 0), ("circuit", CIRCUIT, "zmq", 4)]:
-            r = await repeated(args.repeats, lambda: utilization(16, dev, lat, rows, sec, tr, procs))
-            res.append({"device": name, "transport": tr + (f" {procs} procs" if procs else ""), "ideal": 16 / lat, **r})
+        for name, dev, tr in [("echo", ECHO, "inproc"), ("echo", ECHO, "zmq"), ("circuit", CIRCUIT, "inproc")]:
+            r = await repeated(args.repeats, lambda: utilization(16, dev, lat, rows, sec, tr))
+            res.append({"device": name, "transport": tr, "ideal": 16 / lat, **r})
         print(table(res, util_cols))
 
     if args.only in (None, "scale"):
@@ -231,22 +207,6 @@ async def main(args) -> None:
     print(table(res, [("nodes", "nodes", ">7d"), ("join_s", "join s", ">8.2f"), ("alive", "alive", ">7d"),
                       ("rss_mb", "RSS MiB", ">9.0f"), ("kb_per_node", "KiB/node", ">10.1f"),
                       ("rounds_s", "s/round", ">9.2f"), ("req_s", "req/s", ">9.0f")]))
-
-    print("\n## separate processes (ZeroMQ, one echo node per process, forkserver)")
-    res = []
-    for n in ([4, 16] if args.quick else [4, 16, 32, 64]):
-        try:
-            r = await processes(n, lat, rows)
-        except Exception as e:  # report how far it went
-            print(f"  {n} processes failed: {type(e).__name__}: {e}")
-            break
-        res.append(r)
-        print(f"  {n} processes: joined in {r['join_s']:.1f} s, children PSS {r['children_pss_mb']:.0f} MiB, "
-              f"{r['req_s']:.0f} req/s", flush=True)
-    print(table(res, [("processes", "procs", ">7d"), ("join_s", "join s", ">8.2f"),
-                      ("children_pss_mb", "PSS MiB", ">9.0f"), ("pss_per_proc", "MiB/proc", ">10.1f"),
-                      ("req_s", "req/s", ">9.1f"), ("util_coord", "util(coord)", ">12.3f"),
-                      ("p50_ms", "p50 ms", ">9.2f")]))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ Faults (all seeded; ``FaultSpec.parse("drop=0.05,latency=0.01,jitter=0.005,crash
 ==============  ==========================================================================================
 
 ``SimFleet`` launches the nodes (in-process virtual nodes on the :mod:`runtime.transport.inproc`
-transport, or separate processes on ZeroMQ) next to a coordinator and a :class:`FleetManager`.
+transport, or ZeroMQ nodes in this process) next to a coordinator and a :class:`FleetManager`. Nodes in
+other processes or on other machines run as Ray actors: :class:`runtime.fleet.ray_backend.RayFleet`.
 """
 from __future__ import annotations
 
@@ -265,14 +266,14 @@ class SimFleet:
 
     ``transport="inproc"``: virtual nodes on this event loop (:mod:`runtime.transport.inproc`).
     ``transport="zmq"``: a :class:`ZmqCoordinator` on a free loopback port; nodes run in this process
-    (``processes=0``) or spread over ``processes`` child processes (``start_method`` "spawn" or
-    "forkserver"); see :mod:`sims.fleet_zmq`.
+    (see :mod:`sims.fleet_zmq`). Nodes in Ray actors (other processes, other machines):
+    :class:`runtime.fleet.ray_backend.RayFleet`, a subclass.
 
     Use as ``async with SimFleet(16, faults="drop=0.05") as fleet: ...`` (``fleet.manager`` schedules work).
     """
 
     def __init__(self, n_nodes: int, device: str = "sim:circuit", *, faults: FaultSpec | str | None = None,
-                 transport: str = "inproc", processes: int = 0, start_method: str = "spawn", seed: int = 0,
+                 transport: str = "inproc", seed: int = 0,
                  cap: int = 2, timeout: float = 1.0, retries: int = 2, heartbeat: float = 0.25,
                  liveness: float = 1.0, integrity: bool = True, threaded: bool = False, prefix: str = "node",
                  join_timeout: float = 30.0, manager_options: dict[str, Any] | None = None,
@@ -281,16 +282,12 @@ class SimFleet:
             raise ValueError(f"a fleet needs at least one node, got {n_nodes}")
         if transport not in ("inproc", "zmq"):
             raise ValueError(f"transport must be 'inproc' or 'zmq', got {transport!r}")
-        if processes and transport != "zmq":
-            raise ValueError("separate processes need transport='zmq'")
-        if not 0 <= processes <= n_nodes:
-            raise ValueError(f"processes must be in [0, {n_nodes}], got {processes}")
         self.n, self.device, self.seed = int(n_nodes), device, int(seed)
         self.faults = faults if isinstance(faults, FaultSpec) else FaultSpec.parse(faults)
         if self.faults.corrupt and transport != "inproc":
             raise ValueError("corrupt= is only injected on the inproc transport (TCP checksums ZeroMQ frames)")
         self.plan = FaultPlan(self.faults, self.n)
-        self.transport, self.processes, self.start_method = transport, int(processes), start_method
+        self.transport = transport
         self.cap, self.timeout, self.retries = cap, timeout, retries
         self.heartbeat, self.liveness, self.integrity, self.threaded = heartbeat, liveness, integrity, threaded
         self.join_timeout = join_timeout
@@ -303,7 +300,7 @@ class SimFleet:
         self.manager = None
         self.url: str | None = None
         self._runner = None           # zmq, in-process nodes
-        self._procs = None            # zmq, child processes
+        self._procs = None            # zmq, nodes elsewhere (RayFleet: a RayNodeGroup)
         self._restarts: set[asyncio.Task] = set()
         self.crashes: list[tuple[float, str]] = []
         self.restarts: list[tuple[float, str]] = []
@@ -335,19 +332,17 @@ class SimFleet:
         from runtime.testing.core import free_port
         from runtime.transport.zmq import ZmqCoordinator
 
-        from .fleet_zmq import NodeRunner
-
         self.url = f"tcp://127.0.0.1:{free_port()}"
         self.coordinator = await ZmqCoordinator(self.url, timeout=self.timeout, retries=self.retries,
                                                 liveness=self.liveness, max_inflight=max(8, self.cap)).start()
-        if self.processes:
-            from .fleet_procs import ProcessGroup
+        await self._start_nodes()
 
-            self._procs = ProcessGroup(self, self._node_config)
-            await self._procs.start()
-        else:
-            self._runner = NodeRunner(**self._node_config(list(range(self.n))))
-            await self._runner.start()
+    async def _start_nodes(self) -> None:
+        """Start the ZeroMQ nodes (here: on this event loop; RayFleet: in Ray actors)."""
+        from .fleet_zmq import NodeRunner
+
+        self._runner = NodeRunner(**self._node_config(list(range(self.n))))
+        await self._runner.start()
 
     def _node_config(self, indices: list[int], incarnation: int = 0) -> dict[str, Any]:
         return {"url": self.url, "indices": indices, "node_ids": [self.node_ids[i] for i in indices],
@@ -385,7 +380,7 @@ class SimFleet:
         await self.restart(node_id)
 
     async def crash(self, node_id: str) -> None:
-        """Kill ``node_id`` now: it stops answering without saying bye (a one-node process is SIGKILLed)."""
+        """Kill ``node_id`` now: it stops answering without saying bye (RayFleet: its actor is killed)."""
         if node_id not in self.node_ids:
             raise KeyError(f"no node {node_id!r} in this fleet")
         if self._procs is not None:
@@ -447,7 +442,7 @@ class SimFleet:
         return [n for n, node in self.nodes.items() if node.service.crashed]
 
     def fault_counters(self) -> dict[str, int]:
-        """Fault counts summed over nodes (for child processes: those reported at shutdown so far)."""
+        """Fault counts summed over nodes (RayFleet: over live actors and cleanly stopped ones)."""
         if self._procs is not None:
             total = self._procs.counters()
         elif self._runner is not None:
@@ -465,7 +460,7 @@ class SimFleet:
 
     def node_busy(self) -> dict[str, float]:
         """Seconds each node in this process spent handling requests (current incarnation; ``{}`` for
-        nodes in child processes)."""
+        nodes in other processes)."""
         if self._runner is not None:
             return {n: node["service"].busy for n, node in self._runner.nodes.items()}
         return {n: node.service.busy for n, node in self.nodes.items()}

@@ -1,25 +1,27 @@
-"""Simulated fleet nodes on ZeroMQ: in this process, or in child processes (one or many nodes each).
+"""Simulated fleet nodes on ZeroMQ: in this process, or in Ray actors (one or many nodes each).
 
 Each node is a :class:`edge.service.NodeService` on a :class:`runtime.transport.zmq.ZmqEdgeTransport`
 (one DEALER per node, routing id = node id) behind the fault wrapper of :mod:`sims.fleet`:
 
 * a dropped reply: the service returns :data:`LOST` and :class:`FaultyZmqEdge` sends nothing;
 * a crash: the node goes silent at once (no replies, no heartbeats, no bye). A node alone in its
-  process ends the process with ``os._exit(3)`` (a real process death); a node sharing a process is
-  silenced and its socket closed. ``restart >= 0`` brings it back (same unit) after that many seconds:
-  inside the child for shared processes, by the parent's supervisor for one-node processes.
+  process (``exit_on_crash``) ends the process with ``os._exit(3)`` (a real process death; a Ray actor is
+  then restarted by Ray, see :mod:`runtime.fleet.ray_backend`); a node sharing a process is silenced and
+  its socket closed. ``restart >= 0`` brings it back (same unit) after that many seconds.
 * frame corruption is not injected on ZeroMQ: TCP already checksums every segment (use inproc).
 
-Nodes serve one request at a time (``max_concurrency=1``), like a physical device.
-Child processes stop cleanly on SIGTERM (every node says bye) and report their fault counters on ``results``.
+Nodes serve one request at a time (``max_concurrency=1``), like a physical device. All nodes of a runner
+share one ZeroMQ context (one I/O thread, not one per node), so thousands of nodes fit in one process.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
-import signal
 from typing import Any
+
+import zmq
+import zmq.asyncio
 
 from edge.service import NodeService
 from runtime.transport.zmq import ZmqEdgeTransport
@@ -72,13 +74,15 @@ class NodeRunner:
         self.restarts: list[str] = []
         self._restart_tasks: set[asyncio.Task] = set()
         self._retired: list[dict[str, int]] = []      # counters of crashed incarnations
+        self._ctx: zmq.asyncio.Context | None = None   # shared by this runner's nodes
 
     async def launch(self, index: int, incarnation: int) -> None:
         node_id = self.node_ids[self.indices.index(index)]
         dev = node_device(self.device, index, self.seed, threaded=self.threaded, **self.device_options)
         await dev.connect()
         injector = self.plan.injector(index, incarnation)
-        edge = FaultyZmqEdge(self.url, node_id, heartbeat=self.heartbeat, max_concurrency=1, drain=0.2)
+        edge = FaultyZmqEdge(self.url, node_id, heartbeat=self.heartbeat, max_concurrency=1, drain=0.2,
+                             context=self._ctx)
         stop = asyncio.Event()
         service = injector.wrap(NodeService(dev, node_id), on_crash=lambda: self._crashed(node_id),
                                 lost_reply=LOST)
@@ -106,6 +110,8 @@ class NodeRunner:
         self.restarts.append(node_id)
 
     async def start(self) -> None:
+        self._ctx = zmq.asyncio.Context()
+        self._ctx.set(zmq.MAX_SOCKETS, max(1024, 2 * len(self.indices) + 64))
         for i in self.indices:
             await self.launch(i, self.incarnation)
 
@@ -116,6 +122,9 @@ class NodeRunner:
         for node in self.nodes.values():
             node["stop"].set()
         await asyncio.gather(*(n["task"] for n in self.nodes.values()), return_exceptions=True)
+        if self._ctx is not None:
+            self._ctx.term()
+            self._ctx = None
 
     def counters(self) -> dict[str, int]:
         total: dict[str, int] = {}
@@ -123,28 +132,3 @@ class NodeRunner:
             for k, v in c.items():
                 total[k] = total.get(k, 0) + v
         return total
-
-
-def child_main(cfg: dict[str, Any], results: Any = None) -> None:
-    """Entry point of a fleet child process: serve ``cfg["indices"]`` until SIGTERM."""
-    import torch
-
-    torch.set_num_threads(1)
-    logging.basicConfig(level=cfg.pop("log_level", logging.WARNING))
-    asyncio.run(_child(cfg, results))
-
-
-async def _child(cfg: dict[str, Any], results: Any) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    runner = NodeRunner(**cfg)
-    await runner.start()
-    try:
-        await stop.wait()
-    finally:
-        await runner.stop()
-        if results is not None:
-            results.put({"indices": runner.indices, "counters": runner.counters(), "crashes": runner.crashes,
-                         "restarts": runner.restarts})

@@ -2,6 +2,7 @@
 
     pat fleet --nodes 16 --faults "drop=0.05,latency=0.01,jitter=0.005,crash=2,corrupt=0.01,slow=1" \\
               --transport inproc --device sim:plate --task digits
+    pat fleet --backend ray --address auto --nodes 64 --nodes-per-actor 16 --actor-cpus 0.5
 
 Every node is a different unit of the device (own hidden variation) with its own twin. Each epoch line
 says that the exactly-once ledger held; the end prints per-node latency / utilization and fault counts.
@@ -27,7 +28,12 @@ def register(app: typer.Typer) -> None:
         nodes: int = typer.Option(16, min=1, help="number of simulated edge nodes"),
         faults: str = typer.Option("none", help='e.g. "drop=0.05,latency=0.01,jitter=0.005,crash=2,corrupt=0.01,slow=1"'),
         transport: str = typer.Option("inproc", help="inproc (virtual nodes on one loop) | zmq (TCP loopback)"),
-        processes: int = typer.Option(0, min=0, help="zmq only: spread the nodes over this many child processes"),
+        backend: str = typer.Option("local", help="local (nodes in this process) | ray (nodes in Ray actors, "
+                                    "connected over ZeroMQ; needs the 'ray' extra)"),
+        address: str | None = typer.Option(None, help="ray: cluster address (auto | HOST:PORT); "
+                                           "default: start a private local Ray"),
+        nodes_per_actor: int = typer.Option(1, min=1, help="ray: virtual nodes multiplexed per actor"),
+        actor_cpus: float = typer.Option(0.25, min=0.0, help="ray: CPUs declared per actor"),
         device: str = typer.Option("sim:plate", help="sim:KIND[?opts] (node i is unit i) or echo:?latency=S"),
         task: str = typer.Option("digits", help="task name (runtime.datasets.TASKS)"),
         n_train: int | None = typer.Option(None, min=1, help="training samples (default: the task's split)"),
@@ -61,11 +67,13 @@ def register(app: typer.Typer) -> None:
         except ConfigError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2) from None
-        (nodes, faults, transport, processes, device, task, n_train, n_test, mode, epochs, batch, shard, lr, twin,
-         twin_samples, twin_epochs, layers, hybrid, cap, timeout, seed, json_out, threads) = (
-            v[k] for k in ("nodes", "faults", "transport", "processes", "device", "task", "n_train", "n_test", "mode",
-                           "epochs", "batch", "shard", "lr", "twin", "twin_samples", "twin_epochs", "layers",
-                           "hybrid", "cap", "timeout", "seed", "json_out", "threads"))
+        (nodes, faults, transport, backend, address, nodes_per_actor, actor_cpus, device, task, n_train, n_test, mode,
+         epochs, batch, shard, lr, twin, twin_samples, twin_epochs, layers, hybrid, cap, timeout, seed, json_out,
+         threads) = (
+            v[k] for k in ("nodes", "faults", "transport", "backend", "address", "nodes_per_actor", "actor_cpus",
+                           "device", "task", "n_train", "n_test", "mode", "epochs", "batch", "shard", "lr", "twin",
+                           "twin_samples", "twin_epochs", "layers", "hybrid", "cap", "timeout", "seed", "json_out",
+                           "threads"))
         if not lr > 0:
             raise typer.BadParameter(f"must be > 0, got {lr}", param_hint="--lr")
         if device.startswith("sim:"):
@@ -88,8 +96,21 @@ def register(app: typer.Typer) -> None:
             spec = FaultSpec.parse(faults)
         except ValueError as e:
             raise typer.BadParameter(str(e), param_hint="--faults") from None
+        if backend not in ("local", "ray"):
+            raise typer.BadParameter("choose local or ray", param_hint="--backend")
+        if backend == "ray":
+            from runtime.fleet.ray_backend import RAY_MISSING, ray_available
+
+            if not ray_available():
+                raise typer.BadParameter(RAY_MISSING, param_hint="--backend")
+            if spec.corrupt:
+                raise typer.BadParameter("corrupt= is only injected on the inproc transport", param_hint="--faults")
+            transport = "zmq"
+        elif address is not None:
+            raise typer.BadParameter("--address needs --backend ray", param_hint="--address")
         torch.set_num_threads(threads)
-        cfg = FleetConfig(nodes=nodes, device=device, faults=str(spec), transport=transport, processes=processes,
+        cfg = FleetConfig(nodes=nodes, device=device, faults=str(spec), transport=transport, backend=backend,
+                          address=address, nodes_per_actor=nodes_per_actor, actor_cpus=actor_cpus,
                           task=task, n_train=n_train, n_test=n_test, mode=mode, epochs=epochs, batch=batch,
                           shard=shard, lr=lr, twin=twin, twin_samples=twin_samples, twin_epochs=twin_epochs,
                           layers=layers, hybrid=hybrid, cap=cap, timeout=timeout, seed=seed)

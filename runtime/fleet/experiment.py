@@ -25,7 +25,10 @@ class FleetConfig:
     device: str = "sim:plate"
     faults: str | None = None
     transport: str = "inproc"
-    processes: int = 0
+    backend: str = "local"           # local (nodes in this process) | ray (nodes in Ray actors, ZeroMQ)
+    address: str | None = None       # ray: a running cluster ("auto", "HOST:PORT"); None: a private local Ray
+    nodes_per_actor: int = 1         # ray: virtual nodes multiplexed per actor
+    actor_cpus: float = 0.25         # ray: CPUs declared per actor
     task: str = "digits"
     n_train: int | None = None
     n_test: int | None = None
@@ -52,6 +55,8 @@ async def run_fleet(cfg: FleetConfig, log: Callable[[str], Any] = print) -> dict
     from runtime.twins import make_twin
     from sims.fleet import SimFleet
 
+    if cfg.backend not in ("local", "ray"):
+        raise ValueError(f"backend must be 'local' or 'ray', got {cfg.backend!r}")
     if cfg.mode not in ("data", "pipeline"):
         raise ValueError(f"mode must be 'data' or 'pipeline', got {cfg.mode!r}")
     if cfg.mode == "pipeline" and cfg.nodes < cfg.layers:
@@ -61,12 +66,21 @@ async def run_fleet(cfg: FleetConfig, log: Callable[[str], Any] = print) -> dict
     task = load_task(cfg.task, seed=cfg.seed, n_train=cfg.n_train, n_test=cfg.n_test)
     opts = twin_sim_options(cfg.device)
     t_start = time.perf_counter()
-    async with SimFleet(cfg.nodes, cfg.device, faults=cfg.faults, transport=cfg.transport,
-                        processes=cfg.processes, seed=cfg.seed, cap=cfg.cap, timeout=cfg.timeout,
-                        heartbeat=cfg.heartbeat, liveness=cfg.liveness, join_timeout=60.0) as fleet:
+    common = dict(faults=cfg.faults, seed=cfg.seed, cap=cfg.cap, timeout=cfg.timeout, heartbeat=cfg.heartbeat,
+                  liveness=cfg.liveness, join_timeout=60.0)
+    if cfg.backend == "ray":
+        from .ray_backend import RayFleet
+
+        fleet_cm: SimFleet = RayFleet(cfg.nodes, cfg.device, address=cfg.address,
+                                      nodes_per_actor=cfg.nodes_per_actor, num_cpus=cfg.actor_cpus,
+                                      **{**common, "join_timeout": 300.0})
+        where = f"zmq in Ray actors ({cfg.nodes_per_actor} per actor, {cfg.address or 'local Ray'})"
+    else:
+        fleet_cm = SimFleet(cfg.nodes, cfg.device, transport=cfg.transport, **common)
+        where = cfg.transport
+    async with fleet_cm as fleet:
         m = fleet.manager
-        log(f"fleet: {cfg.nodes} nodes on {cfg.transport}"
-            f"{f' in {cfg.processes} processes' if cfg.processes else ''}, device {cfg.device}, "
+        log(f"fleet: {cfg.nodes} nodes on {where}, device {cfg.device}, "
             f"faults {fleet.faults}; joined in {time.perf_counter() - t_start:.2f} s")
         spec = m.nodes[fleet.node_ids[0]].spec
         model = build_pnn(task.n_features, task.n_classes, twin=make_twin("nominal", spec, sim_options=opts),

@@ -33,6 +33,8 @@ def test_pat_fleet_pipeline_mode():
     (["--faults", "drop=2"], "probability"),
     (["--faults", "boom=1"], "bad fault"),
     (["--transport", "carrier-pigeon"], "inproc or zmq"),
+    (["--backend", "slurm"], "local or ray"),
+    (["--address", "auto"], "needs --backend ray"),
 ])
 def test_pat_fleet_rejects_bad_options(args, msg):
     r = CliRunner().invoke(app, ["fleet", "--nodes", "2", *args])

@@ -157,8 +157,9 @@ _AUTH_CODES = frozenset({4, 5, 134, 135})
 
 
 def make_client(url: MqttUrl, identifier: str, *, will: aiomqtt.Will | None = None, keepalive: int = 10,
-                timeout: float = 10.0, max_queued_incoming: int = 0, max_inflight: int = 1000) -> aiomqtt.Client:
-    """An (unconnected) ``aiomqtt.Client`` for ``url``; MQTT 3.1.1, clean session.
+                timeout: float = 10.0, max_queued_incoming: int = 0, max_inflight: int = 1000,
+                v5: bool = False) -> aiomqtt.Client:
+    """An (unconnected) ``aiomqtt.Client`` for ``url``; MQTT 3.1.1, clean session (``v5``: MQTT 5, clean start).
 
     ``max_inflight``: QoS 1 publishes awaiting their PUBACK before paho holds further ones back (paho's
     default of 20 would throttle a pipelining coordinator). Credentials and TLS files come from
@@ -166,11 +167,12 @@ def make_client(url: MqttUrl, identifier: str, *, will: aiomqtt.Will | None = No
     (system CAs when none) and presents a client certificate if given.
     """
     creds = url.credentials()
+    session = ({"protocol": aiomqtt.ProtocolVersion.V5, "clean_start": True} if v5 else {"clean_session": True})
     return aiomqtt.Client(
         url.host, url.port, identifier=identifier, username=creds.username, password=creds.password, will=will,
         keepalive=keepalive, timeout=timeout, max_queued_incoming_messages=max_queued_incoming,
         max_inflight_messages=max_inflight,
-        tls_context=creds.ssl_context() if url.tls else None, clean_session=True)
+        tls_context=creds.ssl_context() if url.tls else None, **session)
 
 
 def set_nodelay(client: aiomqtt.Client) -> bool:
