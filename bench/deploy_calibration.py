@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from devices.local import LocalDevice  # noqa: E402
 from edge.calibration import calibrate_on_unit  # noqa: E402
-from runtime.artifact import pnn_from_artifact, pnn_to_artifact  # noqa: E402
-from runtime.calibration import Budget, CalibrationPlan, calibration_param_names, reference_stats  # noqa: E402
+from runtime.artifact import load_artifact, pnn_from_artifact, pnn_to_artifact, save_artifact  # noqa: E402
+from runtime.calibration import Budget, CalibrationPlan, calibration_param_names, parse_groups, reference_stats  # noqa: E402
 from runtime.datasets import load_task  # noqa: E402
 from runtime.fleet.robust import MultiUnitTrainer, evaluate_units  # noqa: E402
 from runtime.pat import build_pnn  # noqa: E402
@@ -79,7 +79,7 @@ class ReferenceCache:
         return self.data[key]
 
 
-async def bench_kind(kind: str, args, task) -> dict:
+async def bench_kind(kind: str, args, task, on_row=None) -> dict:
     t_kind = time.perf_counter()
     targets = list(range(args.first_target, args.first_target + args.units))
     cache = ReferenceCache(args.reference_cache)
@@ -94,14 +94,36 @@ async def bench_kind(kind: str, args, task) -> dict:
     xte, yte = task.x_test, task.y_test
     print(f"== sim:{kind}: train units {train_units}, targets {targets[0]}..{targets[-1]}", flush=True)
 
-    # 1. status quo: trained on unit 0 alone
+    # 1. status quo: trained on unit 0 alone (kept in --model-cache so re-runs reuse it)
     t0 = time.perf_counter()
-    sq_model, sq_acc = await per_unit_model(kind, 0, task, args.epochs, args.seed)
+    mc = Path(args.model_cache) if args.model_cache else None
+    sq_path = mc / f"{kind}_unit0_e{args.epochs}_s{args.seed}.pnn" if mc else None
+    if sq_path is not None and sq_path.exists():
+        sq_art = load_artifact(sq_path)
+        sq_acc = sq_art.metadata["test_acc"]
+    else:
+        sq_model, sq_acc = await per_unit_model(kind, 0, task, args.epochs, args.seed)
+        sq_art = pnn_to_artifact(sq_model, "unit0", metadata={"test_acc": sq_acc})
+        if sq_path is not None:
+            mc.mkdir(parents=True, exist_ok=True)
+            save_artifact(sq_path, sq_art)
     print(f"  status quo (unit 0 alone): {sq_acc:.3f} on unit 0 ({time.perf_counter() - t0:.0f} s)", flush=True)
-    sq_art = pnn_to_artifact(sq_model, "unit0")
 
-    # 2. the fleet model
+    # 2. the fleet model (kept in --model-cache too)
     t0 = time.perf_counter()
+    fkey = f"{kind}_fleet_{'-'.join(map(str, train_units))}_{args.groups}_{int(args.per_unit)}_e{args.epochs}_s{args.seed}"
+    f_path = mc / f"{fkey}.pnn" if mc else None
+    if f_path is not None and f_path.exists():
+        art = load_artifact(f_path)
+        m = art.metadata
+        plan = CalibrationPlan.from_dict(m["calibration"])
+        plan.lr, plan.batch = args.cal_lr, args.cal_batch
+        train_s, train_calls, train_accs = m["train_s"], m["train_calls"], m["train_accs"]
+        print(f"  fleet model (cached {f_path}): test acc on training units "
+              f"{[round(a, 3) for a in train_accs[:-1]]}, held-out unit {args.held_out}: {train_accs[-1]:.3f}",
+              flush=True)
+        return await deploy_units(kind, args, task, cache, targets, train_units, sq_art, sq_acc, art, plan,
+                                  train_s, train_calls, train_accs, t_kind, on_row)
     spec = make_sim(kind).spec
     twin = make_twin("nominal", spec, sim_options={})
     twin.requires_grad_(False)
@@ -120,12 +142,26 @@ async def bench_kind(kind: str, args, task) -> dict:
     plan = CalibrationPlan.for_model(model, args.groups, lr=args.cal_lr, batch=args.cal_batch,
                                      trained_on=[f"sim:{kind}?unit={u}" for u in train_units])
     plan.reference = await reference_stats(model, devs, torch.from_numpy(task.x_train[:256]))
-    art = pnn_to_artifact(model, "fleet", metadata={"calibration": plan.to_dict()})
     held = unit_device(kind, args.held_out)
     await held.connect()
     train_accs = await evaluate_units(model, devs + [held], xte, yte)
+    art = pnn_to_artifact(model, "fleet", metadata={"calibration": plan.to_dict(), "train_s": train_s,
+                                                    "train_calls": train_calls, "train_accs": train_accs})
+    if f_path is not None:
+        save_artifact(f_path, art)
     print(f"  fleet model: {train_s:.0f} s, {train_calls} calls; test acc on training units "
           f"{[round(a, 3) for a in train_accs[:-1]]}, held-out unit {args.held_out}: {train_accs[-1]:.3f}", flush=True)
+    return await deploy_units(kind, args, task, cache, targets, train_units, sq_art, sq_acc, art, plan,
+                              train_s, train_calls, train_accs, t_kind, on_row)
+
+
+async def deploy_units(kind, args, task, cache, targets, train_units, sq_art, sq_acc, art, plan, train_s,
+                       train_calls, train_accs, t_kind, on_row) -> dict:
+    xte, yte = task.x_test, task.y_test
+    plan.lr, plan.batch = args.cal_lr, args.cal_batch
+    if args.cal_groups:     # calibrate other groups than were per-unit in training
+        plan.groups = parse_groups(args.cal_groups)
+        plan.params = calibration_param_names(pnn_from_artifact(art), plan.groups)
 
     # 3. calibration data: labelled samples from the training split (never the test split)
     rng = np.random.default_rng(args.seed + 7)
@@ -143,7 +179,8 @@ async def bench_kind(kind: str, args, task) -> dict:
         before = (await evaluate_units(serving, [dev], xte, yte))[0]
         shipped = (await evaluate_units(cand, [dev], xte, yte))[0]
         rep = await calibrate_on_unit(cand, dev, xc, yc, plan, budget, args.threshold, serving=serving,
-                                      verify=args.verify, seed=args.seed, node=f"unit{u}")
+                                      verify=args.verify, seed=args.seed, node=f"unit{u}",
+                                      epochs=args.cal_epochs)
         after_cand = (await evaluate_units(cand, [dev], xte, yte))[0]
         final = after_cand if rep.switched else before
         ref_acc = await cache.accuracy(kind, u, task, args.epochs, args.seed)
@@ -160,6 +197,12 @@ async def bench_kind(kind: str, args, task) -> dict:
               f"calibrated {after_cand:.3f} ({rep.stage}) | {'switched' if rep.switched else 'kept'} | "
               f"gap {ref_acc - final:+.3f} | {rep.calls} calls {rep.seconds:.1f} s | {time.perf_counter() - t_u:.0f} s",
               flush=True)
+        if on_row is not None:
+            on_row(summarize(kind, args, train_units, train_s, train_calls, train_accs, sq_acc, rows, t_kind))
+    return summarize(kind, args, train_units, train_s, train_calls, train_accs, sq_acc, rows, t_kind)
+
+
+def summarize(kind, args, train_units, train_s, train_calls, train_accs, sq_acc, rows, t_kind) -> dict:
     gaps = [r["gap"] for r in rows]
     return {"kind": f"sim:{kind}", "train_units": train_units, "held_out_unit": args.held_out,
             "fleet_train_s": train_s, "fleet_train_calls": train_calls,
@@ -203,6 +246,8 @@ async def main() -> None:
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--groups", default="ranges,readout")
+    ap.add_argument("--cal-groups", default=None, help="groups the nodes calibrate (default: --groups)")
+    ap.add_argument("--cal-epochs", type=int, default=200, help="upper bound; the call budget stops it first")
     ap.add_argument("--per-unit", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--cal-samples", type=int, default=256)
     ap.add_argument("--verify", type=float, default=0.5)
@@ -215,6 +260,8 @@ async def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reference-cache", default="runs/deploy_reference.json",
                     help="per-unit training results are kept here (delete it after simulator changes)")
+    ap.add_argument("--model-cache", default="runs/deploy_bench",
+                    help="the status-quo and fleet models are kept here and reused (delete after sim changes)")
     ap.add_argument("--only-reference", action="store_true", help="only train the per-unit references")
     ap.add_argument("--quick", action="store_true", help="4 targets, 10 epochs (pipeline check)")
     ap.add_argument("--out", default=None, help="write the results (JSON) here, and the tables next to it (.md)")
@@ -224,16 +271,25 @@ async def main() -> None:
     torch.set_num_threads(1)
     task = load_task("digits", seed=args.seed)
     t0 = time.perf_counter()
-    results = [await bench_kind(k.strip(), args, task) for k in args.devices.split(",") if k.strip()]
+    results: list[dict] = []
+
+    def write(partial: dict | None = None) -> str:
+        res = results + ([partial] if partial else [])
+        out = {"args": vars(args), "machine": platform.machine(), "seconds": time.perf_counter() - t0,
+               "complete": partial is None, "results": res}
+        md = "\n\n".join(table(r) for r in res)
+        if args.out:     # written after every unit, so an interrupted run keeps what it measured
+            Path(args.out).write_text(json.dumps(out, indent=1))
+            Path(args.out).with_suffix(".md").write_text(md + "\n")
+        return md
+
+    for k in [k.strip() for k in args.devices.split(",") if k.strip()]:
+        res = await bench_kind(k, args, task, on_row=write)
+        if not args.only_reference:
+            results.append(res)
     if args.only_reference:
         return
-    out = {"args": vars(args), "machine": platform.machine(), "seconds": time.perf_counter() - t0,
-           "results": results}
-    md = "\n\n".join(table(r) for r in results)
-    print("\n" + md)
-    if args.out:
-        Path(args.out).write_text(json.dumps(out, indent=1))
-        Path(args.out).with_suffix(".md").write_text(md + "\n")
+    print("\n" + write())
 
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@
     renorm     label-free re-normalisation of the calibratable stages, then
                accuracy                                                          (1 + layers passes)
     PAT        a few PAT steps on the calibratable parameters only (the twin is the artifact's plan:
-               "nominal" = datasheet physics of the device kind, rebuilt here; nothing is fitted), then
-               accuracy                                                          (<= the calls left)
+               "nominal" = datasheet physics of the device kind, rebuilt here; nothing is fitted); every
+               ``check_every`` steps the verify accuracy is measured and the best state kept
+               (early stopping)                                                  (<= the calls left)
     decide     best candidate stage by verify accuracy; switch only if it meets the threshold AND is not
                worse than the serving model on the same samples; otherwise keep serving and say why
 
@@ -99,7 +100,7 @@ def twin_for(plan: CalibrationPlan, spec) -> Any:
 async def calibrate_on_unit(candidate, device: Device, x: np.ndarray, y: np.ndarray | None, plan: CalibrationPlan,
                             budget: Budget, threshold: float, serving=None, verify: float = 0.5,
                             require_verified: bool = True, epochs: int = 50, seed: int = 0,
-                            node: str = "") -> UnitReport:
+                            node: str = "", check_every: int = 25) -> UnitReport:
     """Calibrate ``candidate`` (a PNN, modified in place) on ``device`` and decide whether to switch.
 
     ``x`` are model features (already normalised). ``serving``: the PNN serving now (or None). Every device
@@ -136,13 +137,22 @@ async def calibrate_on_unit(candidate, device: Device, x: np.ndarray, y: np.ndar
             rep.renormalized = await accuracy_on(candidate, xv, yv)
             if rep.renormalized >= best[1]:
                 best = ("renormalized", rep.renormalized, _snapshot(candidate))
+        cal_best: list[Any] = [None, None]          # best (accuracy, state) seen during the PAT steps
+
+        async def check(step: int) -> None:       # early stopping on the verify half
+            acc = await accuracy_on(candidate, xv, yv)
+            if cal_best[0] is None or acc > cal_best[0]:
+                cal_best[0], cal_best[1] = acc, _snapshot(candidate)
+
         fit_rep = await calibrate_pat(candidate, dev, xf, yf, plan, epochs=epochs, reserve_calls=verify_calls,
-                                      seed=seed)
+                                      seed=seed, every=check_every, on_check=check if check_every else None,
+                                      check_calls=verify_calls)
         rep.pat_steps, rep.stopped = fit_rep.steps, fit_rep.stopped
         if fit_rep.steps:
-            rep.calibrated = await accuracy_on(candidate, xv, yv)
+            await check(fit_rep.steps)
+            rep.calibrated = cal_best[0]
             if rep.calibrated >= best[1]:
-                best = ("calibrated", rep.calibrated, _snapshot(candidate))
+                best = ("calibrated", rep.calibrated, cal_best[1])
         rep.stage, rep.chosen = best[0], best[1]
         candidate.load_state_dict(best[2])
         d = decide(best[1], threshold, rep.serving)

@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 import numpy as np
 import torch
@@ -317,11 +317,15 @@ class FitReport:
 
 
 async def calibrate_pat(model: PNN, dev: BudgetedDevice, x: torch.Tensor, y: torch.Tensor, plan: CalibrationPlan,
-                        epochs: int = 20, reserve_calls: int = 0, seed: int = 0) -> FitReport:
+                        epochs: int = 20, reserve_calls: int = 0, seed: int = 0, every: int = 0,
+                        on_check: Callable[[int], Awaitable[None]] | None = None,
+                        check_calls: int = 0) -> FitReport:
     """PAT on the plan's parameters only (others frozen) with ``model`` attached to ``dev``.
 
     Stops before a step would need more calls than ``dev`` has left minus ``reserve_calls`` (kept for the
     verification passes), or once the time budget is spent. θ is clamped back into its range after each step.
+    With ``every`` and ``on_check``, ``await on_check(step)`` runs every ``every`` steps (e.g. measure on
+    held-out samples and keep the best state; ``check_calls`` is what one check costs, kept in reserve).
     """
     model.attach(device=dev)
     named = dict(model.named_parameters())
@@ -360,6 +364,10 @@ async def calibrate_pat(model: PNN, dev: BudgetedDevice, x: torch.Tensor, y: tor
                 rep.loss_last = float(loss.detach())
                 if rep.loss_first is None:
                     rep.loss_first = rep.loss_last
+                if every and on_check is not None and rep.steps % every == 0 \
+                        and dev.calls_left - reserve_calls >= check_calls + per_step:
+                    await on_check(rep.steps)
+                    model.train()
             rep.epochs = epoch + 1
         return rep
     finally:

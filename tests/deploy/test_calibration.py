@@ -227,3 +227,30 @@ def test_plan_roundtrip():
     assert Budget.from_dict({"calls": 5}).calls == 5
     with pytest.raises(ValueError):
         Budget(calls=0)
+
+
+async def test_label_free_renormalisation_restores_stage_statistics_and_does_not_switch_unverified():
+    from runtime.calibration import physical_stage_inputs, reference_stats, renormalize
+
+    dev = await sim_device(**SIM)
+    other = await sim_device(**{**SIM, "unit": 7})
+    art, _ = calibratable_artifact(dev.spec, layers=2)
+    model = pnn_from_artifact(art, dev)
+    x = torch.from_numpy(_x(64))
+    plan = plan_of(art.metadata)
+    plan.reference = await reference_stats(model, [dev], x)
+    model.attach(device=other)
+    ro = model.stages[4]
+    s0, c0 = ro.scale.detach().clone(), ro.offset.detach().clone()
+    assert await renormalize(model, x, plan) == 2            # the inter-layer range map and the readout
+    # the readout's output on the other unit now has the mean it had on the reference unit
+    logits = (await model.aforward(x)).detach()
+    expect = s0 * torch.tensor(plan.reference["4"]["mean"]) + c0
+    assert torch.allclose(logits.mean(0), expect, atol=1e-3 + 0.02 * float(expect.abs().max()))
+    cand = pnn_from_artifact(art, other)
+    cand_plan = CalibrationPlan.from_dict({**plan.to_dict()})
+    rep = await calibrate_on_unit(cand, other, _x(32), None, cand_plan, Budget(calls=50, samples=32), 0.5)
+    assert rep.stage == "renormalized" and not rep.switched and "no labelled data" in rep.reason
+    rep = await calibrate_on_unit(cand, other, _x(32), None, cand_plan, Budget(calls=50, samples=32), 0.5,
+                                  require_verified=False)
+    assert rep.switched and "unverified" in rep.reason and rep.calls <= 50
