@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from devices.local import LocalDevice  # noqa: E402
 from edge.calibration import calibrate_on_unit  # noqa: E402
 from runtime.artifact import load_artifact, pnn_from_artifact, pnn_to_artifact, save_artifact  # noqa: E402
-from runtime.calibration import Budget, CalibrationPlan, calibration_param_names, parse_groups, reference_stats  # noqa: E402
+from runtime.calibration import Budget, CalibrationPlan, calibration_param_names, parse_groups  # noqa: E402
 from runtime.datasets import load_task  # noqa: E402
 from runtime.fleet.robust import MultiUnitTrainer, evaluate_units  # noqa: E402
 from runtime.pat import build_pnn  # noqa: E402
@@ -69,11 +69,15 @@ class ReferenceCache:
 
     async def accuracy(self, kind: str, unit: int, task, epochs: int, seed: int) -> float:
         key = f"{kind}/{unit}/{epochs}/{seed}"
+        if key not in self.data and self.path and self.path.exists():   # another run may have added it
+            self.data.update(json.loads(self.path.read_text()))
         if key not in self.data:
             self.data[key] = (await per_unit_model(kind, unit, task, epochs, seed))[1]
             if self.path:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = self.path.with_suffix(".tmp")
+                if self.path.exists():
+                    self.data = {**json.loads(self.path.read_text()), **self.data}
                 tmp.write_text(json.dumps(self.data, indent=1))
                 tmp.replace(self.path)
         return self.data[key]
@@ -111,14 +115,20 @@ async def bench_kind(kind: str, args, task, on_row=None) -> dict:
 
     # 2. the fleet model (kept in --model-cache too)
     t0 = time.perf_counter()
-    fkey = f"{kind}_fleet_{'-'.join(map(str, train_units))}_{args.groups}_{int(args.per_unit)}_e{args.epochs}_s{args.seed}"
+    fkey = f"{kind}_fleet2_{'-'.join(map(str, train_units))}_{args.groups}_{int(args.per_unit)}_e{args.epochs}_s{args.seed}"
     f_path = mc / f"{fkey}.pnn" if mc else None
     if f_path is not None and f_path.exists():
         art = load_artifact(f_path)
         m = art.metadata
         plan = CalibrationPlan.from_dict(m["calibration"])
         plan.lr, plan.batch = args.cal_lr, args.cal_batch
-        train_s, train_calls, train_accs = m["train_s"], m["train_calls"], m["train_accs"]
+        train_s, train_calls, train_accs = m.get("train_s", float("nan")), m.get("train_calls", -1), m.get("train_accs")
+        if train_accs is None:
+            devs = [unit_device(kind, u) for u in train_units + [args.held_out]]
+            for d in devs:
+                await d.connect()
+            train_accs = await evaluate_units(pnn_from_artifact(art).set_concurrent(False), devs, task.x_test,
+                                              task.y_test)
         print(f"  fleet model (cached {f_path}): test acc on training units "
               f"{[round(a, 3) for a in train_accs[:-1]]}, held-out unit {args.held_out}: {train_accs[-1]:.3f}",
               flush=True)
@@ -141,7 +151,7 @@ async def bench_kind(kind: str, args, task, on_row=None) -> dict:
     train_calls = sum(d.calls for d in devs)
     plan = CalibrationPlan.for_model(model, args.groups, lr=args.cal_lr, batch=args.cal_batch,
                                      trained_on=[f"sim:{kind}?unit={u}" for u in train_units])
-    plan.reference = await reference_stats(model, devs, torch.from_numpy(task.x_train[:256]))
+    plan.reference = await trainer.reference(torch.from_numpy(task.x_train[:256]))
     held = unit_device(kind, args.held_out)
     await held.connect()
     train_accs = await evaluate_units(model, devs + [held], xte, yte)

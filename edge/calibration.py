@@ -12,7 +12,7 @@
                "nominal" = datasheet physics of the device kind, rebuilt here; nothing is fitted); every
                ``check_every`` steps the verify accuracy is measured and the best state kept
                (early stopping)                                                  (<= the calls left)
-    decide     best candidate stage by verify accuracy; switch only if it meets the threshold AND is not
+    decide     best candidate stage by verify accuracy (a later stage only if strictly better); switch only if it meets the threshold AND is not
                worse than the serving model on the same samples; otherwise keep serving and say why
 
 Without labels (``y=None``) only the re-normalisation runs and nothing can be verified: the candidate is
@@ -29,7 +29,7 @@ switched to only when the deployer allows unverified switches (``require_verifie
 The node keeps its calibration set (``calibration/set.npz``) for the drift monitor: every ``interval``
 seconds it measures the serving model on the verify half; below the threshold it recalibrates the serving
 model (same procedure, same budget, same switch rule) and, if that does not bring it back, raises an alert
-that shows in the ``calibration`` status, the node's ``status`` reply and its heartbeat (``alert`` field).
+that shows in the ``calibration`` status and the node's ``status`` reply (``alert`` field), and is logged.
 """
 from __future__ import annotations
 
@@ -135,7 +135,7 @@ async def calibrate_on_unit(candidate, device: Device, x: np.ndarray, y: np.ndar
         rep.shipped = best[1]
         if await renormalize(candidate, xf, plan):
             rep.renormalized = await accuracy_on(candidate, xv, yv)
-            if rep.renormalized >= best[1]:
+            if rep.renormalized > best[1]:
                 best = ("renormalized", rep.renormalized, _snapshot(candidate))
         cal_best: list[Any] = [None, None]          # best (accuracy, state) seen during the PAT steps
 
@@ -151,7 +151,7 @@ async def calibrate_on_unit(candidate, device: Device, x: np.ndarray, y: np.ndar
         if fit_rep.steps:
             await check(fit_rep.steps)
             rep.calibrated = cal_best[0]
-            if rep.calibrated >= best[1]:
+            if rep.calibrated > best[1]:
                 best = ("calibrated", rep.calibrated, cal_best[1])
         rep.stage, rep.chosen = best[0], best[1]
         candidate.load_state_dict(best[2])
@@ -259,8 +259,6 @@ class Calibrator:
             return {**fields, "calibration": self.status(), "alert": self.drift.alert}, out
 
         service.register("status", status)
-        # heartbeats: transports that send extra heartbeat fields read ``service.heartbeat_fields``
-        service.heartbeat_fields = lambda: {"alert": self.drift.alert} if self.drift.alert else {}
 
     # ----- calibration set persistence -----------------------------------------------------------------
     def _set_path(self) -> Path:

@@ -18,10 +18,10 @@ rescaling stage's input measured on the training units.
 Two procedures, both measured on the node's own device and bounded by a :class:`Budget` (device calls,
 seconds, labelled samples) that a :class:`BudgetedDevice` enforces on every call:
 
-* :func:`renormalize` (label-free): one physical forward pass of unlabelled inputs; each RangeMap and the
-  readout are re-scaled per feature so that the statistics of what they see match the reference statistics
-  (``a' = a·s_ref/s_unit``, ``b' = b + a·m_ref - a'·m_unit``: the stage's output distribution is restored).
-  Cost: ``layers x channels`` device calls.
+* :func:`renormalize` (label-free): physical forward passes of unlabelled inputs; each calibratable RangeMap
+  after a physical layer and the readout get a per-feature gain and offset such that their affine output on
+  this unit has the mean and std it had on the training units (``a' = ±s_ref/s_unit``,
+  ``b' = m_ref - a'·m_unit``). Cost: ``layers x channels`` device calls per stage.
 * :func:`calibrate_pat` (labelled): a few PAT steps (device forward, twin backward) on the calibratable
   parameters only, everything else frozen, stopped before the budget would be exceeded.
 
@@ -175,8 +175,8 @@ class CalibrationPlan:
 
     ``twin``: the twin the node uses for PAT's backward pass. ``"nominal"`` is the datasheet physics of the
     device kind, rebuilt at the node from the spec and ``sim_options`` (nothing fitted is shipped).
-    ``reference``: per stage index, ``{"mean": [...], "std": [...]}`` of that stage's (gathered) input
-    measured on the training units, for :func:`renormalize`.
+    ``reference``: per stage index, ``{"z_mean": [...], "z_std": [...]}`` of that stage's affine output
+    measured on the training units (each with its own per-unit parameters), for :func:`renormalize`.
     """
 
     groups: tuple[str, ...] = DEFAULT_GROUPS
@@ -235,15 +235,45 @@ async def physical_stage_inputs(model: PNN, x: torch.Tensor) -> dict[int, torch.
     return seen
 
 
-async def reference_stats(model: PNN, devices: Sequence[Device], x: torch.Tensor) -> dict[str, dict[str, list[float]]]:
-    """Per-stage mean/std of the rescaling stages' inputs, averaged over ``devices`` (the training units)."""
+def _stage_output(stage: nn.Module, g: torch.Tensor) -> torch.Tensor:
+    """The stage's affine output before any squashing: ``a ⊙ g + b`` (RangeMap) or the logits (readout)."""
+    if isinstance(stage, RangeMap):
+        return stage.a * g + stage.b
+    return stage.scale * g + stage.offset
+
+
+async def reference_stats(model: PNN, devices: Sequence[Device], x: torch.Tensor,
+                          unit_states: Sequence[dict[str, torch.Tensor]] | None = None
+                          ) -> dict[str, dict[str, list[float]]]:
+    """Reference statistics for :func:`renormalize`, measured on ``devices`` (the training units).
+
+    Per rescaling stage: the per-feature mean and std of its affine output (``a ⊙ u + b`` before the sigmoid
+    of a RangeMap, the logits of the readout), averaged over the units. With ``unit_states`` (one dict of
+    per-unit parameter values per device, :meth:`runtime.fleet.robust.MultiUnitTrainer.unit_state`) each unit
+    is measured with its own per-unit parameters, i.e. in the state the shared parameters were trained for.
+    """
     acc: dict[int, list[torch.Tensor]] = {}
-    for dev in devices:
-        model.attach(device=dev)
-        for i, u in (await physical_stage_inputs(model, x)).items():
-            acc.setdefault(i, []).append(torch.stack([u.mean(0), u.std(0)]))
-    return {str(i): {"mean": torch.stack(v).mean(0)[0].tolist(), "std": torch.stack(v).mean(0)[1].tolist()}
-            for i, v in acc.items()}
+    named = dict(model.named_parameters())
+    saved = {n: p.detach().clone() for n, p in named.items()}
+    try:
+        for k, dev in enumerate(devices):
+            if unit_states is not None:
+                with torch.no_grad():
+                    for n, v in unit_states[k].items():
+                        named[n].copy_(v)
+            model.attach(device=dev)
+            for i, u in (await physical_stage_inputs(model, x)).items():
+                z = _stage_output(model.stages[i], u).detach()
+                acc.setdefault(i, []).append(torch.stack([z.mean(0), z.std(0)]))
+    finally:
+        with torch.no_grad():
+            for n, v in saved.items():
+                named[n].copy_(v)
+    out = {}
+    for i, v in acc.items():
+        m = torch.stack(v).mean(0)
+        out[str(i)] = {"z_mean": m[0].tolist(), "z_std": m[1].tolist()}
+    return out
 
 
 async def accuracy_on(model: PNN, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -260,18 +290,25 @@ async def accuracy_on(model: PNN, x: torch.Tensor, y: torch.Tensor) -> float:
 # ---------------------------------------------------------------------------------------------------
 @torch.no_grad()
 def _renorm_stage(stage: nn.Module, u: torch.Tensor, ref: dict[str, list[float]], groups: tuple[str, ...]) -> None:
-    m_ref, s_ref = torch.tensor(ref["mean"]), torch.tensor(ref["std"])
+    """Per feature, choose the stage's gain and offset so that its affine output on this unit has the reference
+    mean and std (``a' = sign(a)·s_ref/s_unit``, ``b' = m_ref − a'·m_unit``); features that do not vary on
+    this unit (zero padding) keep their values."""
     m, s = u.mean(0), u.std(0)
-    ok = (s > 1e-6) & (s_ref > 1e-6)
-    ratio = torch.where(ok, s_ref / s.clamp(min=1e-6), torch.ones_like(s))
-    if isinstance(stage, RangeMap):
-        a, b = stage.a.clone(), stage.b.clone()
-        stage.a.copy_(a * ratio)
-        stage.b.copy_(b + a * m_ref - stage.a * m)
-    elif isinstance(stage, BinReadout):
-        sc, off = stage.scale.clone(), stage.offset.clone()
-        stage.scale.copy_(sc * ratio)
-        stage.offset.copy_(off + sc * m_ref - stage.scale * m)
+    if "z_mean" in ref:
+        m_t, s_t = torch.tensor(ref["z_mean"]), torch.tensor(ref["z_std"])
+    else:   # input-side statistics (older plans): target = what the current gains make of the reference input
+        gain = stage.a if isinstance(stage, RangeMap) else stage.scale
+        off = stage.b if isinstance(stage, RangeMap) else stage.offset
+        m_t = gain * torch.tensor(ref["mean"]) + off
+        s_t = gain.abs() * torch.tensor(ref["std"])
+    ok = (s > 1e-6) & (s_t > 1e-9)
+    gain = stage.a if isinstance(stage, RangeMap) else stage.scale
+    off = stage.b if isinstance(stage, RangeMap) else stage.offset
+    sign = torch.where(gain < 0, -1.0, 1.0)
+    new_gain = torch.where(ok, sign * s_t / s.clamp(min=1e-6), gain)
+    new_off = torch.where(ok, m_t - new_gain * m, off)
+    gain.copy_(new_gain)
+    off.copy_(new_off)
 
 
 async def renormalize(model: PNN, x: torch.Tensor, plan: CalibrationPlan) -> int:

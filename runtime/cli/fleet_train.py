@@ -65,7 +65,7 @@ async def _train(device, units, held_out, task_name, epochs, batch, lr, layers, 
     from devices.factory import parse_sim_uri
     from devices.local import LocalDevice
     from runtime.artifact import pnn_to_artifact, save_artifact
-    from runtime.calibration import CalibrationPlan, calibration_param_names, reference_stats
+    from runtime.calibration import CalibrationPlan, calibration_param_names
     from runtime.datasets import load_task
     from runtime.fleet.robust import MultiUnitTrainer, evaluate_units
     from runtime.fleet.training import twin_sim_options
@@ -101,7 +101,7 @@ async def _train(device, units, held_out, task_name, epochs, batch, lr, layers, 
     await trainer.train(task.x_train, task.y_train, progress=True)
     plan = CalibrationPlan.for_model(model, groups, twin="nominal", sim_options=sim_options, lr=cal_lr,
                                      trained_on=[uri(u) for u in units])
-    plan.reference = await reference_stats(model, devs, torch.from_numpy(task.x_train[:256]))
+    plan.reference = await trainer.reference(torch.from_numpy(task.x_train[:256]))
     accs = await evaluate_units(model, devs + [held], task.x_test, task.y_test)
     out.mkdir(parents=True, exist_ok=True)
     art = pnn_to_artifact(model, version, metadata={

@@ -137,6 +137,14 @@ class MultiUnitTrainer:
         for n in self.per_unit:
             named[n].copy_(torch.stack([d[n].detach() for d in self.unit_params]).mean(0))
 
+    async def reference(self, x: torch.Tensor) -> dict[str, dict[str, list[float]]]:
+        """Reference statistics for label-free re-normalisation, each training unit with its own per-unit
+        parameters (:func:`runtime.calibration.reference_stats`)."""
+        from runtime.calibration import reference_stats
+
+        return await reference_stats(self.model, self.devices, x,
+                                     [self.unit_state(k) for k in range(len(self.devices))])
+
     def unit_state(self, k: int) -> dict[str, torch.Tensor]:
         """Training unit ``k``'s own values of the per-unit parameters."""
         return {n: p.detach().clone() for n, p in self.unit_params[k].items()}
