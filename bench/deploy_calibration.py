@@ -67,6 +67,11 @@ class ReferenceCache:
         self.path = Path(path) if path else None
         self.data = json.loads(self.path.read_text()) if self.path and self.path.exists() else {}
 
+    def lookup(self, kind: str, unit: int, epochs: int, seed: int) -> float | None:
+        if self.path and self.path.exists():
+            self.data.update(json.loads(self.path.read_text()))
+        return self.data.get(f"{kind}/{unit}/{epochs}/{seed}")
+
     async def accuracy(self, kind: str, unit: int, task, epochs: int, seed: int) -> float:
         key = f"{kind}/{unit}/{epochs}/{seed}"
         if key not in self.data and self.path and self.path.exists():   # another run may have added it
@@ -102,7 +107,9 @@ async def bench_kind(kind: str, args, task, on_row=None) -> dict:
     t0 = time.perf_counter()
     mc = Path(args.model_cache) if args.model_cache else None
     sq_path = mc / f"{kind}_unit0_e{args.epochs}_s{args.seed}.pnn" if mc else None
-    if sq_path is not None and sq_path.exists():
+    if not args.status_quo:
+        sq_art, sq_acc = None, None
+    elif sq_path is not None and sq_path.exists():
         sq_art = load_artifact(sq_path)
         sq_acc = sq_art.metadata["test_acc"]
     else:
@@ -111,12 +118,13 @@ async def bench_kind(kind: str, args, task, on_row=None) -> dict:
         if sq_path is not None:
             mc.mkdir(parents=True, exist_ok=True)
             save_artifact(sq_path, sq_art)
-    print(f"  status quo (unit 0 alone): {sq_acc:.3f} on unit 0 ({time.perf_counter() - t0:.0f} s)", flush=True)
+    if sq_art is not None:
+        print(f"  status quo (unit 0 alone): {sq_acc:.3f} on unit 0 ({time.perf_counter() - t0:.0f} s)", flush=True)
 
     # 2. the fleet model (kept in --model-cache too)
     t0 = time.perf_counter()
     fkey = f"{kind}_fleet2_{'-'.join(map(str, train_units))}_{args.groups}_{int(args.per_unit)}_e{args.epochs}_s{args.seed}"
-    f_path = mc / f"{fkey}.pnn" if mc else None
+    f_path = Path(args.fleet_model) if args.fleet_model else (mc / f"{fkey}.pnn" if mc else None)
     if f_path is not None and f_path.exists():
         art = load_artifact(f_path)
         m = art.metadata
@@ -184,45 +192,62 @@ async def deploy_units(kind, args, task, cache, targets, train_units, sq_art, sq
         t_u = time.perf_counter()
         dev = unit_device(kind, u)
         await dev.connect()
-        serving = pnn_from_artifact(sq_art, dev).set_concurrent(False)
+        serving = pnn_from_artifact(sq_art, dev).set_concurrent(False) if sq_art is not None else None
         cand = pnn_from_artifact(art, dev).set_concurrent(False)
-        before = (await evaluate_units(serving, [dev], xte, yte))[0]
+        before = (await evaluate_units(serving, [dev], xte, yte))[0] if serving is not None else None
         shipped = (await evaluate_units(cand, [dev], xte, yte))[0]
         rep = await calibrate_on_unit(cand, dev, xc, yc, plan, budget, args.threshold, serving=serving,
                                       verify=args.verify, seed=args.seed, node=f"unit{u}",
                                       epochs=args.cal_epochs)
         after_cand = (await evaluate_units(cand, [dev], xte, yte))[0]
-        final = after_cand if rep.switched else before
-        ref_acc = await cache.accuracy(kind, u, task, args.epochs, args.seed)
+        final = after_cand if rep.switched else (before if before is not None else shipped)
+        if args.train_reference:
+            ref_acc = await cache.accuracy(kind, u, task, args.epochs, args.seed)
+        else:                   # filled in from the cache when another run (--only-reference) has it
+            ref_acc = cache.lookup(kind, u, args.epochs, args.seed)
         row = {"unit": u, "per_unit_trained": ref_acc, "status_quo": before, "fleet_shipped": shipped,
-               "fleet_calibrated": after_cand, "final": final, "gap": ref_acc - final,
+               "fleet_calibrated": after_cand, "final": final, "gap": None if ref_acc is None else ref_acc - final,
                "switched": rep.switched, "stage": rep.stage, "reason": rep.reason,
                "verify_serving": rep.serving, "verify_candidate": rep.chosen,
                "calls": rep.calls, "seconds": rep.seconds, "pat_steps": rep.pat_steps,
-               "switched_to_worse_on_test": bool(rep.switched and after_cand < before),
+               "switched_to_worse_on_test": bool(rep.switched and before is not None and after_cand < before),
                "switched_to_worse_on_verify": bool(rep.switched and rep.serving is not None
                                                    and rep.chosen < rep.serving)}
         rows.append(row)
-        print(f"  unit {u:2d}: per-unit {ref_acc:.3f} | status quo {before:.3f} | shipped {shipped:.3f} | "
+        print(f"  unit {u:2d}: per-unit {_f(ref_acc)} | status quo {_f(before)} | shipped {shipped:.3f} | "
               f"calibrated {after_cand:.3f} ({rep.stage}) | {'switched' if rep.switched else 'kept'} | "
-              f"gap {ref_acc - final:+.3f} | {rep.calls} calls {rep.seconds:.1f} s | {time.perf_counter() - t_u:.0f} s",
+              f"gap {_f(row['gap'])} | {rep.calls} calls {rep.seconds:.1f} s | {time.perf_counter() - t_u:.0f} s",
               flush=True)
         if on_row is not None:
-            on_row(summarize(kind, args, train_units, train_s, train_calls, train_accs, sq_acc, rows, t_kind))
-    return summarize(kind, args, train_units, train_s, train_calls, train_accs, sq_acc, rows, t_kind)
+            on_row(summarize(kind, args, train_units, train_s, train_calls, train_accs, sq_acc, rows, t_kind, cache))
+    return summarize(kind, args, train_units, train_s, train_calls, train_accs, sq_acc, rows, t_kind, cache)
 
 
-def summarize(kind, args, train_units, train_s, train_calls, train_accs, sq_acc, rows, t_kind) -> dict:
-    gaps = [r["gap"] for r in rows]
+def summarize(kind, args, train_units, train_s, train_calls, train_accs, sq_acc, rows, t_kind, cache=None) -> dict:
+    for r in rows:          # per-unit references another run may have finished meanwhile
+        if r["per_unit_trained"] is None and cache is not None:
+            r["per_unit_trained"] = cache.lookup(kind, r["unit"], args.epochs, args.seed)
+            if r["per_unit_trained"] is not None:
+                r["gap"] = r["per_unit_trained"] - r["final"]
+    gaps = [r["gap"] for r in rows if r["gap"] is not None] or [float("nan")]
     return {"kind": f"sim:{kind}", "train_units": train_units, "held_out_unit": args.held_out,
             "fleet_train_s": train_s, "fleet_train_calls": train_calls,
             "fleet_test_acc_train_units": train_accs[:-1], "fleet_test_acc_held_out": train_accs[-1],
             "status_quo_unit0": sq_acc, "rows": rows,
             "max_gap": max(gaps), "mean_gap": statistics.mean(gaps),
             "within_tolerance": sum(g <= args.tolerance for g in gaps), "units": len(rows),
+            "units_with_reference": sum(r["gap"] is not None for r in rows),
             "max_calls": max(r["calls"] for r in rows), "max_seconds": max(r["seconds"] for r in rows),
             "any_switch_to_worse_on_verify": any(r["switched_to_worse_on_verify"] for r in rows),
             "seconds": time.perf_counter() - t_kind}
+
+
+def _f(v) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def _p(v) -> str:
+    return "-" if v is None else f"{v:.1%}"
 
 
 def table(res: dict) -> str:
@@ -234,12 +259,14 @@ def table(res: dict) -> str:
              "| serving after rollout | gap to per-unit | switched? | device calls | seconds |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["rows"]:
-        lines.append(f"| {r['unit']} | {r['per_unit_trained']:.1%} | {r['status_quo']:.1%} | {r['fleet_shipped']:.1%} "
-                     f"| {r['fleet_calibrated']:.1%} | {r['final']:.1%} | {100 * r['gap']:+.1f} | "
+        lines.append(f"| {r['unit']} | {_p(r['per_unit_trained'])} | {_p(r['status_quo'])} | {r['fleet_shipped']:.1%} "
+                     f"| {r['fleet_calibrated']:.1%} | {r['final']:.1%} | "
+                     f"{'-' if r['gap'] is None else format(100 * r['gap'], '+.1f')} | "
                      f"{'switched (' + r['stage'] + ')' if r['switched'] else 'kept'} | {r['calls']} | "
                      f"{r['seconds']:.1f} |")
     lines.append("")
-    lines.append(f"Units within 3 points of per-unit training: {res['within_tolerance']}/{res['units']} "
+    lines.append(f"Units within 3 points of per-unit training: {res['within_tolerance']}/"
+                 f"{res['units_with_reference']} with a per-unit reference ({res['units']} deployed) "
                  f"(max gap {100 * res['max_gap']:+.1f}, mean {100 * res['mean_gap']:+.1f} points); max device calls "
                  f"{res['max_calls']}, max seconds {res['max_seconds']:.1f}; a switch to a model measuring worse "
                  f"than the serving one: {'YES' if res['any_switch_to_worse_on_verify'] else 'never'}.")
@@ -270,6 +297,11 @@ async def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reference-cache", default="runs/deploy_reference.json",
                     help="per-unit training results are kept here (delete it after simulator changes)")
+    ap.add_argument("--train-reference", action=argparse.BooleanOptionalAction, default=True,
+                    help="train missing per-unit references here (else only read them from the cache)")
+    ap.add_argument("--status-quo", action=argparse.BooleanOptionalAction, default=True,
+                    help="train the unit-0 model and let every unit serve it before the rollout")
+    ap.add_argument("--fleet-model", default=None, help="use this fleet artifact instead of training one")
     ap.add_argument("--model-cache", default="runs/deploy_bench",
                     help="the status-quo and fleet models are kept here and reused (delete after sim changes)")
     ap.add_argument("--only-reference", action="store_true", help="only train the per-unit references")
