@@ -218,6 +218,16 @@ def test_cli_calibrated_fleet_deploy_prints_a_per_unit_table(tmp_path):
     assert "3/3 unit(s) switched" in r.output and "calls" in r.output
     r = CliRunner().invoke(app, base + ["--threshold", "1.01"])
     assert r.exit_code == 1 and "ROLLOUT STOPPED" in r.output and "0/3 unit(s) switched" in r.output
+    # units that serve a model first: the serving accuracy is measured and compared on every unit
+    old, _ = calibratable_artifact(dev.spec, version="old", seed=3, n_features=64, n_classes=10)
+    save_artifact(tmp_path / "old.pnn", old)
+    r = CliRunner().invoke(app, base + ["--threshold", "0", "--serving", str(tmp_path / "old.pnn"),
+                                        "--report-json", str(tmp_path / "r2.json")])
+    import json
+    reports = [o["report"] for o in json.loads((tmp_path / "r2.json").read_text())["outcomes"] if o["report"]]
+    assert reports and all(rep["serving"] is not None for rep in reports)
+    assert all(rep["chosen"] >= rep["serving"] for rep in reports if rep["switched"])
+    assert r.exit_code == (0 if all(rep["switched"] for rep in reports) and len(reports) == 3 else 1)
 
 
 def test_plan_roundtrip():
