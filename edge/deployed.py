@@ -73,8 +73,8 @@ class Installed:
 
     async def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         feats = normalize(x, self.artifact.normalization)
-        with torch.no_grad():
-            logits = await self.model.aforward(torch.from_numpy(feats))
+        # detach instead of no_grad(): grad mode is per thread and must not be held across an await
+        logits = (await self.model.aforward(torch.from_numpy(feats))).detach()
         logits = logits.numpy().astype(np.float32)
         return logits, logits.argmax(axis=1).astype(np.int64)
 

@@ -5,6 +5,8 @@
     pat deploy model.pnn --to fleet --coordinator tcp://127.0.0.1:5555 [--nodes n1,n2] [--wait 5]
     pat deploy --rollback --to mqtt://127.0.0.1:1883/node1 [--version ARTIFACT_ID]
     pat deploy model.pnn --inspect
+    pat deploy model.pnn --to fleet --coordinator tcp://127.0.0.1:5555 --calibrate --threshold 0.8   # docs/deploy.md
+    pat deploy model.pnn --to fleet --sim-fleet sim:plate --units 1-16 --calibrate                   # simulated units
 
 Exit status: 0 when every node confirmed, 1 when any node refused (its reason is printed), 2 for bad usage or
 an artifact that fails verification locally.
@@ -35,6 +37,25 @@ def register(app: typer.Typer) -> None:
         inspect: bool = typer.Option(False, "--inspect", help="verify MODEL and print its manifest summary"),
         wait: float = typer.Option(10.0, help="seconds to wait for nodes to join"),
         timeout: float = typer.Option(30.0, help="seconds to wait for each node's verdict"),
+        calibrate: bool = typer.Option(False, "--calibrate", help="with --to fleet: calibrate on each unit, verify, "
+                                                                  "switch only if better (docs/deploy.md)"),
+        sim_fleet: Optional[str] = typer.Option(None, help="with --calibrate: simulate the fleet in this process "
+                                                           "(sim:KIND, one node per --units)"),
+        units: str = typer.Option("1-4", help="with --sim-fleet: unit numbers, e.g. 1-16"),
+        serving: Optional[Path] = typer.Option(None, help="with --sim-fleet: install this model first (what "
+                                                          "the units serve before the rollout)"),
+        calib_task: str = typer.Option("digits", help="with --calibrate: labelled calibration samples from this "
+                                                      "task's training split"),
+        calib_samples: int = typer.Option(256, help="with --calibrate: labelled samples per unit (half verify)"),
+        unlabelled: bool = typer.Option(False, help="with --calibrate: label-free re-normalisation only; switches "
+                                                    "unverified"),
+        threshold: float = typer.Option(0.0, help="with --calibrate: minimum verified accuracy to switch (0-1)"),
+        canaries: int = typer.Option(2, help="with --calibrate: nodes tried first; the rollout stops if one fails"),
+        wave: int = typer.Option(0, help="with --calibrate: nodes at once after the canaries (0: all)"),
+        max_calls: int = typer.Option(2000, help="with --calibrate: device-call budget per unit"),
+        max_seconds: float = typer.Option(120.0, help="with --calibrate: time budget per unit (s)"),
+        verify: float = typer.Option(0.5, help="with --calibrate: fraction of the samples held out to verify"),
+        report_json: Optional[Path] = typer.Option(None, help="with --calibrate: write the per-unit reports here"),
     ) -> None:
         """Deploy MODEL to the node(s) given by --to (or roll back, or inspect)."""
         from runtime.artifact import ArtifactError, load_artifact
@@ -54,6 +75,17 @@ def register(app: typer.Typer) -> None:
                                        "normalization": art.normalization, "metadata": art.metadata}, indent=1))
                 return
             data = model.read_bytes()
+        if calibrate:
+            if rollback or to != "fleet" or model is None:
+                raise typer.BadParameter("--calibrate goes with MODEL --to fleet")
+            from runtime.cli.deploy_fleet import deploy_calibrated
+
+            deploy_calibrated(model, data, coordinator=coordinator, nodes=[n for n in (nodes or "").split(",") if n],
+                              wait=wait, timeout=max(timeout, max_seconds * 2 + 30), sim_fleet=sim_fleet, units=units,
+                              serving=serving, calib_task=calib_task, calib_samples=calib_samples,
+                              unlabelled=unlabelled, threshold=threshold, canaries=canaries, wave=wave,
+                              max_calls=max_calls, max_seconds=max_seconds, verify=verify, report_json=report_json)
+            return
         if not to:
             raise typer.BadParameter("--to is required (zmq://HOST:PORT/NODE, mqtt://HOST:PORT/NODE or fleet)")
         try:

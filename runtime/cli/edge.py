@@ -42,6 +42,9 @@ def register(app: typer.Typer) -> None:
                        "`pat broker-config`; else $PAT_MQTT_CREDENTIALS / $PAT_MQTT_PASSWORD"),
         insecure: bool = typer.Option(
             False, "--insecure", help="ZeroMQ: allow a non-loopback coordinator without CURVE (warned)"),
+        drift_interval: Optional[float] = typer.Option(
+            None, help="with --deploy-dir: seconds between drift checks of the serving model on the unit's "
+                       "calibration set (recalibrate or alert below the deployer's threshold)"),
     ) -> None:
         """Serve DEVICE to the coordinator at CONNECT as NODE_ID until SIGTERM / SIGINT."""
         from edge.agent import run_edge
@@ -74,7 +77,7 @@ def register(app: typer.Typer) -> None:
 
         try:
             asyncio.run(_run_with_deployment(run_edge, device, connect, node_id, heartbeat, kw, deploy_dir,
-                                             deploy_mqtt, extra))
+                                             deploy_mqtt, extra, drift_interval))
         except (ValueError, DeviceError, OSError, ImportError) as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2) from None
@@ -86,14 +89,20 @@ def register(app: typer.Typer) -> None:
 
 
 async def _run_with_deployment(run_edge, device, connect, node_id, heartbeat, kw, deploy_dir, deploy_mqtt,
-                               extra=()):
-    """``run_edge`` plus, with ``deploy_dir``, the :class:`edge.deployed.Deployment` plugin (closed at exit)."""
+                               extra=(), drift_interval=None):
+    """``run_edge`` plus, with ``deploy_dir``, the :class:`edge.deployed.Deployment` and
+    :class:`edge.calibration.Calibrator` plugins (closed at exit)."""
     if deploy_dir is None:
         return await run_edge(device, connect, node_id, heartbeat=heartbeat, plugins=list(extra), **kw)
+    from edge.calibration import Calibrator
     from edge.deployed import Deployment
 
     async with Deployment(deploy_dir, mqtt=deploy_mqtt) as dep:
-        await run_edge(device, connect, node_id, heartbeat=heartbeat, plugins=[dep, *extra], **kw)
+        cal = Calibrator(dep, interval=drift_interval)
+        try:
+            await run_edge(device, connect, node_id, heartbeat=heartbeat, plugins=[dep, cal, *extra], **kw)
+        finally:
+            await cal.close()
 
 
 def _with_credentials(url: str, credentials: Path) -> str:

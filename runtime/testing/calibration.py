@@ -1,0 +1,35 @@
+"""Helpers for calibration tests: small calibratable artifacts on the fast circuit, labels from a teacher model."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from devices.base import Device
+from runtime.artifact import Artifact, dumps, loads, pnn_from_artifact, pnn_to_artifact
+from runtime.calibration import CalibrationPlan
+
+#: the fast circuit of the fleet tests (4 inputs, 1 integration sub-step)
+CIRCUIT = {"in_dim": 4, "param_dim": 4, "substeps": 1}
+CIRCUIT_URI = "sim:circuit?in_dim=4&param_dim=4&substeps=1&noise=0"
+
+
+def calibratable_artifact(spec, version: str | int = 1, seed: int = 0, n_features: int = 8, n_classes: int = 3,
+                          layers: int = 1, groups: str = "ranges,readout", **meta: Any) -> tuple[Artifact, bytes]:
+    """An untrained (seeded) PNN with a calibration plan (nominal twin of the fast circuit)."""
+    from runtime.pat import build_pnn
+    from runtime.twins import make_twin
+
+    twin = make_twin("nominal", spec, sim_options=dict(CIRCUIT))
+    pnn = build_pnn(n_features, n_classes, twin, spec=spec, layers=layers, seed=seed)
+    plan = CalibrationPlan.for_model(pnn, groups, sim_options=dict(CIRCUIT), batch=16, lr=0.05)
+    art = pnn_to_artifact(pnn, version, metadata={"calibration": plan.to_dict(), "seed": seed, **meta})
+    return art, dumps(art)
+
+
+async def teacher_labels(data: bytes, device: Device, x: np.ndarray) -> np.ndarray:
+    """Labels that the artifact's model predicts on ``device``: that model scores 100 % there (noise-free)."""
+    model = pnn_from_artifact(loads(data, spec=device.spec), device)
+    with torch.no_grad():
+        return (await model.aforward(torch.from_numpy(np.asarray(x, np.float32)))).argmax(1).numpy()

@@ -1,0 +1,39 @@
+"""Multi-unit PAT: shared parameters trained on every unit, per-unit copies of the calibratable ones."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from runtime.calibration import calibration_param_names
+from runtime.fleet.robust import MultiUnitTrainer, evaluate_units
+from runtime.pat import build_pnn
+from runtime.testing import sim_device
+from runtime.testing.calibration import CIRCUIT
+from runtime.twins import make_twin
+
+torch.set_num_threads(1)
+
+
+async def test_multi_unit_training_shares_theta_and_keeps_per_unit_copies():
+    devs = [await sim_device("circuit", unit=u, noise=0.0, **CIRCUIT) for u in (1, 2)]
+    twin = make_twin("nominal", devs[0].spec, sim_options=dict(CIRCUIT))
+    model = build_pnn(8, 3, twin, spec=devs[0].spec, layers=2, seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 8), dtype=np.float32)
+    y = (x[:, 0] * 3).astype(np.int64).clip(0, 2)
+    names = calibration_param_names(model, "readout")
+    theta0 = model.stages[1].theta.detach().clone()
+    tr = MultiUnitTrainer(model, devs, twin, lr=0.05, epochs=2, batch=32, per_unit=names)
+    hist = await tr.train(x, y)
+    assert len(hist) == 2 and hist[-1].device_calls > 0
+    assert all(d.calls > 0 for d in devs)                      # every unit measured
+    assert not torch.equal(model.stages[1].theta.detach(), theta0)   # shared θ trained
+    a, b = tr.unit_state(0), tr.unit_state(1)
+    assert set(a) == set(names) and not torch.equal(a[names[0]], b[names[0]])   # each unit its own copy
+    named = dict(model.named_parameters())
+    for n in names:                                             # the model ships their mean
+        assert torch.allclose(named[n], (a[n] + b[n]) / 2)
+    ref = await tr.reference(torch.from_numpy(x))
+    assert set(ref) == {"0", "2", "4"} and len(ref["4"]["z_mean"]) == 3
+    accs = await evaluate_units(model, devs, x, y)
+    assert len(accs) == 2 and all(0.0 <= v <= 1.0 for v in accs)
