@@ -6,6 +6,10 @@
     pat deploy --rollback --to mqtt://127.0.0.1:1883/node1 [--version ARTIFACT_ID]
     pat deploy model.pnn --inspect
 
+An unsigned artifact is signed on the way out with ``--sign-key`` (default ``$PAT_HOME/signing.key``, made
+by ``pat keys create``); a signed one is sent as it is unless ``--sign-key`` is given. Nodes accept only
+artifacts signed by a key in their trusted keys (``pat edge --trusted-keys``; see docs/artifacts.md).
+
 Exit status: 0 when every node confirmed, 1 when any node refused (its reason is printed), 2 for bad usage or
 an artifact that fails verification locally.
 """
@@ -35,9 +39,12 @@ def register(app: typer.Typer) -> None:
         inspect: bool = typer.Option(False, "--inspect", help="verify MODEL and print its manifest summary"),
         wait: float = typer.Option(10.0, help="seconds to wait for nodes to join"),
         timeout: float = typer.Option(30.0, help="seconds to wait for each node's verdict"),
+        sign_key: Optional[Path] = typer.Option(
+            None, "--sign-key", help="private key to sign with (default: $PAT_HOME/signing.key when MODEL is "
+                                     "unsigned; given explicitly, MODEL is re-signed with it)"),
     ) -> None:
         """Deploy MODEL to the node(s) given by --to (or roll back, or inspect)."""
-        from runtime.artifact import ArtifactError, load_artifact
+        from runtime.artifact import ArtifactError, ensure_signed, load_artifact
         from runtime.deployer import DeployError, Target, run_on_target
 
         data = None
@@ -53,7 +60,11 @@ def register(app: typer.Typer) -> None:
                 typer.echo(json.dumps({**art.summary(), "spec": art.manifest["device"]["spec"],
                                        "normalization": art.normalization, "metadata": art.metadata}, indent=1))
                 return
-            data = model.read_bytes()
+            try:
+                data = ensure_signed(model.read_bytes(), key_path=sign_key, resign=sign_key is not None)
+            except ValueError as e:  # no usable signing key (KeyFileError) or a bad artifact
+                typer.echo(f"error: {model}: cannot sign: {e}", err=True)
+                raise typer.Exit(2) from None
         if not to:
             raise typer.BadParameter("--to is required (zmq://HOST:PORT/NODE, mqtt://HOST:PORT/NODE or fleet)")
         try:
