@@ -126,12 +126,13 @@ class Deployment:
     async def close(self) -> None:
         """Stop the MQTT client (if any). Call when the node stops."""
         task, self._mqtt_task = self._mqtt_task, None
-        if task is not None:
+        while task is not None and not task.done():
             task.cancel()
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
+            # Python 3.11's asyncio.wait_for (inside aiomqtt's publish) can swallow a cancellation that races
+            # with a completion (a PUBACK): cancel again until the task has really ended
+            await asyncio.wait({task}, timeout=1.0)
+        if task is not None and not task.cancelled() and task.exception() is not None:
+            log.debug("node %s: deploy MQTT task ended with %r", self.node_id, task.exception())
 
     async def __aenter__(self) -> "Deployment":
         return self
@@ -364,10 +365,13 @@ class Deployment:
                         await asyncio.gather(drain, return_exceptions=True)
             except asyncio.CancelledError:
                 raise
-            except aiomqtt.MqttError as e:
-                log.warning("node %s: deploy MQTT connection lost (%s); retrying", self.node_id, e)
-            except Exception:  # never die silently: log it and serve again after a pause
-                log.exception("node %s: deploy MQTT service failed; restarting it", self.node_id)
+            except Exception as e:  # never die silently: log it and serve again after a pause
+                if asyncio.current_task().cancelling():  # closing: the client's exit replaced the cancellation
+                    raise asyncio.CancelledError() from e
+                if isinstance(e, aiomqtt.MqttError):
+                    log.warning("node %s: deploy MQTT connection lost (%s); retrying", self.node_id, e)
+                else:
+                    log.exception("node %s: deploy MQTT service failed; restarting it", self.node_id)
             finally:
                 self._mqtt_client = None
                 self._mqtt_ready.clear()

@@ -33,6 +33,8 @@ class PredictionBuffer:
         self._ready = asyncio.Event()
         self.dropped = 0
         self.published = 0
+        self.errors = 0
+        self.retry_delay = 0.5
         self._counters: dict[str, int] | None = None
         self._warned = False
 
@@ -71,7 +73,13 @@ class PredictionBuffer:
                 await self._ready.wait()
                 continue
             batch = [self._q[i] for i in range(min(self.window, len(self._q)))]
-            await asyncio.gather(*(publish(t, p) for t, p in batch))  # an error leaves the batch queued
+            try:
+                await asyncio.gather(*(publish(t, p) for t, p in batch))
+            except Exception as e:  # e.g. no PUBACK within the client's timeout while the broker stalls
+                self.errors += 1
+                log.info("publishing predictions failed (%s); the %d messages stay queued", e, len(batch))
+                await asyncio.sleep(self.retry_delay)
+                continue
             for _, payload in batch:
                 if self._q and self._q[0][1] is payload:  # not dropped meanwhile by a full buffer
                     self._q.popleft()
@@ -80,4 +88,4 @@ class PredictionBuffer:
 
     def stats(self) -> dict[str, int]:
         return {"capacity": self.capacity, "queued": len(self._q), "dropped": self.dropped,
-                "published": self.published}
+                "published": self.published, "errors": self.errors}

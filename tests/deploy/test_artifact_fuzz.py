@@ -14,7 +14,7 @@ from runtime.testing import sim_device
 from runtime.testing.artifact_attacks import assemble, members, tamper
 from runtime.testing.deploy import pnn_artifact
 
-SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 _dev = asyncio.run(sim_device("circuit", unit=2, seed=5, noise=0.0))
 _, VALID = pnn_artifact(_dev, version="1", seed=1, layers=2, sign=False)
 MANIFEST = json.loads(members(VALID)["manifest.json"])
