@@ -180,7 +180,8 @@ class Deployment:
                 raise
             aid = inst.artifact.artifact_id
             prev = self.current.info["artifact_id"] if self.current else None
-            if prev == aid:
+            if prev == aid:  # same model; the bytes may carry a new signature (key rotation): keep those
+                await asyncio.to_thread(atomic_write, self._artifact_path(aid), bytes(data))
                 return {**inst.info, "previous": self._previous_id(), "unchanged": True}
             atomic_write(self._artifact_path(aid), bytes(data))
             self.history = [h for h in self.history if h != aid] + [aid]

@@ -98,6 +98,10 @@ async def test_edge_trusts_listed_keys_and_rotation_needs_no_restart(tmp_path):
     trust_file.write_text(new.public_text + " new\n")
     h = await deploy(sign_artifact(v1, new))  # v1 re-signed with the new key is accepted again
     assert h["ok"] and h["model_version"] == "1"
+    # a restart re-verifies the stored history against the current list: v1 was stored re-signed, v2 new-signed
+    dep2 = Deployment(tmp_path / "dep", trusted_keys=trust_file)
+    await dep2(NodeService(dev, "node1"))
+    assert dep2.current.artifact.model_version == "1" and len(dep2.history) == 2
     _, v3 = pnn_artifact(dev, version="3", seed=3, sign=old)
     h = await deploy(v3)  # the old key is no longer trusted
     assert not h["ok"] and h["error"]["code"] == "untrusted_key" and "still serving version 1" in h["error"]["message"]
