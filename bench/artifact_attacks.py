@@ -128,7 +128,7 @@ def main() -> None:
         v1, cases = build(Path(tmp), args.bomb_mib)
         results = {name: [run_one(t.resolve(), p, v1, Path(tmp), args.timeout) for t in trees]
                    for name, (p, _) in cases.items()}
-    head = f"{'attack':36s}" + "".join(f" | {t.name[:28]:28s} {'s':>6s} {'+MiB':>6s} {'stall ms':>8s} serves"
+    head = f"{'attack':36s}" + "".join(f" | {t.resolve().name[:28]:28s} {'s':>6s} {'+MiB':>6s} {'stall ms':>8s} serves"
                                        for t in trees)
     print(head)
     print("-" * len(head))
