@@ -359,8 +359,6 @@ class Deployment:
                                 raise
                             except Exception:  # one bad message must not end the node's deploy service
                                 log.exception("node %s: message on %s failed", self.node_id, msg.topic)
-                        if drain.done() and not drain.cancelled() and drain.exception() is not None:
-                            raise drain.exception()
                     finally:
                         drain.cancel()
                         await asyncio.gather(drain, return_exceptions=True)
