@@ -35,6 +35,7 @@ from edge.deployed import Installed  # noqa: E402
 from runtime.artifact import dumps, loads, pnn_from_artifact, pnn_to_artifact  # noqa: E402
 from runtime.deployer import deploy_via, infer_via  # noqa: E402
 from runtime.pat import build_pnn  # noqa: E402
+from runtime.signing import generate_key  # noqa: E402
 from runtime.testing import free_port  # noqa: E402
 from runtime.testing.zmq import EdgeProcess  # noqa: E402
 from runtime.twins import make_twin  # noqa: E402
@@ -60,7 +61,9 @@ async def main(args) -> None:
     dev = LocalDevice(make_sim("plate", **SIM), threaded=False)
     await dev.connect()
     pnn = build_pnn(64, 10, make_twin("mlp", dev.spec), spec=dev.spec, layers=1, seed=0)
-    data = dumps(pnn_to_artifact(pnn, "bench"))
+    home = tempfile.mkdtemp(prefix="pat_home-")  # a throwaway signing key, trusted by the edge processes below
+    os.environ["PAT_HOME"] = home
+    data = dumps(pnn_to_artifact(pnn, "bench"), generate_key(home)[2])
     inst = Installed(loads(data, spec=dev.spec), pnn_from_artifact(loads(data), dev), 0.0)
     C = pnn.config["channels"]
     thetas = [pnn.physical_layers[0].theta[c].detach().numpy() for c in range(C)]

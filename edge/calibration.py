@@ -47,7 +47,7 @@ import torch
 
 from devices.base import Device
 from edge.service import NodeService, RequestError
-from runtime.artifact import Artifact, ArtifactError, atomic_write, dumps, normalize, pnn_from_artifact, \
+from runtime.artifact import Artifact, ArtifactError, atomic_write, normalize, pnn_from_artifact, \
     pnn_to_artifact
 from runtime.calibration import Budget, BudgetExceeded, BudgetedDevice, CalibrationPlan, accuracy_on, \
     calibrate_pat, calls_per_pass, decide, plan_of, renormalize, split_calibration
@@ -306,7 +306,7 @@ class Calibrator:
             if rep.switched:
                 art = derived_artifact(inst.artifact, inst.model, self._node(), rep) \
                     if rep.stage != "shipped" else inst.artifact
-                rep.installed = await self.dep.install(dumps(art))
+                rep.installed = await self.dep.install_derived(art)
             self.threshold, self.budget, self.verify = float(threshold), budget, float(verify)
             if y is not None:
                 self._save_set(np.asarray(x, np.float32), np.asarray(y, np.int64))
@@ -350,7 +350,7 @@ class Calibrator:
                 out["recalibration"] = rep.to_dict()
                 if rep.switched:
                     art = derived_artifact(inst.artifact, cand, self._node(), rep)
-                    rep.installed = await self.dep.install(dumps(art))
+                    rep.installed = await self.dep.install_derived(art)
                     self.drift.alert = None
                     return {**out, "action": "recalibrated", **self.drift.to_dict()}
             self.drift.alert = (f"accuracy {acc:.1%} below threshold {self.threshold:.1%}"

@@ -11,8 +11,9 @@ that adds three request types (see :mod:`runtime.wire` ``MessageType``)::
               fields {artifact_id, model_version}
     models    -> {current, history: [{artifact_id, model_version, created}...]}
 
-An artifact is verified (:func:`runtime.artifact.loads`: container, sha256 checksums, format version) and
-checked against the node's device spec (kind, dims, ranges) *before* anything changes; a refused artifact
+An artifact is verified (:func:`runtime.artifact.loads`: container, bounds, sha256 checksums, format version,
+an Ed25519 signature by a key in ``trusted_keys``) and checked against the node's device spec (kind, dims,
+ranges) *before* anything changes, in a worker thread so heartbeats and requests go on; a refused artifact
 gets an error reply whose code is the :class:`~runtime.artifact.ArtifactError` code and the running model
 keeps serving. Physical layers run on the node's device (``PNN.aforward`` under ``torch.no_grad``), so
 inference is local: no twin and no coordinator are needed.
@@ -33,7 +34,8 @@ MQTT (optional, ``mqtt="mqtt://host:port"``): the plugin runs its own client and
                               "request", "error"} after each deploy/rollback attempt
     PREFIX/NODE/infer         packed {"type": "infer", "id"} + [x]  (sensor data in)
     PREFIX/NODE/predictions   packed {"type": "predictions", "request", "artifact_id", "model_version"}
-                              + [logits, labels] for every inference (any transport)
+                              + [logits, labels] for every inference (any transport), through a bounded
+                              outbox (:mod:`edge.predictions`): drops are counted, never silent
 """
 from __future__ import annotations
 
@@ -49,8 +51,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from edge.predictions import PredictionBuffer
 from edge.service import NodeService, RequestError
-from runtime.artifact import Artifact, ArtifactError, atomic_write, loads, normalize, pnn_from_artifact
+from runtime.artifact import Artifact, ArtifactError, atomic_write, dumps, loads, normalize, pnn_from_artifact
+from runtime.signing import KeyFileError, SigningKey, TrustedKeys, default_trust_path, generate_key, \
+    load_signing_key
 from runtime.wire import MessageType, WireError, make_header, pack, unpack
 
 log = logging.getLogger(__name__)
@@ -83,8 +88,13 @@ class Deployment:
     """NodeService plugin: keeps a verified model history in ``directory`` and serves inference."""
 
     def __init__(self, directory: str | Path, keep: int = 3, mqtt: str | None = None, prefix: str = "pat",
-                 publish_predictions: bool = True, reconnect_delay: float = 0.5):
+                 publish_predictions: bool = True, reconnect_delay: float = 0.5,
+                 trusted_keys: str | Path | TrustedKeys | None = None, prediction_buffer: int = 10_000):
+        """``trusted_keys``: the keys artifacts must be signed by -- a :class:`TrustedKeys` or a trusted-keys
+        file, re-read at every deployment so a key rotation needs no restart (default
+        :func:`runtime.signing.default_trust_path`)."""
         self.dir = Path(directory)
+        self.trusted_keys = trusted_keys if trusted_keys is not None else default_trust_path()
         self.keep = max(2, int(keep))
         self.mqtt_url = mqtt
         self.prefix = prefix
@@ -98,7 +108,8 @@ class Deployment:
         self._mqtt_task: asyncio.Task | None = None
         self._mqtt_client = None
         self._mqtt_ready = asyncio.Event()
-        self.counters = {"deploys": 0, "refused": 0, "rollbacks": 0, "inferences": 0, "published": 0}
+        self.counters = {"deploys": 0, "refused": 0, "rollbacks": 0, "inferences": 0}
+        self.predictions = PredictionBuffer(prediction_buffer)
 
     # ----- plugin entry ------------------------------------------------------------------------------
     async def __call__(self, service: NodeService) -> None:
@@ -107,19 +118,22 @@ class Deployment:
         service.register(MessageType.ROLLBACK, self._h_rollback)
         service.register(MessageType.INFER, self._h_infer)
         service.register(MODELS, self._h_models)
-        self._restore()
+        self.predictions.attach(service.counters)
+        async with self._lock:
+            await asyncio.to_thread(self._restore)
         if self.mqtt_url and self._mqtt_task is None:
             self._mqtt_task = asyncio.create_task(self._mqtt_loop(), name=f"deploy-mqtt-{service.node_id}")
 
     async def close(self) -> None:
         """Stop the MQTT client (if any). Call when the node stops."""
         task, self._mqtt_task = self._mqtt_task, None
-        if task is not None:
+        while task is not None and not task.done():
             task.cancel()
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
+            # Python 3.11's asyncio.wait_for (inside aiomqtt's publish) can swallow a cancellation that races
+            # with a completion (a PUBACK): cancel again until the task has really ended
+            await asyncio.wait({task}, timeout=1.0)
+        if task is not None and not task.cancelled() and task.exception() is not None:
+            log.debug("node %s: deploy MQTT task ended with %r", self.node_id, task.exception())
 
     async def __aenter__(self) -> "Deployment":
         return self
@@ -137,10 +151,46 @@ class Deployment:
             raise RuntimeError("Deployment is not attached to a NodeService")
         return self.service.device
 
+    def _trust(self) -> TrustedKeys:
+        """The deployer's trusted keys plus this node's own key (which signs only what the node derived itself
+        from a verified artifact, e.g. a per-unit calibration; see :meth:`install_derived`)."""
+        if isinstance(self.trusted_keys, TrustedKeys):
+            base = self.trusted_keys
+        else:
+            try:
+                base = TrustedKeys.from_file(self.trusted_keys)
+            except ValueError as e:
+                raise ArtifactError("untrusted_key", f"trusted keys unusable: {e}") from None
+        own = self._node_key(create=False)
+        return base if own is None else TrustedKeys({*base.keys, own.public_raw}, f"{base.source} + node key")
+
+    def _node_key(self, create: bool) -> SigningKey | None:
+        """This node's own signing key (``DIR/node_key/signing.key``, 0600), created on first use."""
+        d = self.dir / "node_key"
+        if not (d / "signing.key").exists():
+            if not create:
+                return None
+            try:
+                return generate_key(d, comment=f"node {self.node_id} (derived artifacts)", trust=False)[2]
+            except KeyFileError as e:
+                raise ArtifactError("untrusted_key", f"cannot create this node's own key: {e}") from None
+        try:
+            return load_signing_key(d / "signing.key")
+        except KeyFileError as e:
+            raise ArtifactError("untrusted_key", f"this node's own key is unusable: {e}") from None
+
+    async def install_derived(self, artifact: Artifact) -> dict[str, Any]:
+        """Install an artifact this node derived from a verified one (a per-unit calibration of the deployed
+        model): signed with the node's own key, then verified and switched like any deployment."""
+        key = await asyncio.to_thread(self._node_key, True)
+        return await self.install(await asyncio.to_thread(dumps, artifact, key))
+
     def _verify(self, data: bytes, expect: str | None = None) -> Installed:
-        """Verify bytes against this device and build the model; raises ArtifactError, changes nothing."""
+        """Verify bytes against this device and build the model; raises ArtifactError, changes nothing.
+
+        Blocking (parsing, hashing, building): call it through ``asyncio.to_thread``."""
         dev = self._device()
-        art = loads(data, spec=dev.spec)
+        art = loads(data, spec=dev.spec, trusted=self._trust())
         if expect and art.artifact_id != expect:
             raise ArtifactError("checksum_mismatch", f"artifact id {art.artifact_id[:16]}... is not the expected "
                                                      f"{str(expect)[:16]}... (damaged in transit?)")
@@ -151,13 +201,14 @@ class Deployment:
         """Verify, persist and switch to an artifact. On any error the current model stays."""
         async with self._lock:
             try:
-                inst = self._verify(data, expect)
+                inst = await asyncio.to_thread(self._verify, data, expect)
             except ArtifactError:
                 self.counters["refused"] += 1
                 raise
             aid = inst.artifact.artifact_id
             prev = self.current.info["artifact_id"] if self.current else None
-            if prev == aid:
+            if prev == aid:  # same model; the bytes may carry a new signature (key rotation): keep those
+                await asyncio.to_thread(atomic_write, self._artifact_path(aid), bytes(data))
                 return {**inst.info, "previous": self._previous_id(), "unchanged": True}
             atomic_write(self._artifact_path(aid), bytes(data))
             self.history = [h for h in self.history if h != aid] + [aid]
@@ -184,7 +235,7 @@ class Deployment:
             else:
                 raise RequestError("unknown_version", f"artifact {to[:16]}... is not in this node's history")
             target = self.history[idx]
-            inst = self._load(target)  # raises ArtifactError if the stored file went bad
+            inst = await asyncio.to_thread(self._load, target)  # ArtifactError if the stored file went bad
             self.history = self.history[: idx + 1]
             self.current = inst
             self._prune()
@@ -204,8 +255,8 @@ class Deployment:
             raise
         self.counters["inferences"] += 1
         info = {"artifact_id": inst.artifact.artifact_id, "model_version": inst.artifact.model_version}
-        if self.publish_predictions and self._mqtt_client is not None:
-            self._publish_nowait(self._topic("predictions"),
+        if self.publish_predictions and self.mqtt_url:  # queued (bounded) while the broker is away or slow
+            self.predictions.put(self._topic("predictions"),
                                  pack(make_header("predictions", node=self.node_id, request=request, **info),
                                       [logits, labels]))
         return info, logits, labels
@@ -241,7 +292,7 @@ class Deployment:
             inst = self._cache.get(aid)
             hist.append(inst.info if inst else {"artifact_id": aid})
         return {"current": self.current.info if self.current else None, "history": hist,
-                "counters": dict(self.counters)}, []
+                "counters": dict(self.counters), "predictions": self.predictions.stats()}, []
 
     # ----- persistence ------------------------------------------------------------------------------
     def _artifact_path(self, aid: str) -> Path:
@@ -310,16 +361,6 @@ class Deployment:
     def _topic(self, kind: str) -> str:
         return f"{self.prefix}/{self.node_id}/{kind}"
 
-    def _publish_nowait(self, topic: str, payload: bytes, retain: bool = False) -> None:
-        client = self._mqtt_client
-        if client is None:
-            return
-        try:  # paho queues the packet; aiomqtt's publish coroutine would only wait for the ack
-            client._client.publish(topic, payload, qos=1, retain=retain)
-            self.counters["published"] += 1
-        except Exception as e:  # never let publishing break inference
-            log.warning("node %s: could not publish on %s: %s", self.node_id, topic, e)
-
     async def _mqtt_loop(self) -> None:
         import aiomqtt
 
@@ -334,12 +375,29 @@ class Deployment:
                     await client.subscribe(self._topic("infer"), qos=1)
                     self._mqtt_client = client
                     self._mqtt_ready.set()
-                    async for msg in client.messages:
-                        await self._on_mqtt(client, msg)
+                    drain = asyncio.create_task(self.predictions.drain(
+                        lambda topic, payload: client.publish(topic, payload, qos=1)),
+                        name=f"predictions-{self.node_id}")
+                    try:
+                        async for msg in client.messages:
+                            try:
+                                await self._on_mqtt(client, msg)
+                            except aiomqtt.MqttError:
+                                raise
+                            except Exception:  # one bad message must not end the node's deploy service
+                                log.exception("node %s: message on %s failed", self.node_id, msg.topic)
+                    finally:
+                        drain.cancel()
+                        await asyncio.gather(drain, return_exceptions=True)
             except asyncio.CancelledError:
                 raise
-            except aiomqtt.MqttError as e:
-                log.warning("node %s: deploy MQTT connection lost (%s); retrying", self.node_id, e)
+            except Exception as e:  # never die silently: log it and serve again after a pause
+                if asyncio.current_task().cancelling():  # closing: the client's exit replaced the cancellation
+                    raise asyncio.CancelledError() from e
+                if isinstance(e, aiomqtt.MqttError):
+                    log.warning("node %s: deploy MQTT connection lost (%s); retrying", self.node_id, e)
+                else:
+                    log.exception("node %s: deploy MQTT service failed; restarting it", self.node_id)
             finally:
                 self._mqtt_client = None
                 self._mqtt_ready.clear()
@@ -367,9 +425,9 @@ class Deployment:
                 await self.infer(np.asarray(arrays[0]), request=str(h.get("id", "")))
             except Exception as e:  # publish the failure instead of the predictions
                 code = getattr(e, "code", "internal")
-                self._publish_nowait(self._topic("predictions"),
+                self.predictions.put(self._topic("predictions"),
                                      pack(make_header("predictions", node=self.node_id, request=str(h.get("id", "")),
-                                                      ok=False, error={"code": code, "message": str(e)})))
+                                                      ok=False, error={"code": code, "message": str(e)[:2000]})))
 
     async def _apply_desired(self, h: dict[str, Any], arrays: list[np.ndarray]) -> dict[str, Any]:
         """Apply a retained deploy-topic message; returns the status to announce."""
@@ -386,9 +444,12 @@ class Deployment:
             else:
                 raise RequestError("bad_request", f"unexpected message type {h.get('type')!r} on the deploy topic")
             return {"ok": True, "request": req, **info}
-        except (ArtifactError, RequestError) as e:
-            code = e.code
+        except Exception as e:  # ArtifactError, RequestError -- or anything else: a refusal, never a dead task
+            code = getattr(e, "code", None) or "internal"
             msg = e.message if isinstance(e, ArtifactError) else str(e)
+            if not isinstance(e, (ArtifactError, RequestError)):
+                log.exception("node %s: unexpected error applying a deploy-topic message", self.node_id)
+                msg = f"{type(e).__name__}: {msg}"
             log.warning("node %s: deploy refused (%s: %s)", self.node_id, code, msg)
             return {"ok": False, "request": req, "error": {"code": code, "message": f"refused, still serving "
                                                                                      f"{self._current_desc()}: {msg}"},

@@ -6,6 +6,8 @@ the same model always gives the same bytes::
     manifest.json     UTF-8 JSON, see below
     payload.bin       every tensor as raw little-endian C-order bytes, back to back, each 64-byte aligned
     manifest.sha256   hex sha256 of the manifest.json bytes (the artifact id)
+    signature.json    optional: {"alg": "ed25519", "public_key": "ed25519:BASE64", "signature": BASE64}, an
+                      Ed25519 signature of the artifact id (see :mod:`runtime.signing`)
 
 ``manifest.json``::
 
@@ -24,16 +26,23 @@ the same model always gives the same bytes::
 
 Integrity is layered: the ZIP CRC-32 of each member catches accidental corruption, ``payload.sha256``
 binds the tensors to the manifest, and ``manifest.sha256`` binds the manifest (the artifact id is that
-digest, so two artifacts with the same id are the same model). Every failure raises
-:class:`ArtifactError` whose ``code`` says why (``corrupt``, ``checksum_mismatch``, ``bad_manifest``,
-``unsupported_version``, ``kind_mismatch``, ``spec_mismatch``, ``too_large``).
+digest, so two artifacts with the same id are the same model). Checksums prove integrity, not origin: the
+signature does that, and edge nodes require one by a trusted key (``loads(..., trusted=...)``). Before
+anything is allocated or built, every bound of :mod:`runtime.artifact_limits` is checked (member names and
+sizes, manifest size and nesting, tensor shapes, build settings, finite θ inside the device's range).
+Every failure, whatever the defect, raises :class:`ArtifactError` whose ``code`` says why (``corrupt``,
+``checksum_mismatch``, ``bad_manifest``, ``bad_member``, ``bad_architecture``, ``non_finite``,
+``out_of_range``, ``unsupported_version``, ``kind_mismatch``, ``spec_mismatch``, ``too_large``,
+``unsigned``, ``untrusted_key``, ``bad_signature``, ``malformed``). See docs/artifacts.md.
 """
 from __future__ import annotations
 
+import base64
 import datetime as _dt
 import hashlib
 import io
 import json
+import logging
 import os
 import zipfile
 from dataclasses import dataclass, field
@@ -43,28 +52,24 @@ from typing import Any, Mapping
 import numpy as np
 
 from devices.spec import DeviceSpec
+from runtime.artifact_errors import ArtifactError
+from runtime.artifact_limits import (DEFAULT_LIMITS, MEMBERS, SIGNATURE_MEMBER, ArtifactLimits, check_architecture,
+                                     check_finite, check_members, check_normalization, check_tensor_table,
+                                     check_theta_ranges, member_cap, parse_manifest, tensor_extent)
+from runtime.signing import (KeyFileError, SigningKey, TrustedKeys, key_id, load_signing_key, parse_public_key,
+                             verify)
+
+log = logging.getLogger(__name__)
 
 FORMAT = "pat-pnn"
 FORMAT_VERSION = 1
 ALIGN = 64
 MAX_ARTIFACT_BYTES = 256 * 1024 * 1024
 ALLOWED_DTYPES = frozenset({"float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "bool"})
-_MEMBERS = ("manifest.json", "payload.bin", "manifest.sha256")
+_MEMBERS = MEMBERS
 _ZIP_TIME = (2020, 1, 1, 0, 0, 0)
 #: spec fields that must agree between an artifact and the device it runs on
 SPEC_KEYS = ("kind", "in_dim", "param_dim", "out_dim", "x_range", "theta_range")
-
-
-class ArtifactError(ValueError):
-    """A PNN artifact that cannot be used. ``code`` is a short machine-readable reason."""
-
-    def __init__(self, code: str, message: str):
-        self.code = code
-        self.message = message
-        super().__init__(f"{code}: {message}")
-
-    def __reduce__(self):
-        return (self.__class__, (self.code, self.message))
 
 
 @dataclass
@@ -75,6 +80,8 @@ class Artifact:
     tensors: dict[str, np.ndarray] = field(default_factory=dict)
     #: hex sha256 of the manifest bytes; set by :func:`dumps` / :func:`loads`
     artifact_id: str = ""
+    #: raw Ed25519 public key whose valid signature the artifact carries (None: unsigned)
+    signer: bytes | None = None
 
     @property
     def model_version(self) -> str:
@@ -105,6 +112,7 @@ class Artifact:
         return {"artifact_id": self.artifact_id, "model_version": self.model_version,
                 "created": self.manifest.get("created"), "device_kind": self.device_kind,
                 "layers": [layer.get("type") for layer in self.layers],
+                "signed_by": key_id(self.signer) if self.signer else None,
                 "n_params": int(sum(t.size for t in self.tensors.values()))}
 
 
@@ -139,8 +147,9 @@ def build_artifact(tensors: Mapping[str, Any], layers: list[dict[str, Any]], spe
 
 
 # ----- serialization -------------------------------------------------------------------------------------
-def dumps(artifact: Artifact) -> bytes:
-    """Serialize to the ``.pnn`` bytes (deterministic for a given manifest and tensors)."""
+def dumps(artifact: Artifact, key: SigningKey | None = None) -> bytes:
+    """Serialize to the ``.pnn`` bytes (deterministic for a given manifest and tensors), signed by ``key``
+    when given (see :mod:`runtime.signing`)."""
     payload = io.BytesIO()
     table: dict[str, dict[str, Any]] = {}
     for name in sorted(artifact.tensors):
@@ -156,80 +165,161 @@ def dumps(artifact: Artifact) -> bytes:
     manifest["payload"] = {"sha256": hashlib.sha256(pb).hexdigest(), "nbytes": len(pb), "tensors": table}
     mb = json.dumps(manifest, sort_keys=True, indent=1).encode()
     digest = hashlib.sha256(mb).hexdigest()
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as zf:
-        for member, data in zip(_MEMBERS, (mb, pb, digest.encode())):
-            zf.writestr(zipfile.ZipInfo(member, date_time=_ZIP_TIME), data)
     artifact.manifest = manifest
     artifact.artifact_id = digest
-    return out.getvalue()
+    data = _zip([mb, pb, digest.encode()])
+    if key is not None:
+        data = sign_artifact(data, key)
+        artifact.signer = key.public_raw
+    return data
 
 
 def loads(data: bytes | bytearray | memoryview, spec: DeviceSpec | None = None,
-          max_bytes: int = MAX_ARTIFACT_BYTES) -> Artifact:
-    """Parse and verify ``.pnn`` bytes; with ``spec``, also check the artifact fits that device.
+          max_bytes: int = MAX_ARTIFACT_BYTES, trusted: TrustedKeys | None = None,
+          limits: ArtifactLimits = DEFAULT_LIMITS) -> Artifact:
+    """Parse and verify ``.pnn`` bytes; with ``spec``, also check the artifact fits that device; with
+    ``trusted``, also require a valid signature by one of those keys.
 
-    Raises :class:`ArtifactError` on anything wrong; never returns a partially verified artifact.
+    Every bound of :mod:`runtime.artifact_limits` is checked before anything is allocated or built.
+    Raises :class:`ArtifactError` on anything wrong, whatever the defect; never returns a partially
+    verified artifact.
     """
-    data = bytes(data)
+    try:
+        return _loads(bytes(data), spec, max_bytes, trusted, limits)
+    except ArtifactError:
+        raise
+    except RecursionError:
+        raise ArtifactError("bad_manifest", "artifact is nested too deeply") from None
+    except Exception as e:  # a defect no check above names: still a refusal with its reason, never a crash
+        log.warning("artifact refused by the catch-all (%s: %s); please report this defect", type(e).__name__, e)
+        raise ArtifactError("malformed", f"artifact could not be parsed ({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def _loads(data: bytes, spec: DeviceSpec | None, max_bytes: int, trusted: TrustedKeys | None,
+           limits: ArtifactLimits) -> Artifact:
+    max_bytes = min(max_bytes, limits.max_bytes)
     if len(data) > max_bytes:
         raise ArtifactError("too_large", f"artifact is {len(data)} bytes > limit {max_bytes}")
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, ValueError, OSError) as e:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError, NotImplementedError) as e:
         raise ArtifactError("corrupt", f"not a PNN artifact (not a readable zip container: {e})") from None
     with zf:
-        names = {i.filename: i for i in zf.infolist()}
-        missing = [m for m in _MEMBERS if m not in names]
-        if missing:
-            raise ArtifactError("corrupt", f"artifact lacks member(s) {missing}")
-        for m in _MEMBERS:
-            if names[m].file_size > max_bytes:
-                raise ArtifactError("too_large", f"member {m} declares {names[m].file_size} bytes")
+        names = check_members(zf.infolist(), limits)
         try:
-            mb, pb, digest = (zf.read(m) for m in _MEMBERS)
+            mb, pb, digest = (_read_member(zf, m, member_cap(m, limits)) for m in _MEMBERS)
+            sig = (_read_member(zf, SIGNATURE_MEMBER, member_cap(SIGNATURE_MEMBER, limits))
+                   if SIGNATURE_MEMBER in names else None)
         except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError,
                 NotImplementedError) as e:
             raise ArtifactError("corrupt", f"artifact data is damaged ({e})") from None
-    if hashlib.sha256(mb).hexdigest() != digest.decode("ascii", "replace").strip():
+    aid = digest.decode("ascii", "replace").strip()
+    if hashlib.sha256(mb).hexdigest() != aid:
         raise ArtifactError("checksum_mismatch", "manifest sha256 does not match manifest.sha256")
-    try:
-        manifest = json.loads(mb)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ArtifactError("bad_manifest", f"manifest.json is not valid JSON ({e})") from None
+    signer = _check_signature(sig, aid) if sig is not None else None
+    if trusted is not None:
+        trusted.check(signer)  # before the manifest is even parsed: untrusted input goes no further
+    manifest = parse_manifest(mb, limits)
     _check_manifest(manifest)
+    try:
+        art_spec = DeviceSpec.from_dict(manifest["device"]["spec"])
+    except (TypeError, ValueError, KeyError) as e:
+        raise ArtifactError("bad_manifest", f"embedded device spec is invalid: {e}") from None
+    check_normalization(manifest.get("normalization"))
+    check_architecture(manifest, limits)
     pay = manifest["payload"]
     if len(pb) != pay["nbytes"]:
         raise ArtifactError("checksum_mismatch", f"payload is {len(pb)} bytes, manifest says {pay['nbytes']}")
     if hashlib.sha256(pb).hexdigest() != pay["sha256"]:
         raise ArtifactError("checksum_mismatch", "payload sha256 does not match the manifest (tensors altered)")
+    check_tensor_table(pay["tensors"], limits)
     tensors = {}
     for name, meta in pay["tensors"].items():
-        tensors[name] = _read_tensor(pb, name, meta)
-    art = Artifact(manifest=manifest, tensors=tensors, artifact_id=digest.decode().strip())
-    try:
-        art.spec  # noqa: B018 - validates the embedded spec
-    except (TypeError, ValueError) as e:
-        raise ArtifactError("bad_manifest", f"embedded device spec is invalid: {e}") from None
+        tensors[name] = _read_tensor(pb, name, meta, limits)
+    check_theta_ranges(manifest, tensors, art_spec.theta_range)
+    art = Artifact(manifest=manifest, tensors=tensors, artifact_id=aid, signer=signer)
     if spec is not None:
         check_compatible(art, spec)
     return art
 
 
-def save_artifact(path: str | os.PathLike, artifact: Artifact) -> str:
-    """Write atomically (temp file + rename); return the artifact id."""
-    data = dumps(artifact)
+def _read_member(zf: zipfile.ZipFile, name: str, cap: int) -> bytes:
+    """Read at most ``cap`` bytes of a member (whatever its header claims): no decompression bomb."""
+    with zf.open(name) as f:
+        data = f.read(cap + 1)
+    if len(data) > cap:
+        raise ArtifactError("too_large", f"member {name!r} holds more than {cap} bytes")
+    return data
+
+
+def _check_signature(sig: bytes, artifact_id: str) -> bytes:
+    """Parse ``signature.json`` and verify it over the artifact id; returns the signer's raw public key."""
+    try:
+        d = json.loads(sig)
+        if not isinstance(d, dict) or d.get("alg") != "ed25519":
+            raise ValueError("expected {\"alg\": \"ed25519\", \"public_key\", \"signature\"}")
+        raw = parse_public_key(str(d.get("public_key", "")))
+        signature = base64.b64decode(str(d.get("signature", "")), validate=True)
+    except (ValueError, KeyFileError, RecursionError) as e:
+        raise ArtifactError("bad_signature", f"signature.json is malformed ({str(e)[:200]})") from None
+    if not verify(raw, artifact_id, signature):
+        raise ArtifactError("bad_signature", f"the signature by key {key_id(raw)} does not match this artifact "
+                                             "(altered after signing, or forged)")
+    return raw
+
+
+def sign_artifact(data: bytes, key: SigningKey) -> bytes:
+    """Return ``data`` (a valid ``.pnn``) signed by ``key``, replacing any earlier signature.
+
+    The artifact id (manifest digest) does not change: signing is about origin, not content.
+    """
+    art = loads(data)
+    sig = json.dumps({"alg": "ed25519", "public_key": key.public_text,
+                      "signature": base64.b64encode(key.sign(art.artifact_id)).decode("ascii")}).encode()
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as zf:
+        parts = [zf.read(m) for m in _MEMBERS]
+    return _zip(parts, sig)
+
+
+def ensure_signed(data: bytes, key: SigningKey | None = None, key_path: str | os.PathLike | None = None,
+                  resign: bool = False) -> bytes:
+    """``data`` signed: as is when it already carries a valid signature (and ``resign`` is False), else signed
+    with ``key`` or the key file ``key_path`` (default ``$PAT_HOME/signing.key``). Raises ArtifactError for a
+    bad artifact and :class:`runtime.signing.KeyFileError` when no usable key exists."""
+    art = loads(data)
+    if art.signer is not None and not resign:
+        return bytes(data)
+    return sign_artifact(data, key or load_signing_key(key_path))
+
+
+def _zip(parts: list[bytes], sig: bytes | None = None) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as zf:
+        for member, blob in zip(_MEMBERS, parts):
+            zf.writestr(zipfile.ZipInfo(member, date_time=_ZIP_TIME), blob)
+        if sig is not None:
+            zf.writestr(zipfile.ZipInfo(SIGNATURE_MEMBER, date_time=_ZIP_TIME), sig)
+    return out.getvalue()
+
+
+def save_artifact(path: str | os.PathLike, artifact: Artifact, key: SigningKey | None = None) -> str:
+    """Write atomically (temp file + rename), signed by ``key`` when given; return the artifact id."""
+    data = dumps(artifact, key)
     atomic_write(Path(path), data)
     return artifact.artifact_id
 
 
-def load_artifact(path: str | os.PathLike, spec: DeviceSpec | None = None) -> Artifact:
+def load_artifact(path: str | os.PathLike, spec: DeviceSpec | None = None,
+                  trusted: TrustedKeys | None = None) -> Artifact:
     """Read and verify a ``.pnn`` file (see :func:`loads`)."""
+    p = Path(path)
     try:
-        data = Path(path).read_bytes()
+        if p.stat().st_size > MAX_ARTIFACT_BYTES:
+            raise ArtifactError("too_large", f"{path} is {p.stat().st_size} bytes > limit {MAX_ARTIFACT_BYTES}")
+        data = p.read_bytes()
     except OSError as e:
         raise ArtifactError("unreadable", f"cannot read artifact {path}: {e}") from None
-    return loads(data, spec=spec)
+    return loads(data, spec=spec, trusted=trusted)
 
 
 def check_compatible(artifact: Artifact, spec: DeviceSpec) -> None:
@@ -298,10 +388,13 @@ def pnn_from_artifact(artifact: Artifact, device: Any = None, twin: Any = None) 
         raise ArtifactError("bad_manifest", f"unknown model builder {arch.get('builder')!r}")
     if device is not None and getattr(device, "connected", False):
         check_compatible(artifact, device.spec)
+    check_architecture(artifact.manifest)  # bounded before building, also for artifacts built in memory
     try:
         model = build_pnn(spec=artifact.spec, device=device, twin=twin or _no_twin, **arch["config"])
         model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in artifact.tensors.items()}, strict=True)
-    except (TypeError, ValueError, RuntimeError, KeyError) as e:
+    except ArtifactError:
+        raise
+    except Exception as e:  # whatever building a declared model raises, it is a refusal
         raise ArtifactError("bad_manifest", f"the tensors do not fit the declared architecture: {e}") from None
     model.eval()
     return model
@@ -383,21 +476,13 @@ def _check_manifest(m: Any) -> None:
             raise ArtifactError("bad_manifest", f"layer {i} must be an object with a string 'type'")
 
 
-def _read_tensor(pb: bytes, name: str, meta: Any) -> np.ndarray:
-    if not isinstance(meta, dict):
-        raise ArtifactError("bad_manifest", f"tensor {name!r}: entry is not an object")
-    dt, shape, off, n = meta.get("dtype"), meta.get("shape"), meta.get("offset"), meta.get("nbytes")
-    if dt not in ALLOWED_DTYPES:
-        raise ArtifactError("bad_manifest", f"tensor {name!r}: dtype {dt!r} not allowed")
-    if not isinstance(shape, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
-                                              for s in shape):
-        raise ArtifactError("bad_manifest", f"tensor {name!r}: bad shape {shape!r}")
+def _read_tensor(pb: bytes, name: str, meta: Any, limits: ArtifactLimits = DEFAULT_LIMITS) -> np.ndarray:
+    dt, shape, off, n = tensor_extent(name, meta, len(pb), ALLOWED_DTYPES, limits)
     dtype = np.dtype(dt).newbyteorder("<")
-    need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if not isinstance(off, int) or not isinstance(n, int) or n != need or off < 0 or off + n > len(pb):
-        raise ArtifactError("bad_manifest", f"tensor {name!r}: offset/size out of bounds")
-    return np.frombuffer(pb, dtype=dtype, count=need // dtype.itemsize, offset=off).reshape(shape).astype(
+    a = np.frombuffer(pb, dtype=dtype, count=n // dtype.itemsize, offset=off).reshape(shape).astype(
         np.dtype(dt), copy=True)
+    check_finite(name, a)
+    return a
 
 
 def _jsonable(obj: Any) -> Any:

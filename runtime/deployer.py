@@ -89,10 +89,10 @@ async def infer_via(coord: Any, node: str, x: np.ndarray, timeout: float = 30.0)
     return h, arrays[0], arrays[1]
 
 
-async def _each(coord, nodes, type, arrays, timeout, **fields):
+async def _each(coord, nodes, kind, arrays, timeout, **fields):
     async def one(node):
         try:
-            h, _ = await coord.request(node, type, arrays, timeout=timeout, **fields)
+            h, _ = await coord.request(node, kind, arrays, timeout=timeout, **fields)
             return {k: h.get(k) for k in ("artifact_id", "model_version", "previous", "unchanged")}
         except RemoteDeviceError as e:
             return DeployError(node, e.code, e.message)

@@ -143,7 +143,8 @@ def decode_header(hb: Any, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
         raise WireError("bad_header", f"header is not valid msgpack: {type(e).__name__}") from None
     if not isinstance(h, dict):
         raise WireError("bad_header", "header is not a map")
-    if h.get("v") != VERSION:
+    v = h.get("v")
+    if type(v) is not int or v != VERSION:  # exact: 1.0 and True compare equal to 1 but are not version 1
         raise WireError("bad_version", f"protocol version {h.get('v')!r}, expected {VERSION}")
     if not isinstance(h.get("type"), str):
         raise WireError("bad_header", "header has no string 'type'")

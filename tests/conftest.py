@@ -1,9 +1,27 @@
 """Shared fixtures. Every async test is checked for leaked tasks at teardown."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
+from runtime.signing import generate_key
 from runtime.testing import assert_no_leaked_tasks
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _pat_home(tmp_path_factory):
+    """Keys live in a temporary PAT_HOME (never the user's): one signing key, trusted there, as after
+    `pat keys create`. Child processes (edges, CLI runs) inherit it."""
+    home = tmp_path_factory.mktemp("pat_home")
+    old = os.environ.get("PAT_HOME")
+    os.environ["PAT_HOME"] = str(home)
+    generate_key(home)
+    yield home
+    if old is None:
+        os.environ.pop("PAT_HOME", None)
+    else:
+        os.environ["PAT_HOME"] = old
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="pat-runtime: physics-aware training of physical neural networks.")
 
 #: modules that define sub-commands (each has ``register(app)``)
-COMMAND_MODULES = ["train", "twin", "results", "edge", "fleet", "stream", "deploy", "instruments", "security", "fleet_train"]
+COMMAND_MODULES = ["train", "twin", "results", "edge", "fleet", "stream", "deploy", "instruments", "security",
+                   "keys", "fleet_train"]
 
 
 def _version(value: bool) -> None:

@@ -8,6 +8,10 @@
     pat deploy model.pnn --to fleet --coordinator tcp://127.0.0.1:5555 --calibrate --threshold 0.8   # docs/deploy.md
     pat deploy model.pnn --to fleet --sim-fleet sim:plate --units 1-16 --calibrate                   # simulated units
 
+An unsigned artifact is signed on the way out with ``--sign-key`` (default ``$PAT_HOME/signing.key``, made
+by ``pat keys create``); a signed one is sent as it is unless ``--sign-key`` is given. Nodes accept only
+artifacts signed by a key in their trusted keys (``pat edge --trusted-keys``; see docs/artifacts.md).
+
 Exit status: 0 when every node confirmed, 1 when any node refused (its reason is printed), 2 for bad usage or
 an artifact that fails verification locally.
 """
@@ -56,9 +60,12 @@ def register(app: typer.Typer) -> None:
         max_seconds: float = typer.Option(120.0, help="with --calibrate: time budget per unit (s)"),
         verify: float = typer.Option(0.5, help="with --calibrate: fraction of the samples held out to verify"),
         report_json: Optional[Path] = typer.Option(None, help="with --calibrate: write the per-unit reports here"),
+        sign_key: Optional[Path] = typer.Option(
+            None, "--sign-key", help="private key to sign with (default: $PAT_HOME/signing.key when MODEL is "
+                                     "unsigned; given explicitly, MODEL is re-signed with it)"),
     ) -> None:
         """Deploy MODEL to the node(s) given by --to (or roll back, or inspect)."""
-        from runtime.artifact import ArtifactError, load_artifact
+        from runtime.artifact import ArtifactError, ensure_signed, load_artifact
         from runtime.deployer import DeployError, Target, run_on_target
 
         data = None
@@ -74,7 +81,11 @@ def register(app: typer.Typer) -> None:
                 typer.echo(json.dumps({**art.summary(), "spec": art.manifest["device"]["spec"],
                                        "normalization": art.normalization, "metadata": art.metadata}, indent=1))
                 return
-            data = model.read_bytes()
+            try:
+                data = ensure_signed(model.read_bytes(), key_path=sign_key, resign=sign_key is not None)
+            except ValueError as e:  # no usable signing key (KeyFileError) or a bad artifact
+                typer.echo(f"error: {model}: cannot sign: {e}", err=True)
+                raise typer.Exit(2) from None
         if calibrate:
             if rollback or to != "fleet" or model is None:
                 raise typer.BadParameter("--calibrate goes with MODEL --to fleet")

@@ -3,6 +3,8 @@
     pat edge --device sim:plate --connect tcp://127.0.0.1:5555 --node-id node1 [--heartbeat 0.5]
     pat edge --device sim:circuit?unit=2 --connect mqtt://127.0.0.1:1883 --node-id node2 \
         --credentials broker/credentials/node2.toml           # from `pat broker-config` (docs/security.md)
+    pat edge --device sim:plate --connect tcp://127.0.0.1:5555 --node-id plate1 --deploy-dir edge-plate1 \
+        --trusted-keys ~/.config/pat/trusted_keys      # deployed models must be signed by a trusted key
 
 SIGTERM / SIGINT stop the node cleanly (it says bye to the coordinator and exits with status 0).
 """
@@ -34,6 +36,9 @@ def register(app: typer.Typer) -> None:
         deploy_mqtt: Optional[str] = typer.Option(
             None, help="with --deploy-dir: also follow the retained deploy topic and publish predictions on "
                        "this MQTT broker (mqtt://HOST:PORT; default: --connect when that is an MQTT broker)"),
+        trusted_keys: Optional[Path] = typer.Option(
+            None, help="with --deploy-dir: accept only artifacts signed by a key in this file (one "
+                       "'ed25519:BASE64' per line; default $PAT_HOME/trusted_keys, re-read at every deploy)"),
         metrics_port: Optional[int] = typer.Option(None, min=0, max=65535,
                                                    help="serve Prometheus /metrics on this port (127.0.0.1)"),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="do not print the serving / connection state"),
@@ -76,8 +81,9 @@ def register(app: typer.Typer) -> None:
         from devices.errors import DeviceError
 
         try:
+            trust = _trusted(trusted_keys) if deploy_dir is not None else None
             asyncio.run(_run_with_deployment(run_edge, device, connect, node_id, heartbeat, kw, deploy_dir,
-                                             deploy_mqtt, extra, drift_interval))
+                                             deploy_mqtt, extra, drift_interval, trust))
         except (ValueError, DeviceError, OSError, ImportError) as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2) from None
@@ -88,8 +94,23 @@ def register(app: typer.Typer) -> None:
                 metrics.close()
 
 
+def _trusted(path: Path | None) -> Path:
+    """The trusted-keys file; say so at start when it lists no key (every deployment would be refused)."""
+    from runtime.signing import KeyFileError, TrustedKeys, default_trust_path
+
+    path = path or default_trust_path()
+    try:
+        n = len(TrustedKeys.from_file(path))
+    except KeyFileError as e:
+        raise typer.BadParameter(str(e), param_hint="--trusted-keys") from None
+    if n == 0:
+        typer.echo(f"warning: {path} lists no trusted key: every deployment will be refused until one is added "
+                   f"(`pat keys create` on this machine, or `pat keys trust KEY --file {path}`)", err=True)
+    return path
+
+
 async def _run_with_deployment(run_edge, device, connect, node_id, heartbeat, kw, deploy_dir, deploy_mqtt,
-                               extra=(), drift_interval=None):
+                               extra=(), drift_interval=None, trusted_keys=None):
     """``run_edge`` plus, with ``deploy_dir``, the :class:`edge.deployed.Deployment` and
     :class:`edge.calibration.Calibrator` plugins (closed at exit)."""
     if deploy_dir is None:
@@ -97,7 +118,7 @@ async def _run_with_deployment(run_edge, device, connect, node_id, heartbeat, kw
     from edge.calibration import Calibrator
     from edge.deployed import Deployment
 
-    async with Deployment(deploy_dir, mqtt=deploy_mqtt) as dep:
+    async with Deployment(deploy_dir, mqtt=deploy_mqtt, trusted_keys=trusted_keys) as dep:
         cal = Calibrator(dep, interval=drift_interval)
         try:
             await run_edge(device, connect, node_id, heartbeat=heartbeat, plugins=[dep, cal, *extra], **kw)

@@ -185,7 +185,10 @@ async def _stream(device_uri, source, task_name, directory, steps, batch, init, 
         art = pnn_to_artifact(pnn, f"stream-{trainer.step}", metadata={
             "source": redact_uri(source), "device": redact_uri(device_uri), "task": task_name, "steps": trainer.step,
             "recent_acc": summary["recent_acc"], "eval_acc": summary["eval_acc"]})
-        summary["artifact_id"] = save_artifact(export, art)
+        from runtime.signing import default_key_path, load_signing_key
+
+        key = load_signing_key() if default_key_path().exists() else None  # signed when `pat keys create` ran
+        summary["artifact_id"] = save_artifact(export, art, key)
         summary["export"] = str(export)
     return summary
 

@@ -50,6 +50,8 @@ def register(app: typer.Typer) -> None:
         config: Path | None = typer.Option(None, "--config", help="read options from this TOML file (flags win)"),
         resume: Path | None = typer.Option(None, "--resume", help="continue the run in this folder from its "
                                                                   "last checkpoint (its options are the defaults)"),
+        sign_key: Path | None = typer.Option(None, "--sign-key", help="sign model.pnn with this private key "
+                                             "(default: $PAT_HOME/signing.key when it exists)"),
     ) -> None:
         """Train a physical neural network and write metrics, plots and the trained model."""
         from runtime.config import ConfigError, config_values, read_toml, resolve, write_toml
@@ -90,6 +92,12 @@ def _run(ctx, v, resume, config_values, write_toml) -> None:
         raise typer.BadParameter(f"unknown twin {v['twin']!r}; choose {', '.join(twin_choices())}", param_hint="--twin")
     if v["lr"] is not None and not v["lr"] > 0:
         raise typer.BadParameter(f"must be > 0, got {v['lr']}", param_hint="--lr")
+    from runtime.signing import KeyFileError, default_key_path, load_signing_key
+
+    try:  # load the key before training: a bad key path fails now, not after an hour of training
+        key = load_signing_key(v.get("sign_key")) if v.get("sign_key") or default_key_path().exists() else None
+    except KeyFileError as e:
+        raise typer.BadParameter(str(e), param_hint="--sign-key") from None
     torch.set_num_threads(v["threads"])
     cfg = ExperimentConfig(device=v["device"], task=v["task"], method=v["method"], twin=v["twin"],
                            twin_path=str(v["twin_path"]) if v["twin_path"] else None, twin_samples=v["twin_samples"],
@@ -151,3 +159,11 @@ def _run(ctx, v, resume, config_values, write_toml) -> None:
                f"({s['samples_per_s']:.0f} samples/s, {s['device_calls']} device calls)")
     typer.echo(f"outputs in {out}/ (metrics.jsonl, tb/, curves.png, summary.json, config.toml, checkpoint.pt, "
                f"model.json, model.pnn)")
+    model = Path(out) / "model.pnn"
+    if model.exists():
+        if key is not None:
+            from runtime.artifact import atomic_write, sign_artifact
+
+            atomic_write(model, sign_artifact(model.read_bytes(), key))
+        typer.echo(f"model.pnn signed by key {key.key_id}" if key else
+                   "model.pnn is unsigned (no key: `pat keys create`; `pat deploy` signs at deploy time)")

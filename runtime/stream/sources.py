@@ -41,6 +41,8 @@ import numpy as np
 
 from runtime.redact import redact_uri
 from runtime.transport.mqtt.credentials import resolve_credentials
+from .deadletter import FILENAME as DEAD_LETTER_FILE
+from .deadletter import DeadLetter
 from runtime.wire import WireError, make_header, pack, unpack
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,12 @@ class Sample:
     seq: int
     x: np.ndarray  # float32 [B, F]
     y: np.ndarray  # int64 [B]
+    #: why this message cannot be used (it did not decode); the trainer dead-letters it and moves on
+    poison: str | None = None
+
+    @staticmethod
+    def poisoned(seq: int, reason: str) -> "Sample":
+        return Sample(int(seq), np.zeros((0, 0), np.float32), np.zeros(0, np.int64), reason)
 
     @staticmethod
     def make(seq: int, x: Any, y: Any) -> "Sample":
@@ -238,6 +246,16 @@ def decode_sample(payload: bytes) -> Sample:
     return Sample.make(d["seq"], d["x"], d["y"])
 
 
+def peek_seq(payload: bytes) -> int | None:
+    """The sequence number of a sample message that does not decode as a sample, if it has one."""
+    try:
+        h = unpack(payload)[0] if payload[:4] == b"PAT1" else json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    seq = h.get("seq") if isinstance(h, dict) else None
+    return seq if type(seq) is int and seq >= 0 else None
+
+
 @dataclass(frozen=True)
 class MqttUrl:
     host: str
@@ -327,6 +345,7 @@ class MqttSource(Source):
                                        .replace("+", "any"))
         self.qos = qos
         self.spool = Spool(Path(spool_dir) / "spool.log", fsync=fsync)
+        self.dead_letter = DeadLetter(Path(spool_dir) / DEAD_LETTER_FILE)
         self.reconnect_delay = reconnect_delay
         self.connect_timeout = connect_timeout
         self._client = None
@@ -345,9 +364,9 @@ class MqttSource(Source):
             if seq >= offset and seq not in self._spooled:
                 try:
                     self._pending.append(decode_sample(payload))
-                    self._spooled.add(seq)
-                except (ValueError, WireError) as e:
-                    log.warning("spooled record %d unreadable: %s", seq, e)
+                except (ValueError, WireError) as e:  # a poison sample spooled before the last crash
+                    self._pending.append(Sample.poisoned(seq, f"unusable sample message: {e}"))
+                self._spooled.add(seq)
         self.counters["replayed"] += len(self._pending)
         await self._connect()
         return self
@@ -390,10 +409,13 @@ class MqttSource(Source):
         try:
             sample = decode_sample(payload)
         except (ValueError, WireError) as e:
-            log.warning("dropping malformed sample message on %s: %s", msg.topic, e)
             self.counters["malformed"] += 1
-            self._ack(msg)
-            return None
+            seq = peek_seq(payload)
+            if seq is None:  # no sequence number: nothing to account for, dead-letter it here
+                self.dead_letter.add(None, f"unusable sample message: {e}", payload=payload, source=str(msg.topic))
+                self._ack(msg)
+                return None
+            sample = Sample.poisoned(seq, f"unusable sample message: {e}")  # the trainer dead-letters it
         if sample.seq < self._offset or sample.seq in self._spooled:
             self.counters["duplicates"] += 1
             self._ack(msg)

@@ -10,6 +10,10 @@ For each new message ``(seq, x, y)`` of the source (duplicates are skipped by se
     if the refresher says so                 refit the twin on the replay buffer (periodic or drift)
     every `checkpoint_every` steps           atomic checkpoint, then ``source.commit(offset)``
 
+Poison samples (a payload that does not decode, the wrong feature count, NaN/inf inputs, labels outside the
+model's classes) are written to ``dead_letter.jsonl`` in the checkpoint folder with the reason and skipped;
+their seq counts as processed, so a restart never replays them into a crash (:mod:`.deadletter`).
+
 With ``update_model=False`` the model only serves (forward, accuracy) -- the "frozen model" baseline; with
 ``refresh=None`` the twin never changes -- the "frozen twin" baseline.
 
@@ -36,7 +40,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from devices.errors import DeviceError
+
 from .checkpoint import CheckpointManager, rng_state, set_rng_state
+from .deadletter import FILENAME as DEAD_LETTER_FILE
+from .deadletter import DeadLetter
 from .refresh import RefreshConfig, TwinRefresher
 from .replay import ReplayBuffer
 from .sources import Sample, SeqTracker, Source
@@ -63,8 +71,12 @@ class StreamTrainer:
 
     def __init__(self, pnn: Any, twin: torch.nn.Module, source: Source, checkpoint_dir: str | Path | None = None,
                  config: StreamConfig | None = None, eval_data: tuple[np.ndarray, np.ndarray] | None = None,
-                 on_step: Callable[[dict[str, Any]], None] | None = None, seed: int = 0):
+                 on_step: Callable[[dict[str, Any]], None] | None = None, seed: int = 0,
+                 dead_letter: DeadLetter | None = None):
         self.pnn, self.twin, self.source = pnn, twin, source
+        self.dead_letter = dead_letter or DeadLetter(Path(checkpoint_dir) / DEAD_LETTER_FILE if checkpoint_dir
+                                                     else None)
+        self.dead_letters = 0  # poison samples skipped (persisted in checkpoints)
         self.cfg = config or StreamConfig()
         spec = pnn.spec
         self.replay = ReplayBuffer(self.cfg.replay_capacity, spec.in_dim, spec.param_dim, spec.out_dim)
@@ -101,7 +113,7 @@ class StreamTrainer:
             "twin": self.twin.state_dict(), "replay": self.replay.state_dict(),
             "refresh": self.refresher.state_dict() if self.refresher else None,
             "rng": rng_state(self.np_rng), "history": list(self.history), "evals": list(self.evals),
-            "seq_log": list(self.seq_log), "config": _plain(asdict(self.cfg)),
+            "seq_log": list(self.seq_log), "config": _plain(asdict(self.cfg)), "dead_letters": self.dead_letters,
         }
 
     def load_state_dict(self, st: dict[str, Any]) -> None:
@@ -117,6 +129,7 @@ class StreamTrainer:
         self.tracker.load_state_dict(st["tracker"])
         set_rng_state(st["rng"], self.np_rng)
         self.step, self.samples = int(st["step"]), int(st["samples"])
+        self.dead_letters = int(st.get("dead_letters", 0))
         self.history.clear()
         self.history.extend(_py(st.get("history", [])))
         self.evals.clear()
@@ -142,6 +155,26 @@ class StreamTrainer:
         st = self.state_dict()
         await asyncio.to_thread(self.ckpt.save, st, self.step)
         await self.source.commit(self.tracker.offset)
+
+    # ----- poison samples ------------------------------------------------------------------------
+    def poison_reason(self, s: Sample) -> str | None:
+        """Why ``s`` cannot be trained on (None: it can)."""
+        if s.poison:
+            return s.poison
+        n_feat, n_cls = self.pnn.config.get("n_features"), self.pnn.config.get("n_classes")
+        if s.x.ndim != 2 or (n_feat is not None and s.x.shape[1] != n_feat):
+            return f"x has shape {list(s.x.shape)}, the model takes [B, {n_feat}]"
+        if not np.isfinite(s.x).all():
+            return "x contains NaN or inf"
+        if s.y.shape != (s.x.shape[0],):
+            return f"y has shape {list(s.y.shape)}, expected [{s.x.shape[0]}]"
+        if s.y.size and (s.y.min() < 0 or (n_cls is not None and s.y.max() >= n_cls)):
+            return f"labels in [{int(s.y.min())}, {int(s.y.max())}] are outside the model's classes [0, {n_cls})"
+        return None
+
+    def _dead(self, s: Sample, reason: str) -> None:
+        self.dead_letters += 1
+        self.dead_letter.add(s.seq, reason, x=s.x, y=s.y, source=type(self.source).__name__)
 
     # ----- training ------------------------------------------------------------------------------
     async def train_step(self, s: Sample) -> dict[str, Any]:
@@ -207,7 +240,16 @@ class StreamTrainer:
                     break
                 if not self.tracker.accept(s.seq):
                     continue
-                rec = await self.train_step(s)
+                if (reason := self.poison_reason(s)) is not None:
+                    self._dead(s, reason)
+                    continue
+                try:
+                    rec = await self.train_step(s)
+                except DeviceError:
+                    raise  # the device, not the sample: stop (a restart resumes from the checkpoint)
+                except (ValueError, IndexError, RuntimeError) as e:
+                    self._dead(s, f"training step failed: {type(e).__name__}: {e}")
+                    continue
                 self.step += 1
                 self.samples += rec["n"]
                 self.seq_log.append(s.seq)
@@ -234,7 +276,7 @@ class StreamTrainer:
             "eval_acc": self.evals[-1]["acc"] if self.evals else None,
             "refits": self.refresher.refits if self.refresher else 0,
             "drift_events": self.refresher.drift_events if self.refresher else 0,
-            "replay": len(self.replay), "resumed_from": self.resumed_from,
+            "replay": len(self.replay), "resumed_from": self.resumed_from, "dead_letters": self.dead_letters,
         }
 
     def close(self) -> None:

@@ -9,6 +9,7 @@ import torch
 from devices.base import Device
 from runtime.artifact import Artifact, dumps, loads, pnn_from_artifact, pnn_to_artifact
 from runtime.calibration import CalibrationPlan
+from runtime.signing import default_key_path, load_signing_key
 
 #: the fast circuit of the fleet tests (4 inputs, 1 integration sub-step)
 CIRCUIT = {"in_dim": 4, "param_dim": 4, "substeps": 1}
@@ -25,7 +26,8 @@ def calibratable_artifact(spec, version: str | int = 1, seed: int = 0, n_feature
     pnn = build_pnn(n_features, n_classes, twin, spec=spec, layers=layers, seed=seed)
     plan = CalibrationPlan.for_model(pnn, groups, sim_options=dict(CIRCUIT), batch=16, lr=0.05)
     art = pnn_to_artifact(pnn, version, metadata={"calibration": plan.to_dict(), "seed": seed, **meta})
-    return art, dumps(art)
+    key = load_signing_key() if default_key_path().exists() else None   # signed as `pat deploy` would
+    return art, dumps(art, key)
 
 
 async def teacher_labels(data: bytes, device: Device, x: np.ndarray) -> np.ndarray:

@@ -114,10 +114,11 @@ async def test_wrong_device_kind_is_refused(tmp_path):
     dev, svc, dep = await _node(tmp_path)
     from runtime.artifact import build_artifact, dumps
     from devices.spec import DeviceSpec
+    from runtime.signing import load_signing_key
 
     other = DeviceSpec(**{**dev.spec.to_dict(), "kind": "sim:plate", "extra": {}})
     art = build_artifact({"t": np.zeros(3, np.float32)}, [{"type": "physical"}], other, "7")
-    h, _ = await _req(svc, MessageType.DEPLOY, [_u8(dumps(art))])
+    h, _ = await _req(svc, MessageType.DEPLOY, [_u8(dumps(art, load_signing_key()))])  # signed: trusted key
     assert not h["ok"] and h["error"]["code"] == "kind_mismatch"
     assert "sim:plate" in h["error"]["message"] and "sim:circuit" in h["error"]["message"]
     assert "still serving no model" in h["error"]["message"]
