@@ -74,7 +74,7 @@ def deploy_calibrated(model: Path, data: bytes, *, coordinator, nodes, wait, tim
                       calib_task, calib_samples, unlabelled, threshold, canaries, wave, max_calls, max_seconds,
                       verify, report_json) -> None:
     """The body of ``pat deploy --calibrate`` (prints the table; exits 1 on a stopped rollout)."""
-    from runtime.artifact import ArtifactError, load_artifact
+    from runtime.artifact import ArtifactError, ensure_signed, load_artifact
     from runtime.calibration import Budget, plan_of
     from runtime.fleet.rollout import RolloutConfig, format_table
 
@@ -95,9 +95,9 @@ def deploy_calibrated(model: Path, data: bytes, *, coordinator, nodes, wait, tim
     if serving is not None:
         try:
             load_artifact(serving)
-        except ArtifactError as e:
+            serving_bytes = ensure_signed(serving.read_bytes())   # signed like MODEL (pat deploy signs)
+        except ValueError as e:  # ArtifactError or no usable signing key
             raise typer.BadParameter(f"--serving {serving}: {e}") from None
-        serving_bytes = serving.read_bytes()
     typer.echo(f"calibrated rollout of {model.name} ({art.artifact_id[:12]}): threshold {threshold:.0%}, "
                f"{calib_samples} labelled samples from {calib_task} (half fit, half verify), budget "
                f"{max_calls} device calls / {max_seconds:g} s per unit, {canaries} canary node(s)")
