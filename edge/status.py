@@ -11,10 +11,13 @@ import asyncio
 import time
 from typing import Any, Callable
 
+from runtime.redact import redact_uri
+
 
 class EdgeStatus:
     def __init__(self, node_id: str, connect: str, echo: Callable[[str], Any] = print, quiet: float = 10.0):
-        self.node_id, self.connect, self.echo, self.quiet = node_id, connect, echo, float(quiet)
+        # never print a password given in the URL (runtime.redact)
+        self.node_id, self.connect, self.echo, self.quiet = node_id, redact_uri(connect), echo, float(quiet)
         self._task: asyncio.Task | None = None
 
     def __call__(self, service: Any) -> None:

@@ -129,3 +129,13 @@ def test_generated_broker_config_has_limits_acl_and_no_anonymous(tmp_path):
     assert files["node-1"].stat().st_mode & 0o077 == 0
     with pytest.raises(ValueError, match="named twice"):
         AclSpec(["coordinator"])
+
+
+def test_edge_status_lines_never_print_a_password_from_the_url():
+    from edge.status import EdgeStatus
+
+    lines: list[str] = []
+    st = EdgeStatus("node-1", "mqtt://user:s3cret@127.0.0.1:1883", echo=lines.append)
+    st.echo(f"connecting to {st.connect}")
+    assert "s3cret" not in st.connect and "user" in st.connect
+    assert not any("s3cret" in line for line in lines)
