@@ -56,6 +56,7 @@ from edge.service import NodeService, RequestError
 from runtime.artifact import Artifact, ArtifactError, atomic_write, dumps, loads, normalize, pnn_from_artifact
 from runtime.signing import KeyFileError, SigningKey, TrustedKeys, default_trust_path, generate_key, \
     load_signing_key
+from runtime.transport.backoff import Backoff
 from runtime.wire import MessageType, WireError, make_header, pack, unpack
 
 log = logging.getLogger(__name__)
@@ -367,12 +368,14 @@ class Deployment:
         from runtime.transport.mqtt.common import MqttUrl, make_client
 
         url = MqttUrl.parse(self.mqtt_url)
+        backoff = Backoff(self.reconnect_delay, max(5.0, self.reconnect_delay))   # jittered: no thundering herd
         while True:
             try:
                 client = make_client(url, f"{self.node_id}-deploy-{uuid.uuid4().hex[:8]}")
                 async with client:
                     await client.subscribe(self._topic("deploy"), qos=1)
                     await client.subscribe(self._topic("infer"), qos=1)
+                    backoff.reset()
                     self._mqtt_client = client
                     self._mqtt_ready.set()
                     drain = asyncio.create_task(self.predictions.drain(
@@ -401,7 +404,7 @@ class Deployment:
             finally:
                 self._mqtt_client = None
                 self._mqtt_ready.clear()
-            await asyncio.sleep(self.reconnect_delay)
+            await asyncio.sleep(backoff.next())
 
     async def _on_mqtt(self, client, msg) -> None:
         payload = bytes(msg.payload)

@@ -40,6 +40,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import numpy as np
 
 from runtime.redact import redact_uri
+from runtime.transport.backoff import Backoff
 from runtime.transport.mqtt.credentials import resolve_credentials
 from .deadletter import FILENAME as DEAD_LETTER_FILE
 from .deadletter import DeadLetter
@@ -436,8 +437,9 @@ class MqttSource(Source):
                 await old.__aexit__(None, None, None)
             except Exception:
                 pass
+        backoff = Backoff(self.reconnect_delay, max(5.0, self.reconnect_delay))   # jittered, exponential
         while not self._closed:
-            await asyncio.sleep(self.reconnect_delay)
+            await asyncio.sleep(backoff.next())
             try:
                 await self._connect()
                 self.counters["reconnects"] += 1
