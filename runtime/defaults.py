@@ -23,6 +23,13 @@ TWIN = "greybox"
 #: epochs and mini-batch of ``pat train``
 EPOCHS = 30
 BATCH = 64
+#: share of the training split held out for validation (selection and early stopping read it)
+VAL_FRACTION = 0.2
+#: SPSA (Spall) gains: a_k = SPSA_A / (k + 1 + A)^0.602, c_k = SPSA_C / (k + 1)^0.101, SPSA_SAMPLES
+#: perturbations averaged per step (runtime.trainers.spsa)
+SPSA_A = 1.0
+SPSA_C = 0.2
+SPSA_SAMPLES = 4
 #: seconds to wait for a device: a remote node to join, instruments to answer
 JOIN_TIMEOUT = 10.0
 

@@ -7,6 +7,7 @@ notice is printed and training goes on.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,6 +35,8 @@ class TensorBoardLogger:
         from torch.utils.tensorboard import SummaryWriter
 
         self.log_dir = Path(log_dir)
+        if first_epoch > 1 and self.log_dir.is_dir():
+            _after_second_of(sorted(p.name for p in self.log_dir.glob("events.out.tfevents.*")))
         self.writer = SummaryWriter(str(self.log_dir), purge_step=first_epoch if first_epoch > 1 else None)
         for k, v in (text or {}).items():
             self.writer.add_text(k, v, global_step=first_epoch)
@@ -69,3 +72,20 @@ def make_loggers(out: str | Path | None, tensorboard: bool = True, first_epoch: 
         return loggers
     loggers.append(TensorBoardLogger(Path(out) / "tb", first_epoch=first_epoch, text=text))
     return loggers
+
+
+
+def _after_second_of(before: list[str]) -> None:
+    """Return once the clock has passed the creation second of the run's earlier event files.
+
+    TensorBoard reads a folder's event files in name order, and the purge of stale steps on resume only
+    works when the resumed file comes last. Names are ``events.out.tfevents.SECONDS.HOST.PID.N`` with a
+    per-process counter N, so a file created in the same second and process (the Python API, tests) can
+    sort before an earlier one ("...10" < "...9"); a later second always sorts after (at most 1 s wait).
+    """
+    stamps = [int(n.split(".")[3]) for n in before if n.split(".")[3:4] and n.split(".")[3].isdigit()]
+    if not stamps:
+        return
+    last = max(stamps)
+    while int(time.time()) <= last:
+        time.sleep(max(0.0, last + 1 - time.time()) + 0.01)

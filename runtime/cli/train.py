@@ -38,7 +38,17 @@ def register(app: typer.Typer) -> None:
         hybrid: bool = typer.Option(False, "--hybrid/--physical", help="digital input/output layers around the device"),
         channels: int | None = typer.Option(None, min=1, help="device channels per layer (default ceil(features/in_dim))"),
         seed: int = typer.Option(0, min=0, help="random seed (init, data split and order, twin data)"),
-        patience: int | None = typer.Option(None, min=1, help="early stop after N epochs without a lower train loss"),
+        patience: int | None = typer.Option(None, min=1, help="early stop after N epochs without a better validation "
+                                                              "accuracy (train loss with --val-fraction 0)"),
+        val_fraction: float = typer.Option(D.VAL_FRACTION, min=0.0, max=0.9,
+                                           help="share of the training split held out for validation (best epoch, "
+                                                "early stopping and tuning read it; 0 = none)"),
+        spsa_a: float = typer.Option(D.SPSA_A, min=0.0, help="SPSA step gain a (a_k = a/(k+1+A)^0.602)"),
+        spsa_c: float = typer.Option(D.SPSA_C, min=0.0, help="SPSA perturbation gain c (c_k = c/(k+1)^0.101)"),
+        spsa_samples: int = typer.Option(D.SPSA_SAMPLES, min=1, help="SPSA perturbations averaged per step"),
+        spsa_tune: bool = typer.Option(False, "--spsa-tune/--no-spsa-tune",
+                                       help="SPSA: pick a and c on the validation split first (short runs; the "
+                                            "tuned gains go to config.toml, a resumed run reuses them)"),
         out: Path | None = typer.Option(None, help="output folder (default: a new runs/DEVICE-TASK-METHOD-sSEED-TIME)"),
         threads: int = typer.Option(1, min=1, help="torch CPU threads"),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="tqdm progress bar"),
@@ -103,7 +113,8 @@ def _run(ctx, v, resume, config_values, write_toml) -> None:
                            twin_path=str(v["twin_path"]) if v["twin_path"] else None, twin_samples=v["twin_samples"],
                            epochs=v["epochs"], batch=v["batch"], lr=v["lr"], layers=v["layers"], hybrid=v["hybrid"],
                            channels=v["channels"], seed=v["seed"], patience=v["patience"],
-                           join_timeout=v["join_timeout"])
+                           val_fraction=v["val_fraction"], spsa_a=v["spsa_a"], spsa_c=v["spsa_c"],
+                           spsa_samples=v["spsa_samples"], join_timeout=v["join_timeout"])
     out = resume if resume is not None else v["out"]
     if out is None:
         out = new_run_dir(strip_credentials(cfg.device), cfg.task, cfg.method, cfg.seed)
@@ -132,6 +143,15 @@ def _run(ctx, v, resume, config_values, write_toml) -> None:
             state = load_checkpoint(resume)
             check_compatible(state, cfg.to_dict(), None, where=str(resume))
             first = int(state["epoch"]) + 1
+        elif v["spsa_tune"] and cfg.method == "spsa":   # a resumed run keeps the gains its config.toml holds
+            from runtime.trainers.spsa_tune import tune_spsa
+
+            tuned = asyncio.run(tune_spsa(cfg, progress=v["progress"]))
+            typer.echo(f"SPSA gains tuned on validation: a={tuned.best['a']:g}, c={tuned.best['c']:g} "
+                       f"(validation accuracy {100 * tuned.best['val_acc']:.1f} % in {tuned.epochs} epochs; "
+                       f"{len(tuned.trials)} candidates)")
+            cfg.spsa_a, cfg.spsa_c = tuned.best["a"], tuned.best["c"]
+            v = {**v, "spsa_a": cfg.spsa_a, "spsa_c": cfg.spsa_c}
         Path(out).mkdir(parents=True, exist_ok=True)
         write_toml(Path(out) / "config.toml", config_values(ctx, v), "train")
         loggers = make_loggers(out, v["tensorboard"], first_epoch=first, text={"command": cfg.command()},
@@ -152,11 +172,15 @@ def _run(ctx, v, resume, config_values, write_toml) -> None:
         tw = s["twin"]
         typer.echo(f"twin {tw['kind']}: held-out NMSE {tw['nmse_val']:.4f} (noise floor {tw['noise_floor']:.4f}), "
                    f"used for {tw['used_for']}")
-    f = s["final"]
-    extra = f", twin-predicted {f['twin_test_acc']:.3f}" if f.get("twin_test_acc") is not None else ""
-    typer.echo(f"{cfg.method} on {strip_credentials(cfg.device)} / {cfg.task}: test accuracy {f['test_acc']:.3f} (physical){extra}; "
-               f"train acc {f['train_acc']:.3f}; {s['epochs_run']} epochs in {s['train_s']:.1f} s "
-               f"({s['samples_per_s']:.0f} samples/s, {s['device_calls']} device calls)")
+    f, sel = s["final"], s["selected"]
+    extra = f", twin-predicted {sel['twin_test_acc']:.3f}" if sel.get("twin_test_acc") is not None else ""
+    chosen = (f"epoch {sel['epoch']} of {s['epochs_run']}, chosen on validation (val acc {sel['val_acc']:.3f})"
+              if sel["selected_on"] == "val" else f"last epoch of {s['epochs_run']} (no validation split)")
+    typer.echo(f"{cfg.method} on {strip_credentials(cfg.device)} / {cfg.task}: test accuracy {sel['test_acc']:.3f} "
+               f"(physical){extra} of the model from {chosen}; train acc {f['train_acc']:.3f}; {s['epochs_run']} "
+               f"epochs in {s['train_s']:.1f} s ({s['samples_per_s']:.0f} samples/s, {s['device_calls']} device calls)")
+    for w in s.get("warnings", []):
+        typer.secho(f"warning: {w}", err=True, fg=typer.colors.YELLOW)
     typer.echo(f"outputs in {out}/ (metrics.jsonl, tb/, curves.png, summary.json, config.toml, checkpoint.pt, "
                f"model.json, model.pnn)")
     model = Path(out) / "model.pnn"

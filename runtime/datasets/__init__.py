@@ -1,8 +1,9 @@
 """Offline classification tasks for PNN training (nothing is ever downloaded at run time).
 
-``load_task(name, seed=0, n_train=None, n_test=None) -> Task`` returns float32 features in
-[0, 1] and int64 labels, split stratified and deterministically from ``seed``
-(see :mod:`runtime.datasets.core`). ``TASKS`` lists the known names. ``batches`` iterates
+``load_task(name, seed=0, n_train=None, n_test=None, val_fraction=0.0) -> Task`` returns float32
+features in [0, 1] and int64 labels, split stratified and deterministically from ``seed``
+(see :mod:`runtime.datasets.core`); ``val_fraction`` > 0 also carves a validation split out of the
+training part (:func:`with_validation`). ``TASKS`` lists the known names. ``batches`` iterates
 mini-batches for training loops.
 
 =============  =========  ========  =======  ==========================================
@@ -25,11 +26,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import digits, japanese_vowels, mnist1d_task, mnist5k, synth_vowels
-from .core import Task, batches, scale_unit, split_task
+from .core import Task, batches, scale_unit, split_task, with_validation
 from .optional import MissingDatasetPackage
 
 __all__ = ["TASKS", "MissingDatasetPackage", "Task", "batches", "load_task", "register_task",
-           "scale_unit", "split_task", "task_info"]
+           "scale_unit", "split_task", "task_info", "with_validation"]
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ def register_task(name: str, load_xy: Callable[..., tuple[np.ndarray, np.ndarray
 
 
 def load_task(name: str, seed: int = 0, n_train: int | None = None, n_test: int | None = None,
-              **options) -> Task:
+              val_fraction: float = 0.0, **options) -> Task:
     """Load task ``name`` and split it stratified and deterministically from ``seed``.
 
     ``options`` go to the task's loader (e.g. ``size=14`` for ``mnist5k``). Raises ValueError
@@ -71,9 +72,10 @@ def load_task(name: str, seed: int = 0, n_train: int | None = None, n_test: int 
         allowed = ", ".join(params) or "none"
         raise ValueError(f"task {name!r} got unknown option(s) {unknown}; allowed: {allowed}")
     x, y = entry.load_xy(**options)
-    return split_task(name, entry.description, x, y, entry.n_classes, seed=seed,
+    task = split_task(name, entry.description, x, y, entry.n_classes, seed=seed,
                       n_train=n_train, n_test=n_test, test_fraction=entry.test_fraction,
                       meta=dict(options))
+    return with_validation(task, val_fraction, seed=seed)
 
 
 def task_info(name: str) -> dict:

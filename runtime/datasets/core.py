@@ -10,11 +10,15 @@ seed-deterministic train/test split:
 
 Stratification uses :func:`sklearn.model_selection.train_test_split`, so every class keeps
 (up to rounding) its share of the samples in both halves.
+
+:func:`with_validation` then carves a stratified *validation* split out of the training part (never out
+of the test part): all model selection (best epoch, early stopping, hyper-parameters) reads validation,
+and the test split is only read to report the selected model.
 """
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -32,17 +36,24 @@ class Task:
     n_classes: int
     n_features: int
     meta: dict = field(default_factory=dict)
+    #: validation split carved from the training data (:func:`with_validation`); None = none yet
+    x_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
 
     @property
     def n_train(self) -> int:
         return int(self.x_train.shape[0])
 
     @property
+    def n_val(self) -> int:
+        return 0 if self.x_val is None else int(self.x_val.shape[0])
+
+    @property
     def n_test(self) -> int:
         return int(self.x_test.shape[0])
 
     def __repr__(self) -> str:  # arrays are large; keep repr readable
-        return (f"Task({self.name!r}, n_train={self.n_train}, n_test={self.n_test}, "
+        return (f"Task({self.name!r}, n_train={self.n_train}, n_val={self.n_val}, n_test={self.n_test}, "
                 f"n_features={self.n_features}, n_classes={self.n_classes})")
 
 
@@ -98,6 +109,28 @@ def split_task(name: str, description: str, x: np.ndarray, y: np.ndarray, n_clas
     return Task(name=name, description=description,
                 x_train=x[tr], y_train=y[tr], x_test=x[te], y_test=y[te],
                 n_classes=int(n_classes), n_features=int(x.shape[1]), meta=dict(meta or {}))
+
+
+def with_validation(task: Task, fraction: float = 0.2, seed: int = 0) -> Task:
+    """``task`` with a stratified validation split of ``round(fraction * n_train)`` samples moved out of
+    its training data (the test data is untouched). A task that already has one is returned as is;
+    ``fraction=0`` returns ``task`` unchanged (no validation split)."""
+    if task.x_val is not None or fraction == 0:
+        return task
+    if not 0 < fraction < 1:
+        raise ValueError(f"validation fraction must be in [0, 1), got {fraction}")
+    n_val = int(round(fraction * task.n_train))
+    if n_val < task.n_classes or task.n_train - n_val < task.n_classes:
+        raise ValueError(f"{task.name}: a validation fraction of {fraction} leaves {n_val} validation / "
+                         f"{task.n_train - n_val} training samples; each needs >= n_classes={task.n_classes}")
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(task.n_train)
+    rng = np.random.RandomState((int(seed) * 7919 + 17) % 2**32)
+    tr, va = train_test_split(idx, test_size=n_val, stratify=task.y_train, random_state=rng)
+    return replace(task, x_train=task.x_train[tr], y_train=task.y_train[tr],
+                   x_val=task.x_train[va], y_val=task.y_train[va],
+                   meta={**task.meta, "val_fraction": float(fraction)})
 
 
 def batches(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = True,

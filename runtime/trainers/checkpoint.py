@@ -2,6 +2,7 @@
 
 It holds what a resumed run needs to continue exactly where the last finished epoch left off: the
 configuration, the device spec, the fitted twin (so resuming does not re-measure it), the model, the
+model of the best-validation epoch so far (so a resumed run still selects among all its epochs), the
 optimizer and LR-schedule state, the metric history and the RNG states. It loads with
 ``torch.load(weights_only=True)``, so a checkpoint file can never run code.
 
@@ -24,7 +25,7 @@ FORMAT = "pat-train-checkpoint/1"
 FILENAME = "checkpoint.pt"
 
 #: settings that must match between a checkpoint and the run resuming it
-MUST_MATCH = ("device", "task", "method", "layers", "hybrid", "channels", "twin", "twin_path")
+MUST_MATCH = ("device", "task", "method", "layers", "hybrid", "channels", "twin", "twin_path", "val_fraction")
 
 
 def checkpoint_path(run_dir: str | Path) -> Path:
@@ -34,13 +35,16 @@ def checkpoint_path(run_dir: str | Path) -> Path:
 
 def save_checkpoint(run_dir: str | Path, *, config: dict[str, Any], spec: dict[str, Any] | None, epoch: int,
                     model: torch.nn.Module, method: Any, history: list[dict[str, Any]],
-                    twin: dict[str, Any] | None) -> Path:
+                    twin: dict[str, Any] | None,
+                    best_model: dict[str, torch.Tensor] | None = None) -> Path:
     state: dict[str, Any] = {
         "format": FORMAT, "config": dict(config), "spec": spec, "epoch": int(epoch),
         "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
         "history": list(history), "twin": twin,
         "rng": {"torch": torch.get_rng_state(), "numpy": _np_state()},
     }
+    if best_model is not None:
+        state["best_model"] = {k: v.detach().clone() for k, v in best_model.items()}
     for name in ("opt", "sched"):
         obj = getattr(method, name, None)
         if obj is not None:

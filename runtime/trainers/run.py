@@ -4,7 +4,16 @@
 device (:func:`devices.factory.make_device`), builds the twin (``nominal`` = datasheet physics, or a
 ``greybox``/``residual``/``mlp`` twin fitted to fresh measurements, or one loaded from ``twin_path``),
 builds the PNN (:func:`runtime.pat.build_pnn`) or the digital baseline, trains with the chosen method and,
-with ``out`` set, writes::
+with ``out`` set, writes the files below. The default twin is ``greybox`` everywhere (``pat train`` and
+:class:`ExperimentConfig` agree).
+
+Data: train / validation / test. ``val_fraction`` of the training split is held out as validation
+(stratified, per seed); the model of the epoch with the best *validation* accuracy is the result, early
+stopping (``patience``) watches validation too, and the reported ``test_acc`` is the test accuracy of
+that selected model: the test split never decides anything. A run whose selected model ends within
+5 points of chance gets a warning in ``summary["warnings"]`` (and on the console).
+
+Outputs::
 
     out/metrics.jsonl   one JSON object per epoch (EpochMetrics)
     out/curves.png      loss / accuracy curves
@@ -21,6 +30,7 @@ every result states how good the model behind it was.
 from __future__ import annotations
 
 import json
+import math
 import shlex
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,15 +40,17 @@ from typing import Any
 import torch
 
 from devices.base import Device
+from runtime import defaults as D
 from devices.factory import make_device
 from devices.local import LocalDevice
-from runtime.datasets import Task, load_task
+from runtime.datasets import Task, load_task, with_validation
 from runtime.pat import PNN, build_pnn
 from runtime.redact import redact_uri
-from runtime.twins import Twin, TwinReport, build_twin, collect, evaluate_twin, load_twin, twin_to_dict
+from runtime.twins import (Twin, TwinReport, build_twin, collect, evaluate_twin, load_twin, twin_from_dict,
+                           twin_to_dict)
 
 from . import checkpoint as ckpt
-from .common import EpochMetrics, TrainConfig, seed_everything, train_loop
+from .common import EpochMetrics, History, TrainConfig, chance_level, seed_everything, train_loop
 from .digital import build_digital
 
 METHOD_NAMES = ("pat", "insilico", "spsa", "digital")
@@ -49,7 +61,7 @@ class ExperimentConfig:
     device: str = "sim:plate"
     task: str = "digits"
     method: str = "pat"
-    twin: str = "nominal"
+    twin: str = "greybox"
     twin_path: str | None = None
     twin_samples: int | None = None
     twin_epochs: int | None = None
@@ -62,8 +74,16 @@ class ExperimentConfig:
     seed: int = 0
     patience: int | None = None
     max_steps: int | None = None
-    spsa_c: float = 0.05
-    spsa_samples: int = 1
+    spsa_c: float = D.SPSA_C
+    spsa_samples: int = D.SPSA_SAMPLES
+    spsa_a: float = D.SPSA_A
+    spsa_A: float | None = None
+    #: fraction of the training split held out for validation (all selection reads it)
+    val_fraction: float = D.VAL_FRACTION
+    #: "val": the result is the model of the best-validation epoch; "last": the final epoch
+    select: str = "val"
+    #: "epoch": log test metrics every epoch (curves); "final": read the test split once, at the end
+    eval_test: str = "epoch"
     #: seconds to wait for the device (a remote node to join, instruments to answer) before giving up
     join_timeout: float = 10.0
 
@@ -95,8 +115,13 @@ class ExperimentConfig:
             parts += ["--patience", str(self.patience)]
         if self.twin_path:
             parts += ["--twin-path", self.twin_path]
-        if self.twin_samples:
+        elif self.twin_samples and self.method != "digital":
             parts += ["--twin-samples", str(self.twin_samples)]
+        if self.val_fraction != D.VAL_FRACTION:
+            parts += ["--val-fraction", str(self.val_fraction)]
+        if self.method == "spsa":
+            parts += ["--spsa-a", f"{self.spsa_a:g}", "--spsa-c", f"{self.spsa_c:g}",
+                      "--spsa-samples", str(self.spsa_samples)]
         return shlex.join(parts)
 
 
@@ -126,14 +151,19 @@ async def prepare_twin(device: Device, cfg: ExperimentConfig) -> tuple[Twin, Twi
 async def run_experiment(cfg: ExperimentConfig, task: Task | None = None, device: Device | None = None,
                          out: str | Path | None = None, progress: bool = False, resume: str | Path | None = None,
                          checkpoint: bool = True, loggers: list | None = None,
-                         on_device: Any = None) -> RunResult:
+                         on_device: Any = None, twin: Twin | None = None,
+                         twin_report: TwinReport | None = None) -> RunResult:
     """Train once as described by ``cfg``; ``device`` overrides ``cfg.device`` (it is connected if needed,
-    and closed at the end only if this function opened it).
+    and closed at the end only if this function opened it). ``twin`` (with its ``twin_report``) reuses a
+    twin already fitted to this device instead of building ``cfg.twin`` (e.g. one best twin shared by
+    several runs); it is not modified.
 
     With ``out``, ``checkpoint.pt`` is rewritten after every epoch; ``resume`` (a run folder or checkpoint
     file) continues such a run from its last finished epoch (refused, with the reason, when the checkpoint
-    was made for another device, task, method or model shape). ``loggers`` get every epoch's metrics
-    (:mod:`runtime.loggers`); ``on_device(device)`` is called once the device is made (e.g. metrics).
+    was made for another device, task, method or model shape). The checkpoint also holds the model of the
+    best-validation epoch so far, so the resumed run selects among all its epochs. ``loggers`` get every
+    epoch's metrics (:mod:`runtime.loggers`); ``on_device(device)`` is called once the device is made
+    (e.g. metrics).
     """
     if cfg.method not in METHOD_NAMES:
         raise ValueError(f"unknown method {cfg.method!r}; choose one of {', '.join(METHOD_NAMES)}")
@@ -144,23 +174,29 @@ async def run_experiment(cfg: ExperimentConfig, task: Task | None = None, device
         ckpt.check_compatible(state, cfg.to_dict(), None, where=str(resume))
 
     seed_everything(cfg.seed)
-    task = task or load_task(cfg.task, seed=cfg.seed)
+    task = with_validation(task or load_task(cfg.task, seed=cfg.seed), cfg.val_fraction, seed=cfg.seed)
     own_device = device is None and cfg.method != "digital"
     if own_device:
         device = make_device(cfg.device)
     if device is not None and on_device is not None:
         on_device(device)
     t0 = time.perf_counter()
-    twin = report = None
+    given_twin, report = twin, twin_report
+    twin = None
     loggers = list(loggers or [])
     try:
         if device is not None and not device.connected:
             await device.connect(timeout=cfg.join_timeout)
         if state is not None and device is not None:
             ckpt.check_compatible(state, cfg.to_dict(), device.spec.to_dict(), where=str(resume))
+        steps = math.ceil(task.n_train / cfg.batch)
+        if cfg.max_steps:
+            steps = min(steps, cfg.max_steps)
         tcfg = TrainConfig(epochs=cfg.epochs, batch=cfg.batch, lr=cfg.default_lr(), seed=cfg.seed,
                            patience=cfg.patience, max_steps=cfg.max_steps, spsa_c=cfg.spsa_c,
-                           spsa_samples=cfg.spsa_samples)
+                           spsa_samples=cfg.spsa_samples, spsa_a=cfg.spsa_a,
+                           spsa_A=cfg.spsa_A if cfg.spsa_A is not None else 0.1 * steps * cfg.epochs,
+                           select=cfg.select, eval_test=cfg.eval_test)
         if cfg.method == "digital":
             spec = device.spec if device is not None else None
             width = _digital_width(task.n_features, spec, cfg.channels)
@@ -171,10 +207,10 @@ async def run_experiment(cfg: ExperimentConfig, task: Task | None = None, device
         else:
             calls0 = device.calls
             if state is not None and state.get("twin") is not None:   # the run's own twin, not a new fit
-                from runtime.twins import twin_from_dict
-
                 twin = twin_from_dict(state["twin"]["twin"])
                 report = TwinReport(**state["twin"]["report"])
+            elif given_twin is not None:
+                twin = given_twin
             else:
                 twin, report = await prepare_twin(device, cfg)
             twin_calls = device.calls - calls0
@@ -189,10 +225,11 @@ async def run_experiment(cfg: ExperimentConfig, task: Task | None = None, device
             train_device = device
         t_setup = time.perf_counter() - t0
         method = METHODS[cfg.method](model, tcfg)
-        done: list[EpochMetrics] = []
+        done = History()
         if state is not None:
             ckpt.restore(state, model, method)
-            done = [EpochMetrics(**h) for h in state["history"]]
+            done = History(EpochMetrics(**h) for h in state["history"])
+            done.best_state = state.get("best_model")
         out_dir = Path(out) if out is not None else None
         jsonl = None
         if out_dir is not None:
@@ -213,15 +250,15 @@ async def run_experiment(cfg: ExperimentConfig, task: Task | None = None, device
                 ckpt.save_checkpoint(out_dir, config=cfg.to_dict(),
                                      spec=device.spec.to_dict() if device is not None else None,
                                      epoch=m.epoch, model=model, method=method, history=history_rows,
-                                     twin=twin_state)
+                                     twin=twin_state, best_model=done.best_state)
             for lg in loggers:
                 lg.log_epoch(row)
 
         try:
-            history = done + await train_loop(
+            history = await train_loop(
                 method, task, tcfg, train_device, on_epoch=on_epoch, progress=progress,
                 desc=f"{cfg.method} {cfg.device if cfg.method != 'digital' else ''}".strip(),
-                start_epoch=len(done) + 1)
+                start_epoch=len(done) + 1, history=done)
         finally:
             if jsonl is not None:
                 jsonl.close()
@@ -248,16 +285,31 @@ def _digital_width(n_features: int, spec, channels: int | None) -> int:
     return C * spec.in_dim
 
 
+def near_chance_warning(cfg: ExperimentConfig, task: Task, final: dict[str, Any]) -> str | None:
+    """A warning when the selected model's validation (or test) accuracy is within 5 points of chance."""
+    chance = chance_level(task.y_test)
+    acc = final.get("val_acc") if final.get("val_acc") is not None else final.get("test_acc")
+    if acc is None or acc > chance + 0.05:
+        return None
+    hint = {"spsa": " SPSA's gradient estimate is too noisy for this budget: raise --epochs or --spsa-samples, "
+                    "tune the gains (--spsa-tune), or use --method pat.",
+            "insilico": " The twin may be far from the device: try --twin greybox/residual or --method pat."
+            }.get(cfg.method, " Check the learning rate, the epochs and the device.")
+    return (f"{cfg.method} on {cfg.device} / {cfg.task} ended near chance: accuracy {100 * acc:.1f} % vs chance "
+            f"{100 * chance:.1f} %.{hint}")
+
+
 def _summary(cfg, task, history, report, n_params, t_setup, t_total, twin_calls, device) -> dict[str, Any]:
     last = history[-1] if history else None
-    best = max(history, key=lambda m: m.test_acc) if history else None
+    final = getattr(history, "final", {}) or {}
     train_s = sum(m.seconds for m in history)
+    warn = near_chance_warning(cfg, task, final) if history else None
     return {
         "command": cfg.command(),
         "config": cfg.to_dict(),
         "device": None if cfg.method == "digital" else {"name": redact_uri(getattr(device, "name", cfg.device)),
                                                         "spec": device.spec.to_dict()},
-        "task": {"name": task.name, "n_train": task.n_train, "n_test": task.n_test,
+        "task": {"name": task.name, "n_train": task.n_train, "n_val": task.n_val, "n_test": task.n_test,
                  "n_features": task.n_features, "n_classes": task.n_classes},
         "twin": None if report is None else {**report.to_dict(),
                                              "kind": cfg.twin if not cfg.twin_path else f"file:{cfg.twin_path}",
@@ -269,9 +321,14 @@ def _summary(cfg, task, history, report, n_params, t_setup, t_total, twin_calls,
         "parameters": n_params,
         "epochs_run": len(history),
         "final": None if last is None else last.to_dict(),
-        "test_acc": None if last is None else last.test_acc,
-        "best_test_acc": None if best is None else best.test_acc,
-        "twin_test_acc": None if last is None else last.twin_test_acc,
+        # the result: the model selected on validation (``selected``), its test accuracy read afterwards
+        "selected": final or None,
+        "best_epoch": final.get("epoch"),
+        "val_acc": final.get("val_acc"),
+        "test_acc": final.get("test_acc"),
+        "twin_test_acc": final.get("twin_test_acc"),
+        "chance": chance_level(task.y_test),
+        "warnings": [warn] if warn else [],
         "setup_s": t_setup,
         "train_s": train_s,
         "total_s": t_total,

@@ -29,7 +29,7 @@ async def test_spsa_improves_the_physical_loss(digits):
     dev, model = await _plate_model(digits)
     x, y = torch.from_numpy(digits.x_train[:400]), torch.from_numpy(digits.y_train[:400])
     loss0, _ = await evaluate(model, x, y, physical=True)
-    cfg = TrainConfig(epochs=4, batch=64, lr=0.05, seed=0)
+    cfg = TrainConfig(epochs=4, batch=64, lr=0.05, seed=0, spsa_samples=1)
     method = METHODS["spsa"](model, cfg)
     calls0 = dev.calls
     hist = await train_loop(method, digits, cfg, dev)

@@ -1,0 +1,1 @@
+"""``pat results``: the experiment grid (:mod:`.grid`) and its report (:mod:`.render`)."""
