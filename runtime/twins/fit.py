@@ -133,8 +133,11 @@ def fit_twin(twin: Twin, data: TwinData, epochs: int = 60, lr: float | None = No
         w = 1.0 / y.std(0).clamp(min=1e-6)            # standardise each output in the loss
         opt = torch.optim.Adam(twin.param_groups(lr or twin.default_lr))
         steps = epochs * math.ceil(len(train) / batch)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[gr["lr"] for gr in opt.param_groups],
-                                                    total_steps=steps, pct_start=0.1)
+        if steps >= 4:  # OneCycleLR needs a warm-up and a decay phase of more than one step each
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[gr["lr"] for gr in opt.param_groups],
+                                                        total_steps=steps, pct_start=min(0.5, max(0.1, 1.5 / steps)))
+        else:           # a handful of steps: constant learning rate
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
         best, best_state, stale = before, {k: v.clone() for k, v in twin.state_dict().items()}, 0
         for ep in range(epochs):
             twin.train()

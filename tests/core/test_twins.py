@@ -97,3 +97,13 @@ def test_unknown_kinds_give_clear_errors():
     with pytest.raises(ValueError, match="unknown twin kind"):
         make_twin("oracle", spec)
     assert make_twin("mlp", spec)(torch.zeros(3, 2), torch.zeros(2)).shape == (3, 2)
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 5, 10])
+async def test_fitting_a_few_steps_runs_the_whole_schedule(epochs):
+    """Tiny data sets (a quick twin of an instrument) give 1-20 optimizer steps; every count must fit."""
+    dev = await sim_device("circuit", seed=3)
+    data = await collect(dev, 64, batch=16, repeats=2, seed=0)
+    mlp = make_twin("mlp", dev.spec, hidden=16, depth=1)
+    rep = fit_twin(mlp, data, epochs=epochs, batch=64, seed=0, patience=None)
+    assert len(rep.history) == epochs and math.isfinite(rep.nmse_val)
