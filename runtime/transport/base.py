@@ -35,6 +35,7 @@ from typing import Any, Callable
 from devices.spec import DeviceSpec
 
 from .engine import RequestEngine
+from .meta import node_meta
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,12 @@ class Coordinator(RequestEngine, abc.ABC):
             info.last_seen = time.monotonic()
             if info.alive:
                 self._by_age.move_to_end(node_id)
+
+    def _meta(self, header: dict[str, Any]) -> dict[str, Any]:
+        """The known, typed node fields of a hello/heartbeat header (others dropped and counted)."""
+        meta, dropped = node_meta(header)
+        self.stats.meta_dropped += dropped
+        return meta
 
     def _forget_node(self, node_id: str) -> None:
         """Drop everything kept about ``node_id`` (implementations extend this for their own maps)."""

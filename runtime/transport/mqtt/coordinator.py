@@ -32,7 +32,6 @@ from devices.errors import DeviceConnectionError
 from runtime import wire
 from runtime.transport.backoff import Backoff
 from runtime.transport.base import Coordinator
-from runtime.transport.meta import node_meta
 from runtime.wire import DEFAULT_LIMITS, Limits, WireError
 
 from .common import (DEFAULT_MAX_PAYLOAD, MqttUrl, PayloadTooLargeError, Topics, check_name, connect, disconnect,
@@ -222,11 +221,6 @@ class MqttCoordinator(Coordinator):
     def _join(self, node: str, hello: dict[str, Any]) -> None:
         self._node_seen(node, spec=hello["spec"], **self._meta(hello))
         self._unjoined.pop(node, None)
-
-    def _meta(self, header: dict[str, Any]) -> dict[str, Any]:
-        meta, dropped = node_meta(header)
-        self.stats.meta_dropped += dropped
-        return meta
 
     def _forget_node(self, node_id: str) -> None:
         super()._forget_node(node_id)

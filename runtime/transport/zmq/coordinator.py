@@ -37,7 +37,6 @@ from devices.errors import DeviceConnectionError
 from devices.spec import DeviceSpec
 from runtime import wire
 from runtime.transport.base import Coordinator
-from runtime.transport.meta import node_meta
 from runtime.wire import DEFAULT_LIMITS, Limits, MessageType, WireError
 
 from .driver import SocketDriver
@@ -240,11 +239,6 @@ class ZmqCoordinator(Coordinator):
                                                                               node))])
         except zmq.ZMQError:
             pass
-
-    def _meta(self, header: dict[str, Any]) -> dict[str, Any]:
-        meta, dropped = node_meta(header)
-        self.stats.meta_dropped += dropped
-        return meta
 
     def _forget_node(self, node_id: str) -> None:
         super()._forget_node(node_id)
