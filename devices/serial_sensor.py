@@ -11,14 +11,12 @@ port -> :class:`~devices.errors.DeviceConnectionError`, a sensor error -> :class
 """
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 from typing import Any
 
 import numpy as np
 
-from .base import Device
+from .blocking import BlockingDevice
 from .errors import DeviceConnectionError, DeviceTimeoutError
 from .options import parse_options
 from .spec import DeviceSpec
@@ -27,7 +25,7 @@ from .visa import InstrumentError
 OPTIONS: dict[str, Any] = {"port": "", "baud": 115200, "timeout": 2.0, "name": ""}
 
 
-class SerialSensor(Device):
+class SerialSensor(BlockingDevice):
     def __init__(self, port: str, baud: int = 115200, timeout: float = 2.0, name: str | None = None):
         if not port:
             raise ValueError("serial:sensor needs ?port=/dev/ttyUSB0 (or a pyserial URL such as socket://HOST:PORT)")
@@ -37,7 +35,6 @@ class SerialSensor(Device):
         self.port, self.baud, self.timeout = port, int(baud), float(timeout)
         self._ser = None
         self._stale = False
-        self._lock = threading.Lock()
 
     # -- the line (worker thread) ---------------------------------------------------------------------------
     def _open(self) -> None:
@@ -136,25 +133,8 @@ class SerialSensor(Device):
                                                  f"{x.shape[0]}x{self.spec.out_dim}")
             return y.astype(np.float32).reshape(x.shape[0], self.spec.out_dim)
 
-    # -- Device API -------------------------------------------------------------------------------------------
-    async def _connect(self, timeout: float) -> None:
-        def go():
-            with self._lock:
-                self._open()
-                return self._setup()
-
-        self._spec = await asyncio.to_thread(go)
-
-    async def _apply(self, x: np.ndarray, theta: np.ndarray) -> np.ndarray:
-        return await asyncio.to_thread(self._measure, x, theta)
-
-    async def close(self) -> None:
-        def go():
-            with self._lock:
-                self._close_port()
-
-        await asyncio.to_thread(go)
-        await super().close()
+    def _shutdown(self) -> None:
+        self._close_port()
 
 
 def serial_device(uri: str, **kwargs: Any) -> SerialSensor:

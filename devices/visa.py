@@ -19,13 +19,11 @@ an instrument error -> :class:`InstrumentError`. The spec (``kind="visa:plate"``
 """
 from __future__ import annotations
 
-import asyncio
-import threading
 from typing import Any
 
 import numpy as np
 
-from .base import Device
+from .blocking import BlockingDevice
 from .errors import DeviceConnectionError, DeviceError, DeviceTimeoutError
 from .options import parse_options
 from .spec import DeviceSpec
@@ -70,7 +68,7 @@ def _nodelay(inst: Any) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-class VisaPlate(Device):
+class VisaPlate(BlockingDevice):
     """Two VISA instruments (``awg``, ``dig`` resource strings) that together measure the plate."""
 
     def __init__(self, awg: str, dig: str, in_dim: int = 32, param_dim: int = 32, timeout: float = 5.0,
@@ -88,7 +86,6 @@ class VisaPlate(Device):
         self._rm = None
         self._inst: dict[str, Any] = {}
         self._stale = False
-        self._lock = threading.Lock()   # one transaction at a time on the instruments
 
     # -- VISA plumbing (runs in a worker thread) -----------------------------------------------------------
     def _err(self, which: str, e: Exception, what: str) -> DeviceError:
@@ -208,31 +205,14 @@ class VisaPlate(Device):
                                                  f"expected {B}x{self.spec.out_dim}")
             return y.astype(np.float32).reshape(B, self.spec.out_dim)
 
-    # -- Device API -------------------------------------------------------------------------------------------
-    async def _connect(self, timeout: float) -> None:
-        def go():
-            with self._lock:
-                self._open()
-                return self._setup()
-
-        self._spec = await asyncio.to_thread(go)
-
-    async def _apply(self, x: np.ndarray, theta: np.ndarray) -> np.ndarray:
-        return await asyncio.to_thread(self._measure, x, theta)
-
-    async def close(self) -> None:
-        def go():
-            with self._lock:
-                if self._inst and not self._stale:
-                    try:
-                        self._inst["awg"].write("OUTP OFF")
-                        self._inst["awg"].query("*OPC?")   # processed before the session closes
-                    except Exception:
-                        pass
-                self._close_sessions()
-
-        await asyncio.to_thread(go)
-        await super().close()
+    def _shutdown(self) -> None:
+        if self._inst and not self._stale:
+            try:
+                self._inst["awg"].write("OUTP OFF")
+                self._inst["awg"].query("*OPC?")   # processed before the session closes
+            except Exception:
+                pass
+        self._close_sessions()
 
 
 def visa_device(uri: str, **kwargs: Any) -> VisaPlate:
