@@ -92,14 +92,24 @@ class MqttCoordinator(Coordinator):
         for n in list(self.nodes):
             self._node_left(n)
 
+    #: MQTT 5 client (subclasses that need v5 features, e.g. shared subscriptions, set it)
+    mqtt_v5 = False
+
+    def _subscriptions(self) -> list[tuple[str, int]]:
+        """(topic filter, QoS) the coordinator subscribes to after each connect."""
+        t = self.topics.prefix
+        return [(f"{t}/+/status", 1), (f"{t}/+/hello", 1), (f"{t}/+/hb", 0), (f"{t}/+/rep/{self.cid}", 1),
+                (f"{t}/+/rep", 1)]
+
+    def _who(self) -> str:
+        return "coordinator"
+
     async def _connect(self) -> aiomqtt.Client:
         client = make_client(self.url, f"{self.topics.prefix}-coord-{self.cid}", keepalive=self.keepalive,
-                             timeout=self.connect_timeout)
-        await connect(client, self.url, "coordinator")
-        t = self.topics.prefix
+                             timeout=self.connect_timeout, v5=self.mqtt_v5)
+        await connect(client, self.url, self._who())
         try:
-            await client.subscribe([(f"{t}/+/status", 1), (f"{t}/+/hello", 1), (f"{t}/+/hb", 0),
-                                    (f"{t}/+/rep/{self.cid}", 1), (f"{t}/+/rep", 1)])
+            await client.subscribe(self._subscriptions())
         except aiomqtt.MqttError as e:
             await disconnect(client)
             raise DeviceConnectionError("coordinator", f"subscribe on {self.url.where} failed: {e}") from None

@@ -32,14 +32,13 @@ import time
 from collections import OrderedDict
 from typing import Any, Awaitable, Callable, Sequence
 
-import aiomqtt
 import numpy as np
 
 from devices.errors import DeviceConnectionError, RemoteDeviceError
 from runtime import wire
 from runtime.wire import WireError
 
-from .common import PayloadTooLargeError, check_name, connect, disconnect, make_client, publish_nowait
+from .common import PayloadTooLargeError, check_name, publish_nowait
 from .coordinator import MqttCoordinator
 
 log = logging.getLogger(__name__)
@@ -70,24 +69,13 @@ class SharedMqttCoordinator(MqttCoordinator):
     def share_topic(self) -> str:
         return f"$share/{self.group}/{self.topics.prefix}/+/rep/{self.group}"
 
-    async def _connect(self) -> aiomqtt.Client:
-        url = self.url
-        client = make_client(url, f"{self.topics.prefix}-coord-{self.cid}", keepalive=self.keepalive,
-                             timeout=self.connect_timeout, v5=True)
-        await connect(client, url, f"coordinator replica {self.cid} of {self.group}")
-        t = self.topics.prefix
-        try:
-            await client.subscribe([(f"{t}/+/status", 1), (f"{t}/+/hello", 1), (f"{t}/+/hb", 0),
-                                    (f"{t}/+/rep/{self.cid}", 1), (f"{t}/+/rep", 1), (self.share_topic, 1)])
-        except aiomqtt.MqttError as e:
-            await disconnect(client)
-            raise DeviceConnectionError("coordinator", f"subscribe on {url.where} failed: {e}") from None
-        except asyncio.CancelledError:
-            await disconnect(client)
-            raise
-        self._client = client
-        self._connected.set()
-        return client
+    mqtt_v5 = True   # $share subscriptions are MQTT 5
+
+    def _subscriptions(self) -> list[tuple[str, int]]:
+        return [*super()._subscriptions(), (self.share_topic, 1)]
+
+    def _who(self) -> str:
+        return f"coordinator replica {self.cid} of {self.group}"
 
     async def close(self) -> None:
         await super().close()
