@@ -12,6 +12,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+
+def _save(fig, path: Path) -> Path:
+    """Lay out, write (creating the folder) and close a figure."""
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
 def _nan(v: float | None) -> float:
     return float("nan") if v is None else float(v)
 
@@ -42,11 +51,7 @@ def plot_curves(history: Sequence[Mapping[str, Any]], path: str | Path, title: s
     ax2.legend(loc="lower right")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_comparison(table: Mapping[str, Mapping[str, float]], path: str | Path, title: str = "",
@@ -70,11 +75,7 @@ def plot_comparison(table: Mapping[str, Mapping[str, float]], path: str | Path, 
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_depth(table: Mapping[str, Mapping[str, Sequence[tuple[int, float, float, float]]]], path: str | Path,
@@ -102,11 +103,7 @@ def plot_depth(table: Mapping[str, Mapping[str, Sequence[tuple[int, float, float
     axes[0][-1].legend(fontsize=8, loc="lower left")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_gap(table: Mapping[str, Sequence[tuple[int, float, float, float]]], path: str | Path,
@@ -135,8 +132,4 @@ def plot_gap(table: Mapping[str, Sequence[tuple[int, float, float, float]]], pat
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
