@@ -1,0 +1,199 @@
+"""Per-unit reference models for bench/deploy_calibration.py: trained once, cached, never reused stale.
+
+A per-unit reference is ``pat train --device sim:KIND?unit=N --method pat --twin nominal`` (digits,
+2 physical layers, the run's validation-selected model), measured on the task's test split on its unit.
+It is the expensive part of the bench (one full PAT run per unit), so results are cached, one JSON file per
+reference (plus the model, ``.pnn``), under a key that includes a **simulator fingerprint**: a hash of the
+unit's construction options, its effect strengths and the outputs of its true forward and of its datasheet
+model on a fixed probe input. Any change of the simulators (effect strengths, new effects, per-unit
+variation, defaults) changes the fingerprint, so a cache made before it is never read again. ``RECIPE``
+names the training recipe; bump it when the reference training changes.
+
+Each cached result holds the per-sample correctness on the test split, so the bench can give the paired
+standard error of every gap (same test samples for the reference and the deployed model).
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from devices.local import LocalDevice
+from runtime.artifact import load_artifact, pnn_from_artifact, pnn_to_artifact, save_artifact
+from runtime.trainers.run import ExperimentConfig, run_experiment
+import sims.effects as sims_effects
+from sims import make_sim
+
+_SIMS_DIR = Path(sims_effects.__file__).resolve().parent
+
+#: the reference training recipe (bump when it changes: cached references of another recipe are not read)
+RECIPE = "pat-nominal-valselect-v2"
+
+
+def unit_device(kind: str, unit: int) -> LocalDevice:
+    return LocalDevice(make_sim(kind, unit=unit), name=f"{kind}#{unit}", threaded=False)
+
+
+def sim_fingerprint(kind: str, unit: int, seed: int = 0) -> str:
+    """A short hash of what unit ``unit`` of ``sim:KIND`` (default options) *is*: its construction options,
+    effect strengths, noise, variation and hidden parameters, and the source code of its simulator classes
+    and of the effects module (a change of the true forward or of a default strength changes the hash).
+    Everything hashed is computed exactly (no float sums), so the hash does not depend on thread counts."""
+    sim = make_sim(kind, unit=unit)
+    mods = {inspect.getmodule(c) for c in type(sim).__mro__} | {sims_effects}
+    src = hashlib.sha256()
+    for m in sorted((m for m in mods if m is not None and getattr(m, "__file__", None)
+                     and Path(m.__file__).resolve().is_relative_to(_SIMS_DIR)), key=lambda m: m.__name__):
+        src.update(Path(m.__file__).read_bytes())
+    desc = {"kind": kind, "unit": unit, "class": type(sim).__qualname__, "options": repr(sorted(sim.options.items())),
+            "effects": sorted((k, round(v, 9)) for k, v in sim.effect.items()), "variation": sim.variation,
+            "noise": [sim.noise, sim.noise_mult], "bits": [sim.dac_bits, sim.adc_bits],
+            "spec": sim.spec.to_dict(), "source": src.hexdigest(),
+            "hidden": {k: np.asarray(v, np.float32).round(6).tolist() for k, v in sorted(sim.hidden_params.items())}}
+    return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+#: test-set passes averaged per accuracy (a unit's measurement noise moves one pass by about a point)
+REPEATS = 3
+
+
+async def test_correct(model, dev, x: np.ndarray, y: np.ndarray, repeats: int = REPEATS) -> np.ndarray:
+    """Per-sample correctness of ``model`` measured on ``dev``, averaged over ``repeats`` physical passes
+    (values in [0, 1]; their mean is the accuracy)."""
+    model.attach(device=dev)
+    model.eval()
+    xt = torch.from_numpy(np.asarray(x, np.float32))
+    hits = np.zeros(len(x))
+    for _ in range(repeats):
+        with torch.no_grad():
+            logits = await model.aforward(xt)
+        hits += logits.argmax(1).numpy() == np.asarray(y)
+    return hits / repeats
+
+
+class ReferenceCache:
+    """Per-unit PAT references, one JSON (+ ``.pnn``) per ``kind/unit/epochs/seed/recipe/fingerprint``.
+
+    Several processes may fill the same folder (e.g. one per device kind); a result is written atomically
+    and read by whoever needs it."""
+
+    def __init__(self, folder: str | Path | None):
+        self.folder = Path(folder) if folder else None
+        self._fp: dict[tuple[str, int], str] = {}
+
+    def key(self, kind: str, unit: int, epochs: int, seed: int) -> str:
+        if (kind, unit) not in self._fp:
+            self._fp[(kind, unit)] = sim_fingerprint(kind, unit)
+        return f"{kind}-u{unit}-e{epochs}-s{seed}-{RECIPE}-{self._fp[(kind, unit)]}"
+
+    def _path(self, key: str) -> Path | None:
+        return None if self.folder is None else self.folder / f"{key}.json"
+
+    def lookup(self, kind: str, unit: int, epochs: int, seed: int) -> dict[str, Any] | None:
+        p = self._path(self.key(kind, unit, epochs, seed))
+        return json.loads(p.read_text()) if p is not None and p.exists() else None
+
+    async def remeasure(self, r: dict[str, Any], task) -> dict[str, Any]:
+        """Re-measure a cached reference's test accuracy with ``REPEATS`` passes (if it has fewer)."""
+        if r.get("repeats") == REPEATS or self.folder is None:
+            return r
+        dev = unit_device(r["kind"], r["unit"])
+        await dev.connect()
+        model = self.model(r["kind"], r["unit"], r["epochs"], r["seed"], dev).set_concurrent(False)
+        correct = await test_correct(model, dev, task.x_test, task.y_test)
+        r.update(correct=correct.tolist(), test_acc=float(correct.mean()), repeats=REPEATS)
+        self._write(r)
+        return r
+
+    def _write(self, r: dict[str, Any]) -> None:
+        tmp = self.folder / f"{r['key']}.json.tmp"
+        tmp.write_text(json.dumps(r))
+        tmp.replace(self._path(r["key"]))
+
+    async def get(self, kind: str, unit: int, task, epochs: int, seed: int) -> dict[str, Any]:
+        """The cached reference, or train it now (and cache it)."""
+        hit = self.lookup(kind, unit, epochs, seed)
+        if hit is not None:
+            return await self.remeasure(hit, task)
+        key = self.key(kind, unit, epochs, seed)
+        t0 = time.perf_counter()
+        cfg = ExperimentConfig(device=f"sim:{kind}?unit={unit}", task="digits", method="pat", twin="nominal",
+                               epochs=epochs, layers=2, seed=seed, eval_test="final")
+        dev = unit_device(kind, unit)
+        res = await run_experiment(cfg, task=task, device=dev)
+        calls = dev.calls
+        correct = await test_correct(res.model.set_concurrent(False), dev, task.x_test, task.y_test)
+        out = {"key": key, "kind": kind, "unit": unit, "epochs": epochs, "seed": seed, "recipe": RECIPE,
+               "test_acc": float(correct.mean()), "test_acc_run": res.summary.get("test_acc"),
+               "val_acc": res.summary.get("val_acc"), "best_epoch": res.summary.get("best_epoch"),
+               "correct": correct.tolist(), "repeats": REPEATS, "train_calls": calls,
+               "seconds": time.perf_counter() - t0, "command": cfg.command()}
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            save_artifact(self.folder / f"{key}.pnn", pnn_to_artifact(res.model, f"ref-{kind}-{unit}",
+                                                                       metadata={"reference": key}))
+            self._write(out)
+        return out
+
+    def model(self, kind: str, unit: int, epochs: int, seed: int, device=None):
+        """The cached reference model (None if not cached)."""
+        if self.folder is None:
+            return None
+        p = self.folder / f"{self.key(kind, unit, epochs, seed)}.pnn"
+        return pnn_from_artifact(load_artifact(p), device) if p.exists() else None
+
+
+def paired_gap(ref: np.ndarray, ours: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict[str, float]:
+    """Gap ``mean(ref) - mean(ours)`` on the same test samples, with its paired standard error (analytic:
+    ``sqrt((d01 + d10 - (d10 - d01)^2) / n)`` over discordant rates) and a bootstrap 90 % interval."""
+    ref, ours = np.asarray(ref, float), np.asarray(ours, float)
+    d = ref - ours
+    n = len(d)
+    se = float(d.std(ddof=1) / np.sqrt(n))
+    rng = np.random.default_rng(seed)
+    boots = d[rng.integers(0, n, (n_boot, n))].mean(1)
+    return {"gap": float(d.mean()), "se": se, "lo90": float(np.quantile(boots, 0.05)),
+            "hi90": float(np.quantile(boots, 0.95))}
+
+
+async def _main() -> None:
+    import argparse
+    import asyncio  # noqa: F401
+
+    from runtime.datasets import load_task
+
+    ap = argparse.ArgumentParser(description="train (or read) the per-unit references of the deploy bench")
+    ap.add_argument("--devices", default="plate,shg")
+    ap.add_argument("--units", default="1-16", help="A-B or a comma list")
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--cache", default="runs/deploy_bench/refs")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    units = (list(range(int(args.units.split("-")[0]), int(args.units.split("-")[1]) + 1))
+             if "-" in args.units else [int(u) for u in args.units.split(",")])
+    cache = ReferenceCache(args.cache)
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        task = load_task("digits", seed=0)
+        for kind in [k.strip() for k in args.devices.split(",") if k.strip()]:
+            for u in units:
+                r = await cache.get(kind, u, task, args.epochs, seed)
+                print(f"sim:{kind} unit {u} seed {seed}: {r['test_acc']:.3f} (run {r['test_acc_run']}, "
+                      f"{r['seconds']:.0f} s) {r['key']}", flush=True)
+
+
+__all__ = ["RECIPE", "REPEATS", "ReferenceCache", "paired_gap", "sim_fingerprint", "test_correct", "unit_device"]
+
+
+if __name__ == "__main__":
+    import asyncio
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    asyncio.run(_main())
