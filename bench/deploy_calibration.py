@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import statistics
 import sys
@@ -160,6 +161,12 @@ async def deploy_units(kind, args, task, cache, targets, train_units, sq_art, sq
     budget = Budget(calls=args.calls, seconds=args.seconds, samples=args.cal_samples)
 
     rows = []
+
+    def summary() -> dict:
+        return {**summarize(kind, args, train_units, train_s, train_calls, train_accs, sq_acc, rows, t_kind, cache),
+                "fleet_test_acc_train_units_own_params": art.metadata.get("train_accs_own"),
+                "calibrated_groups": list(plan.groups), "calibrated_params": len(plan.params)}
+
     for u in targets:
         t_u = time.perf_counter()
         dev = unit_device(kind, u)
@@ -195,8 +202,8 @@ async def deploy_units(kind, args, task, cache, targets, train_units, sq_art, sq
               f"gap {_f(row['gap'])} ± {_f(row['gap_se'])} | {rep.calls} calls {rep.pat_steps} steps "
               f"{rep.seconds:.1f} s | {time.perf_counter() - t_u:.0f} s", flush=True)
         if on_row is not None:
-            on_row(summarize(kind, args, train_units, train_s, train_calls, train_accs, sq_acc, rows, t_kind, cache))
-    return summarize(kind, args, train_units, train_s, train_calls, train_accs, sq_acc, rows, t_kind, cache)
+            on_row(summary())
+    return summary()
 
 
 def _fill_reference(row: dict, ref: dict | None) -> None:
@@ -259,6 +266,22 @@ def table(res: dict) -> str:
     return "\n".join(lines)
 
 
+def report_only(args) -> None:
+    """Fill in references that were cached after the run (e.g. by a parallel ``bench/deploy_refs.py``)."""
+    out = json.loads(Path(args.out).read_text())
+    cache = ReferenceCache(args.reference_cache)
+    for i, res in enumerate(out["results"]):
+        kind = res["kind"].split(":", 1)[1]
+        new = summarize(kind, args, res["train_units"], res["fleet_train_s"], res["fleet_train_calls"],
+                        res["fleet_test_acc_train_units"] + [res["fleet_test_acc_held_out"]], res["status_quo_unit0"],
+                        res["rows"], time.perf_counter() - res["seconds"], cache)
+        out["results"][i] = {**res, **new, "seconds": res["seconds"]}
+    Path(args.out).write_text(json.dumps(out, indent=1))
+    md = "\n\n".join(table(r) for r in out["results"])
+    Path(args.out).with_suffix(".md").write_text(md + "\n")
+    print(md)
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--devices", default="plate,shg")
@@ -279,8 +302,8 @@ async def main() -> None:
     ap.add_argument("--cal-samples", type=int, default=256)
     ap.add_argument("--verify", type=float, default=0.5)
     ap.add_argument("--calls", type=int, default=2000)
-    ap.add_argument("--seconds", type=float, default=120.0)
-    ap.add_argument("--cal-lr", type=float, default=0.02)
+    ap.add_argument("--seconds", type=float, default=600.0)
+    ap.add_argument("--cal-lr", type=float, default=0.005)
     ap.add_argument("--cal-batch", type=int, default=32)
     ap.add_argument("--threshold", type=float, default=0.7)
     ap.add_argument("--tolerance", type=float, default=0.03)
@@ -297,7 +320,11 @@ async def main() -> None:
     ap.add_argument("--only-reference", action="store_true", help="only train the per-unit references")
     ap.add_argument("--quick", action="store_true", help="4 targets, 10 epochs (pipeline check)")
     ap.add_argument("--out", default=None, help="write the results (JSON) here, and the tables next to it (.md)")
+    ap.add_argument("--report-only", action="store_true",
+                    help="re-read --out, fill in per-unit references cached since, rewrite the JSON and tables")
     args = ap.parse_args()
+    if args.report_only:
+        return report_only(args)
     if args.quick:
         args.units, args.epochs = 4, 10
     torch.set_num_threads(1)
@@ -305,9 +332,12 @@ async def main() -> None:
     t0 = time.perf_counter()
     results: list[dict] = []
 
+    load0 = os.getloadavg()
+
     def write(partial: dict | None = None) -> str:
         res = results + ([partial] if partial else [])
-        out = {"args": vars(args), "machine": platform.machine(), "seconds": time.perf_counter() - t0,
+        out = {"args": vars(args), "machine": platform.machine(), "cpus": os.cpu_count(),
+               "loadavg_start": load0, "loadavg_now": os.getloadavg(), "seconds": time.perf_counter() - t0,
                "complete": partial is None, "results": res}
         md = "\n\n".join(table(r) for r in res)
         if args.out:     # written after every unit, so an interrupted run keeps what it measured

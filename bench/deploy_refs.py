@@ -164,7 +164,6 @@ def paired_gap(ref: np.ndarray, ours: np.ndarray, n_boot: int = 2000, seed: int 
 
 async def _main() -> None:
     import argparse
-    import asyncio  # noqa: F401
 
     from runtime.datasets import load_task
 
