@@ -40,12 +40,12 @@ def unit_device(kind: str, unit: int) -> LocalDevice:
     return LocalDevice(make_sim(kind, unit=unit), name=f"{kind}#{unit}", threaded=False)
 
 
-def sim_fingerprint(kind: str, unit: int, seed: int = 0) -> str:
-    """A short hash of what unit ``unit`` of ``sim:KIND`` (default options) *is*: its construction options,
+def sim_fingerprint(kind: str, unit: int, **options: Any) -> str:
+    """A short hash of what unit ``unit`` of ``sim:KIND`` (with ``options``) *is*: its construction options,
     effect strengths, noise, variation and hidden parameters, and the source code of its simulator classes
     and of the effects module (a change of the true forward or of a default strength changes the hash).
     Everything hashed is computed exactly (no float sums), so the hash does not depend on thread counts."""
-    sim = make_sim(kind, unit=unit)
+    sim = make_sim(kind, unit=unit, **options)
     mods = {inspect.getmodule(c) for c in type(sim).__mro__} | {sims_effects}
     src = hashlib.sha256()
     for m in sorted((m for m in mods if m is not None and getattr(m, "__file__", None)
@@ -175,14 +175,28 @@ async def _main() -> None:
     ap.add_argument("--cache", default="runs/deploy_bench/refs")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    units = (list(range(int(args.units.split("-")[0]), int(args.units.split("-")[1]) + 1))
-             if "-" in args.units else [int(u) for u in args.units.split(",")])
+    if "-" in args.units:           # A-B, ascending or descending (two processes can share a list from both ends)
+        a, b = (int(v) for v in args.units.split("-"))
+        units = list(range(a, b + 1)) if a <= b else list(range(a, b - 1, -1))
+    else:
+        units = [int(u) for u in args.units.split(",")]
     cache = ReferenceCache(args.cache)
     for seed in [int(s) for s in args.seeds.split(",")]:
         task = load_task("digits", seed=0)
         for kind in [k.strip() for k in args.devices.split(",") if k.strip()]:
             for u in units:
-                r = await cache.get(kind, u, task, args.epochs, seed)
+                lock = cache.folder / f"{cache.key(kind, u, args.epochs, seed)}.lock"
+                if cache.lookup(kind, u, args.epochs, seed) is None:
+                    try:        # several processes may share one list: each unit is trained by one of them
+                        lock.parent.mkdir(parents=True, exist_ok=True)
+                        lock.open("x").close()
+                    except FileExistsError:
+                        print(f"sim:{kind} unit {u} seed {seed}: being trained by another process", flush=True)
+                        continue
+                try:
+                    r = await cache.get(kind, u, task, args.epochs, seed)
+                finally:
+                    lock.unlink(missing_ok=True)
                 print(f"sim:{kind} unit {u} seed {seed}: {r['test_acc']:.3f} (run {r['test_acc_run']}, "
                       f"{r['seconds']:.0f} s) {r['key']}", flush=True)
 
