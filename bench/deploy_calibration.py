@@ -190,7 +190,7 @@ async def deploy_units(kind, args, task, cache, targets, train_units, sq_art, sq
                "switched": rep.switched, "stage": rep.stage, "reason": rep.reason,
                "verify_serving": rep.serving, "verify_shipped": rep.shipped, "verify_renormalized": rep.renormalized,
                "verify_calibrated": rep.calibrated, "verify_candidate": rep.chosen,
-               "calls": rep.calls, "seconds": rep.seconds, "pat_steps": rep.pat_steps, "stopped": rep.stopped,
+               "calls": rep.calls, "seconds": rep.seconds, "pat_steps": rep.pat_steps, "best_step": rep.best_step, "stopped": rep.stopped,
                "switched_to_worse_on_test": bool(rep.switched and before is not None and after_cand < before),
                "switched_to_worse_on_verify": bool(rep.switched and rep.serving is not None
                                                    and rep.chosen < rep.serving)}
@@ -199,7 +199,7 @@ async def deploy_units(kind, args, task, cache, targets, train_units, sq_art, sq
         print(f"  unit {u:2d}: per-unit {_f(row['per_unit_trained'])} | status quo {_f(before)} | shipped "
               f"{shipped:.3f} | calibrated {after_cand:.3f} ({rep.stage}; verify {_f(rep.shipped)}/"
               f"{_f(rep.renormalized)}/{_f(rep.calibrated)}) | {'switched' if rep.switched else 'kept'} | "
-              f"gap {_f(row['gap'])} ± {_f(row['gap_se'])} | {rep.calls} calls {rep.pat_steps} steps "
+              f"gap {_f(row['gap'])} ± {_f(row['gap_se'])} | {rep.calls} calls {rep.pat_steps} steps (best {rep.best_step}) "
               f"{rep.seconds:.1f} s | {time.perf_counter() - t_u:.0f} s", flush=True)
         if on_row is not None:
             on_row(summary())

@@ -76,6 +76,7 @@ class UnitReport:
     calls: int = 0
     seconds: float = 0.0
     pat_steps: int = 0
+    best_step: int | None = None          # the PAT step whose state was kept (early stopping on the verify half)
     stopped: str = ""
     budget: dict[str, Any] = field(default_factory=dict)
     fit_samples: int = 0
@@ -137,12 +138,12 @@ async def calibrate_on_unit(candidate, device: Device, x: np.ndarray, y: np.ndar
             rep.renormalized = await accuracy_on(candidate, xv, yv)
             if rep.renormalized > best[1]:
                 best = ("renormalized", rep.renormalized, _snapshot(candidate))
-        cal_best: list[Any] = [None, None]          # best (accuracy, state) seen during the PAT steps
+        cal_best: list[Any] = [None, None, None]    # best (accuracy, state, step) seen during the PAT steps
 
         async def check(step: int) -> None:       # early stopping on the verify half
             acc = await accuracy_on(candidate, xv, yv)
             if cal_best[0] is None or acc > cal_best[0]:
-                cal_best[0], cal_best[1] = acc, _snapshot(candidate)
+                cal_best[0], cal_best[1], cal_best[2] = acc, _snapshot(candidate), step
 
         fit_rep = await calibrate_pat(candidate, dev, xf, yf, plan, epochs=epochs, reserve_calls=verify_calls,
                                       seed=seed, every=check_every, on_check=check if check_every else None,
@@ -150,7 +151,7 @@ async def calibrate_on_unit(candidate, device: Device, x: np.ndarray, y: np.ndar
         rep.pat_steps, rep.stopped = fit_rep.steps, fit_rep.stopped
         if fit_rep.steps:
             await check(fit_rep.steps)
-            rep.calibrated = cal_best[0]
+            rep.calibrated, rep.best_step = cal_best[0], cal_best[2]
             if rep.calibrated > best[1]:
                 best = ("calibrated", rep.calibrated, cal_best[1])
         rep.stage, rep.chosen = best[0], best[1]

@@ -184,7 +184,7 @@ class CalibrationPlan:
     twin: str = "nominal"
     sim_options: dict[str, Any] = field(default_factory=dict)
     reference: dict[str, dict[str, list[float]]] = field(default_factory=dict)
-    lr: float = 0.02
+    lr: float = 0.005
     batch: int = 32
     trained_on: list[str] = field(default_factory=list)
 

@@ -34,7 +34,8 @@ def register(app: typer.Typer) -> None:
         groups: str = typer.Option("ranges,readout", help="per-unit (calibratable) parameters: "
                                                           "input, ranges, readout, theta"),
         per_unit: bool = typer.Option(True, help="train per-unit copies of the --groups parameters"),
-        cal_lr: float = typer.Option(0.02, help="learning rate nodes use for calibration"),
+        cal_lr: float = typer.Option(0.005, help="learning rate nodes use for calibration "
+                                                 "(docs/deploy.md: 0.02 overshoots on sim:plate)"),
         version: str = typer.Option("1", help="model_version of the artifact"),
         out: Path = typer.Option(Path("runs/fleet"), help="output directory"),
     ) -> None:
