@@ -177,7 +177,8 @@ async def deploy_units(kind, args, task, cache, targets, train_units, sq_art, sq
         c_shipped = await test_correct(cand, dev, xte, yte)
         rep = await calibrate_on_unit(cand, dev, xc, yc, plan, budget, args.threshold, serving=serving,
                                       verify=args.verify, seed=args.seed, node=f"unit{u}",
-                                      epochs=args.cal_epochs, check_every=args.check_every)
+                                      epochs=args.cal_epochs, check_every=args.check_every,
+                                      select=args.select)
         c_after = await test_correct(cand, dev, xte, yte)
         c_final = c_after if rep.switched else (c_before if c_before is not None else c_shipped)
         before = None if c_before is None else float(c_before.mean())
@@ -189,7 +190,7 @@ async def deploy_units(kind, args, task, cache, targets, train_units, sq_art, sq
                "gap": None, "gap_se": None,
                "switched": rep.switched, "stage": rep.stage, "reason": rep.reason,
                "verify_serving": rep.serving, "verify_shipped": rep.shipped, "verify_renormalized": rep.renormalized,
-               "verify_calibrated": rep.calibrated, "verify_candidate": rep.chosen,
+               "verify_calibrated": rep.calibrated, "verify_candidate": rep.chosen, "verify_loss": rep.verify_loss,
                "calls": rep.calls, "seconds": rep.seconds, "pat_steps": rep.pat_steps, "best_step": rep.best_step, "stopped": rep.stopped,
                "switched_to_worse_on_test": bool(rep.switched and before is not None and after_cand < before),
                "switched_to_worse_on_verify": bool(rep.switched and rep.serving is not None
@@ -291,6 +292,8 @@ async def main() -> None:
     ap.add_argument("--fleet-epochs", type=int, default=None, help="epochs of the fleet model (default: --epochs)")
     ap.add_argument("--fleet-batch", type=int, default=64)
     ap.add_argument("--check-every", type=int, default=25, help="early-stopping check every N calibration steps")
+    ap.add_argument("--select", default="loss", choices=["loss", "accuracy"],
+                    help="choose the calibrated state by verify cross-entropy or verify accuracy")
     ap.add_argument("--train-units", default="100,101,102,103")
     ap.add_argument("--held-out", type=int, default=99, help="a unit evaluated but not trained on")
     ap.add_argument("--epochs", type=int, default=30)

@@ -10,9 +10,10 @@
                accuracy                                                          (1 + layers passes)
     PAT        a few PAT steps on the calibratable parameters only (the twin is the artifact's plan:
                "nominal" = datasheet physics of the device kind, rebuilt here; nothing is fitted); every
-               ``check_every`` steps the verify accuracy is measured and the best state kept
+               ``check_every`` steps the verify accuracy and cross-entropy are measured and the best state kept
                (early stopping)                                                  (<= the calls left)
-    decide     best candidate stage by verify accuracy (a later stage only if strictly better); switch only if it meets the threshold AND is not
+    decide     best candidate stage by verify cross-entropy (``select="loss"``; or accuracy), a later stage only
+               if strictly better; switch only if its verify accuracy meets the threshold AND is not
                worse than the serving model on the same samples; otherwise keep serving and say why
 
 Without labels (``y=None``) only the re-normalisation runs and nothing can be verified: the candidate is
@@ -50,7 +51,7 @@ from edge.service import NodeService, RequestError
 from runtime.artifact import Artifact, ArtifactError, atomic_write, normalize, pnn_from_artifact, \
     pnn_to_artifact
 from runtime.calibration import Budget, BudgetExceeded, BudgetedDevice, CalibrationPlan, accuracy_on, \
-    calibrate_pat, calls_per_pass, decide, plan_of, renormalize, split_calibration
+    calibrate_pat, calls_per_pass, decide, measure_on, plan_of, renormalize, split_calibration
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,8 @@ class UnitReport:
     seconds: float = 0.0
     pat_steps: int = 0
     best_step: int | None = None          # the PAT step whose state was kept (early stopping on the verify half)
+    select: str = "loss"                  # what chose among the candidate states (verify loss or accuracy)
+    verify_loss: dict[str, float] = field(default_factory=dict)   # cross-entropy per stage (verify half)
     stopped: str = ""
     budget: dict[str, Any] = field(default_factory=dict)
     fit_samples: int = 0
@@ -101,15 +104,27 @@ def twin_for(plan: CalibrationPlan, spec) -> Any:
 async def calibrate_on_unit(candidate, device: Device, x: np.ndarray, y: np.ndarray | None, plan: CalibrationPlan,
                             budget: Budget, threshold: float, serving=None, verify: float = 0.5,
                             require_verified: bool = True, epochs: int = 50, seed: int = 0,
-                            node: str = "", check_every: int = 25) -> UnitReport:
+                            node: str = "", check_every: int = 25, select: str = "loss") -> UnitReport:
     """Calibrate ``candidate`` (a PNN, modified in place) on ``device`` and decide whether to switch.
 
     ``x`` are model features (already normalised). ``serving``: the PNN serving now (or None). Every device
     call of the procedure, serving-model measurement included, counts against ``budget``.
+
+    ``select``: how the candidate state is chosen among shipped, re-normalised and the PAT checkpoints (early
+    stopping): ``"loss"`` (lowest cross-entropy on the verify half; default) or ``"accuracy"`` (highest verify
+    accuracy). On a verify half of ~128 samples one sample is 0.8 points of accuracy, so the maximum accuracy
+    over ~20 checkpoints mostly picks noise; the cross-entropy uses every sample's margin and is far less noisy.
+    The switch rule itself always compares **accuracy** (threshold, serving model).
     """
+    if select not in ("loss", "accuracy"):
+        raise ValueError(f"select must be 'loss' or 'accuracy', not {select!r}")
+
+    def score(acc: float, loss: float) -> float:      # higher is better
+        return -loss if select == "loss" else acc
+
     if len(x) > budget.samples:
         raise ValueError(f"calibration set of {len(x)} samples exceeds the budget of {budget.samples}")
-    rep = UnitReport(node=node, budget=budget.to_dict())
+    rep = UnitReport(node=node, budget=budget.to_dict(), select=select)
     dev = BudgetedDevice(device, budget).start()
     t0 = time.perf_counter()
     xt = torch.from_numpy(np.array(x, np.float32))
@@ -132,18 +147,21 @@ async def calibrate_on_unit(candidate, device: Device, x: np.ndarray, y: np.ndar
             serving.attach(device=dev)
             rep.serving = await accuracy_on(serving, xv, yv)
             serving.attach(device=device)
-        best = ("shipped", await accuracy_on(candidate, xv, yv), _snapshot(candidate))
-        rep.shipped = best[1]
+        acc, loss = await measure_on(candidate, xv, yv)
+        best = ("shipped", acc, score(acc, loss), _snapshot(candidate))
+        rep.shipped, rep.verify_loss["shipped"] = acc, loss
         if await renormalize(candidate, xf, plan):
-            rep.renormalized = await accuracy_on(candidate, xv, yv)
-            if rep.renormalized > best[1]:
-                best = ("renormalized", rep.renormalized, _snapshot(candidate))
-        cal_best: list[Any] = [None, None, None]    # best (accuracy, state, step) seen during the PAT steps
+            acc, loss = await measure_on(candidate, xv, yv)
+            rep.renormalized, rep.verify_loss["renormalized"] = acc, loss
+            if score(acc, loss) > best[2]:
+                best = ("renormalized", acc, score(acc, loss), _snapshot(candidate))
+        cal_best: list[Any] = [None, None, None, None]   # best (score, state, step, accuracy) of the PAT steps
 
         async def check(step: int) -> None:       # early stopping on the verify half
-            acc = await accuracy_on(candidate, xv, yv)
-            if cal_best[0] is None or acc > cal_best[0]:
-                cal_best[0], cal_best[1], cal_best[2] = acc, _snapshot(candidate), step
+            acc, loss = await measure_on(candidate, xv, yv)
+            if cal_best[0] is None or score(acc, loss) > cal_best[0]:
+                cal_best[:] = [score(acc, loss), _snapshot(candidate), step, acc]
+                rep.verify_loss["calibrated"] = loss
 
         fit_rep = await calibrate_pat(candidate, dev, xf, yf, plan, epochs=epochs, reserve_calls=verify_calls,
                                       seed=seed, every=check_every, on_check=check if check_every else None,
@@ -151,11 +169,11 @@ async def calibrate_on_unit(candidate, device: Device, x: np.ndarray, y: np.ndar
         rep.pat_steps, rep.stopped = fit_rep.steps, fit_rep.stopped
         if fit_rep.steps:
             await check(fit_rep.steps)
-            rep.calibrated, rep.best_step = cal_best[0], cal_best[2]
-            if rep.calibrated > best[1]:
-                best = ("calibrated", rep.calibrated, cal_best[1])
+            rep.calibrated, rep.best_step = cal_best[3], cal_best[2]
+            if cal_best[0] > best[2]:         # a later stage only if strictly better
+                best = ("calibrated", cal_best[3], cal_best[0], cal_best[1])
         rep.stage, rep.chosen = best[0], best[1]
-        candidate.load_state_dict(best[2])
+        candidate.load_state_dict(best[3])
         d = decide(best[1], threshold, rep.serving)
         rep.switched, rep.reason = d.switch, d.reason
         return rep

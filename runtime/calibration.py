@@ -278,11 +278,16 @@ async def reference_stats(model: PNN, devices: Sequence[Device], x: torch.Tensor
 
 async def accuracy_on(model: PNN, x: torch.Tensor, y: torch.Tensor) -> float:
     """Accuracy of the physical network on ``(x, y)`` (one forward pass, no gradients)."""
+    return (await measure_on(model, x, y))[0]
+
+
+async def measure_on(model: PNN, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """``(accuracy, mean cross-entropy)`` of the physical network on ``(x, y)`` (one forward pass)."""
     model.eval()
     # no ``torch.no_grad()`` around an await: grad mode is per thread, not per task, so holding it across an
     # await would switch gradients off for other coroutines (e.g. a calibration running on the same loop)
     logits = (await model.aforward(x)).detach()
-    return float((logits.argmax(1) == y).float().mean())
+    return float((logits.argmax(1) == y).float().mean()), float(F.cross_entropy(logits, y))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -444,6 +449,6 @@ def split_calibration(n: int, verify: int | float = 0.5, seed: int = 0) -> tuple
 
 
 __all__ = ["Budget", "BudgetExceeded", "BudgetedDevice", "CalibrationPlan", "DEFAULT_GROUPS", "Decision",
-           "FitReport", "GROUPS", "accuracy_on", "calibrate_pat", "calibration_param_names", "calls_per_pass",
+           "FitReport", "GROUPS", "accuracy_on", "measure_on", "calibrate_pat", "calibration_param_names", "calls_per_pass",
            "decide", "parse_groups", "physical_stage_inputs", "plan_of", "reference_stats", "renormalize",
            "split_calibration"]
