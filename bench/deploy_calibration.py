@@ -142,6 +142,8 @@ async def bench_kind(kind: str, args, task, on_row=None) -> dict:
     print(f"  fleet model: {train_s:.0f} s, {train_calls} calls; test acc on training units "
           f"{[round(a, 3) for a in train_accs[:-1]]}, held-out unit {args.held_out}: {train_accs[-1]:.3f}; training "
           f"units with their own per-unit parameters: {[round(a, 3) for a in own]}", flush=True)
+    if args.fleet_only:
+        return {}
     return await deploy_units(kind, args, task, cache, targets, train_units, sq_art, sq_acc, art, plan,
                               train_s, train_calls, train_accs, t_kind, on_row)
 
@@ -173,8 +175,9 @@ async def deploy_units(kind, args, task, cache, targets, train_units, sq_art, sq
         await dev.connect()
         serving = pnn_from_artifact(sq_art, dev).set_concurrent(False) if sq_art is not None else None
         cand = pnn_from_artifact(art, dev).set_concurrent(False)
-        c_before = await test_correct(serving, dev, xte, yte) if serving is not None else None
-        c_shipped = await test_correct(cand, dev, xte, yte)
+        # one test pass for the models before calibration (context); REPEATS passes for what the unit serves after
+        c_before = await test_correct(serving, dev, xte, yte, repeats=1) if serving is not None else None
+        c_shipped = await test_correct(cand, dev, xte, yte, repeats=1)
         rep = await calibrate_on_unit(cand, dev, xc, yc, plan, budget, args.threshold, serving=serving,
                                       verify=args.verify, seed=args.seed, node=f"unit{u}",
                                       epochs=args.cal_epochs, check_every=args.check_every,
@@ -321,6 +324,7 @@ async def main() -> None:
     ap.add_argument("--model-cache", default="runs/deploy_bench",
                     help="fleet models are kept here, keyed by the simulator fingerprints of their units")
     ap.add_argument("--only-reference", action="store_true", help="only train the per-unit references")
+    ap.add_argument("--fleet-only", action="store_true", help="only train (and cache) the fleet model")
     ap.add_argument("--quick", action="store_true", help="4 targets, 10 epochs (pipeline check)")
     ap.add_argument("--out", default=None, help="write the results (JSON) here, and the tables next to it (.md)")
     ap.add_argument("--report-only", action="store_true",
@@ -350,9 +354,9 @@ async def main() -> None:
 
     for k in [k.strip() for k in args.devices.split(",") if k.strip()]:
         res = await bench_kind(k, args, task, on_row=write)
-        if not args.only_reference:
+        if not (args.only_reference or args.fleet_only):
             results.append(res)
-    if args.only_reference:
+    if args.only_reference or args.fleet_only:
         return
     print("\n" + write())
 

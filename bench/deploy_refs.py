@@ -14,6 +14,7 @@ standard error of every gap (same test samples for the reference and the deploye
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import inspect
 import json
@@ -40,21 +41,35 @@ def unit_device(kind: str, unit: int) -> LocalDevice:
     return LocalDevice(make_sim(kind, unit=unit), name=f"{kind}#{unit}", threaded=False)
 
 
+def _code_digest(path: Path) -> str:
+    """Hash of a module's code without its imports and docstrings (an import rename, such as issue 10's
+    ``pat_runtime`` namespace, or a reworded docstring does not change it; any change of code or constants does)."""
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if not isinstance(body, list):
+            continue
+        keep = [n for n in body if not isinstance(n, (ast.Import, ast.ImportFrom))]
+        if keep and isinstance(keep[0], ast.Expr) and isinstance(getattr(keep[0], "value", None), ast.Constant) \
+                and isinstance(keep[0].value.value, str):
+            keep = keep[1:]
+        node.body = keep or [ast.Pass()]
+    return hashlib.sha256(ast.dump(tree).encode()).hexdigest()
+
+
 def sim_fingerprint(kind: str, unit: int, **options: Any) -> str:
     """A short hash of what unit ``unit`` of ``sim:KIND`` (with ``options``) *is*: its construction options,
-    effect strengths, noise, variation and hidden parameters, and the source code of its simulator classes
+    effect strengths, noise, variation and hidden parameters, and the code of its simulator classes' modules
     and of the effects module (a change of the true forward or of a default strength changes the hash).
     Everything hashed is computed exactly (no float sums), so the hash does not depend on thread counts."""
     sim = make_sim(kind, unit=unit, **options)
     mods = {inspect.getmodule(c) for c in type(sim).__mro__} | {sims_effects}
-    src = hashlib.sha256()
-    for m in sorted((m for m in mods if m is not None and getattr(m, "__file__", None)
-                     and Path(m.__file__).resolve().is_relative_to(_SIMS_DIR)), key=lambda m: m.__name__):
-        src.update(Path(m.__file__).read_bytes())
+    files = sorted(Path(m.__file__).resolve() for m in mods if m is not None and getattr(m, "__file__", None))
+    src = [(f.name, _code_digest(f)) for f in files if f.is_relative_to(_SIMS_DIR)]
     desc = {"kind": kind, "unit": unit, "class": type(sim).__qualname__, "options": repr(sorted(sim.options.items())),
             "effects": sorted((k, round(v, 9)) for k, v in sim.effect.items()), "variation": sim.variation,
             "noise": [sim.noise, sim.noise_mult], "bits": [sim.dac_bits, sim.adc_bits],
-            "spec": sim.spec.to_dict(), "source": src.hexdigest(),
+            "spec": sim.spec.to_dict(), "code": src,
             "hidden": {k: np.asarray(v, np.float32).round(6).tolist() for k, v in sorted(sim.hidden_params.items())}}
     return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
