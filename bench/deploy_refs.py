@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from devices.local import LocalDevice
-from runtime.artifact import load_artifact, pnn_from_artifact, pnn_to_artifact, save_artifact
-from runtime.trainers.run import ExperimentConfig, run_experiment
-import sims.effects as sims_effects
-from sims import make_sim
+from pat_runtime.devices.local import LocalDevice
+from pat_runtime.artifact import load_artifact, pnn_from_artifact, pnn_to_artifact, save_artifact
+from pat_runtime.trainers.run import ExperimentConfig, run_experiment
+import pat_runtime.sims.effects as sims_effects
+from pat_runtime.sims import make_sim
 
 _SIMS_DIR = Path(sims_effects.__file__).resolve().parent
 
@@ -180,7 +180,7 @@ def paired_gap(ref: np.ndarray, ours: np.ndarray, n_boot: int = 2000, seed: int 
 async def _main() -> None:
     import argparse
 
-    from runtime.datasets import load_task
+    from pat_runtime.datasets import load_task
 
     ap = argparse.ArgumentParser(description="train (or read) the per-unit references of the deploy bench")
     ap.add_argument("--devices", default="plate,shg")
