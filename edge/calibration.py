@@ -149,19 +149,25 @@ async def calibrate_on_unit(candidate, device: Device, x: np.ndarray, y: np.ndar
             serving.attach(device=device)
         acc, loss = await measure_on(candidate, xv, yv)
         best = ("shipped", acc, score(acc, loss), _snapshot(candidate))
+        by_acc = ("shipped", acc, best[3])    # the most accurate state on the verify half (fallback, see below)
         rep.shipped, rep.verify_loss["shipped"] = acc, loss
         if await renormalize(candidate, xf, plan):
             acc, loss = await measure_on(candidate, xv, yv)
             rep.renormalized, rep.verify_loss["renormalized"] = acc, loss
             if score(acc, loss) > best[2]:
                 best = ("renormalized", acc, score(acc, loss), _snapshot(candidate))
+            if acc > by_acc[1]:
+                by_acc = ("renormalized", acc, best[3] if best[0] == "renormalized" else _snapshot(candidate))
         cal_best: list[Any] = [None, None, None, None]   # best (score, state, step, accuracy) of the PAT steps
+        acc_best: list[Any] = [-1.0, None]                # most accurate (accuracy, state) of the PAT steps
 
         async def check(step: int) -> None:       # early stopping on the verify half
             acc, loss = await measure_on(candidate, xv, yv)
             if cal_best[0] is None or score(acc, loss) > cal_best[0]:
                 cal_best[:] = [score(acc, loss), _snapshot(candidate), step, acc]
                 rep.verify_loss["calibrated"] = loss
+            if acc > acc_best[0]:
+                acc_best[:] = [acc, cal_best[1] if cal_best[2] == step else _snapshot(candidate)]
 
         fit_rep = await calibrate_pat(candidate, dev, xf, yf, plan, epochs=epochs, reserve_calls=verify_calls,
                                       seed=seed, every=check_every, on_check=check if check_every else None,
@@ -172,9 +178,18 @@ async def calibrate_on_unit(candidate, device: Device, x: np.ndarray, y: np.ndar
             rep.calibrated, rep.best_step = cal_best[3], cal_best[2]
             if cal_best[0] > best[2]:         # a later stage only if strictly better
                 best = ("calibrated", cal_best[3], cal_best[0], cal_best[1])
+            if acc_best[0] > by_acc[1]:
+                by_acc = ("calibrated", acc_best[0], acc_best[1])
+        d = decide(best[1], threshold, rep.serving)
+        if not d.switch and by_acc[1] > best[1] and decide(by_acc[1], threshold, rep.serving).switch:
+            # the lowest-loss state does not qualify but a more accurate one does (e.g. a shipped model that is
+            # already right on every verify sample, whose margins calibration sharpens at the price of a few
+            # samples): never refuse a candidate that meets the switch rule as measured
+            best = (by_acc[0], by_acc[1], None, by_acc[2])
+            rep.select = f"{select}, fell back to accuracy"
+            d = decide(best[1], threshold, rep.serving)
         rep.stage, rep.chosen = best[0], best[1]
         candidate.load_state_dict(best[3])
-        d = decide(best[1], threshold, rep.serving)
         rep.switched, rep.reason = d.switch, d.reason
         return rep
     except BudgetExceeded as e:
