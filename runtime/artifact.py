@@ -384,7 +384,9 @@ def pnn_from_artifact(artifact: Artifact, device: Any = None, twin: Any = None) 
     from pat_runtime.pat import build_pnn
 
     arch = artifact.manifest.get("architecture") or {}
-    if arch.get("builder") != "pat_runtime.pat.build_pnn" or not isinstance(arch.get("config"), dict):
+    # artifacts written before the pat_runtime namespace (issue 10) name the same builder by its old path
+    if arch.get("builder") not in ("pat_runtime.pat.build_pnn", "runtime.pat.build_pnn") \
+            or not isinstance(arch.get("config"), dict):  # rename: keep
         raise ArtifactError("bad_manifest", f"unknown model builder {arch.get('builder')!r}")
     if device is not None and getattr(device, "connected", False):
         check_compatible(artifact, device.spec)
