@@ -13,9 +13,10 @@ For each device kind (stock ``sim:plate`` / ``sim:shg``, digits, 2 physical laye
    and ``--calls`` device calls per unit (enforced).
 
 Every accuracy in the table is measured on the device on the task's **test split** (450 samples, never used
-for training or calibration). Run (about 25 min on 2 shared cores)::
+for training, selection or calibration; mean of 3 passes). Per-unit references are cached by
+``bench/deploy_refs.py`` (which can train them in parallel processes). Run (docs/deploy.md)::
 
-    nice -n 10 .venv/bin/python bench/deploy_calibration.py --out docs/deploy_results.json
+    nice -n 10 .venv/bin/python bench/deploy_calibration.py --devices plate --out runs/deploy_bench/final_plate.json
 
 ``--quick`` runs a small version (4 targets, fewer epochs) to check the pipeline.
 """
