@@ -348,18 +348,22 @@ class PNN(nn.Module):
                 s.calibrate(x)
             x = s(x)
 
-    @torch.no_grad()
     async def acalibrate(self, x: torch.Tensor, spread: float = 2.0) -> None:
         """Data-dependent init of the rescaling stages on the *measured* outputs of each physical layer
         (one forward pass of ``x`` through the device): the rescalings after a layer then match what the
         device really outputs, including anything its twin does not model. For methods whose forward pass
         is the device (PAT, SPSA); in-silico training, which never sees the device, uses :meth:`calibrate`."""
+        x = x.detach()
         for s in self.stages:
             if isinstance(s, RangeMap):
                 s.calibrate(x, spread)
             elif isinstance(s, BinReadout):
                 s.calibrate(x)
-            x = await s.aforward(x) if isinstance(s, PhysicalLayer) else s(x)
+            if isinstance(s, PhysicalLayer):
+                x = (await s.aforward(x)).detach()
+            else:
+                with torch.no_grad():
+                    x = s(x)
 
     def n_parameters(self) -> dict[str, int]:
         phys = sum(p.numel() for layer in self.physical_layers for p in layer.parameters())

@@ -239,7 +239,7 @@ async def _tune_job(spec: GridSpec, device: str, log) -> dict[str, Any]:
     from runtime.trainers.run import ExperimentConfig
     from runtime.trainers.spsa_tune import tune_spsa
 
-    # the twin only calibrates the initial rescalings here (SPSA never uses it): the unfitted nominal one
+    # SPSA never uses a twin (its rescalings are calibrated on the device): the unfitted nominal one is enough
     cfg = ExperimentConfig(device=spec.uri(device, spec.units[0]), task=spec.task, method="spsa", twin="nominal",
                            epochs=spec.spsa_epochs, batch=spec.batch, layers=spec.spsa_depths[0],
                            seed=spec.seeds[0], val_fraction=spec.val_fraction)

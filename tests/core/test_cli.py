@@ -115,5 +115,6 @@ def test_results_resume_runs_only_the_missing_runs(tmp_path):
     assert [x for x in resumed["runs"] if x["seed"] == 0] == kept          # not run again
     # other options than the interrupted grid's are refused, with the reason
     (tmp_path / "results.json").write_text(json.dumps({**state, "partial": True}))
+    (tmp_path / "results_runs.jsonl").write_text("".join(json.dumps(x) + "\n" for x in kept))
     r = runner.invoke(app, [a if a != "2" else "3" for a in args] + ["--resume"])
     assert r.exit_code != 0 and "options differ" in r.output
