@@ -6,10 +6,10 @@
     pat results --resume             # continue an interrupted grid (same options): finished runs are kept
                                      # (docs/results_runs.jsonl), fitted twins reused (docs/results_twins/)
 
-The grid (:mod:`runtime.results.grid`): devices × hardware units × seeds × depths for PAT and in-silico
+The grid (:mod:`pat_runtime.results.grid`): devices × hardware units × seeds × depths for PAT and in-silico
 training with the best fitted twin, SPSA (gains tuned on validation) at the SPSA depths, digital baselines,
 and optionally hybrid PAT vs digital on mnist5k. Every result is selected on validation; cells report the
-mean and 95 % t-interval of test accuracy over seeds × units (:mod:`runtime.results.render`).
+mean and 95 % t-interval of test accuracy over seeds × units (:mod:`pat_runtime.results.render`).
 """
 from __future__ import annotations
 
@@ -58,8 +58,8 @@ def _resume_state(state_file: Path, runs_log: Path, spec) -> tuple[list[dict[str
 
 def write_report(data: dict[str, Any], out: Path, command: str) -> None:
     """RESULTS.md, results.json and the depth/gap figures beside ``out``."""
-    from runtime.plots import plot_depth, plot_gap
-    from runtime.results.render import TARGET_GAP, cells, gaps, render
+    from pat_runtime.plots import plot_depth, plot_gap
+    from pat_runtime.results.render import TARGET_GAP, cells, gaps, render
 
     out.parent.mkdir(parents=True, exist_ok=True)
     data = {**data, "command": command}
@@ -110,7 +110,7 @@ def register(app: typer.Typer) -> None:
                                                "removed when the grid finishes"),
     ) -> None:
         """Run the method comparison grid and regenerate docs/RESULTS.md (+ results.json and figures)."""
-        from runtime.results.grid import GridSpec, run_grid, run_hybrid
+        from pat_runtime.results.grid import GridSpec, run_grid, run_hybrid
 
         if render_only:
             src = out.parent / "results.json"
