@@ -163,18 +163,29 @@ def run_key(rec: dict[str, Any]) -> tuple:
             bool(rec.get("hybrid", False)))
 
 
-def _device_runs(spec: GridSpec, device: str, unit: int, seeds: Iterable[int]) -> list[tuple[int, int, str]]:
-    """``(seed, depth, method)`` of every device run of one ``(device, unit)``, in the order they run."""
-    return [(seed, depth, method) for seed in seeds for depth in spec.depths for method in ("pat", "insilico", "spsa")
+def _device_runs(spec: GridSpec, device: str, unit: int, seeds: Iterable[int],
+                 depths: Iterable[int] | None = None) -> list[tuple[int, int, str]]:
+    """``(seed, depth, method)`` of every device run of one ``(device, unit)`` (at ``depths``, default all), in
+    the order they run."""
+    return [(seed, depth, method) for seed in seeds for depth in (depths or spec.depths)
+            for method in ("pat", "insilico", "spsa")
             if method in spec.methods and not (method == "spsa" and depth not in spec.spsa_depths)]
 
 
+def depth_priority(depths: Iterable[int]) -> list[int]:
+    """The order a cached-twin grid runs depths in: the deepest first (the cells the targets are about), then
+    the others from 1 up, so an interrupted grid has its headline cells complete."""
+    ds = sorted(set(depths))
+    return ds[-1:] + ds[:-1]
+
+
 async def _device_job(spec: GridSpec, device: str, unit: int, seeds: tuple[int, ...], spsa: dict[str, float] | None,
-                      log: Callable[[str], None], done: frozenset = frozenset()) -> list[dict[str, Any]]:
+                      log: Callable[[str], None], done: frozenset = frozenset(),
+                      depths: tuple[int, ...] | None = None) -> list[dict[str, Any]]:
     from pat_runtime.devices.factory import make_device
     from pat_runtime.trainers.run import ExperimentConfig, run_experiment
 
-    todo = [r for r in _device_runs(spec, device, unit, seeds) if (device, unit, *r, False) not in done]
+    todo = [r for r in _device_runs(spec, device, unit, seeds, depths) if (device, unit, *r, False) not in done]
     if not todo:
         return []
     uri = spec.uri(device, unit)
@@ -295,7 +306,9 @@ def _run(kind: str, spec_d: dict, args: tuple, done: frozenset = frozenset()) ->
 
     
     if kind == "device":
-        res = asyncio.run(_device_job(spec, *args, log=log, done=done))
+        dev, unit, seeds, spsa, *depths = args
+        res = asyncio.run(_device_job(spec, dev, unit, seeds, spsa, log=log, done=done,
+                                      depths=depths[0] if depths else None))
     elif kind == "digital":
         res = asyncio.run(_digital_job(spec, *args, log=log, done=done))
     elif kind == "hybrid":
@@ -350,11 +363,13 @@ def run_grid(spec: GridSpec, workers: int = 2, log: Callable[[str], None] = prin
             on_tuning(tuning)
     jobs: list[tuple[str, tuple]] = []
     if spec.twin_cache:
-        # seed-major (device, unit, seed) jobs: an interrupted grid still has whole seeds on every device and unit
-        for seed in spec.seeds:
-            for unit in spec.units:
-                for dev in spec.devices:
-                    jobs.append(("device", (dev, unit, (seed,), tuning.get(dev, {}).get("best"))))
+        # (device, unit, seed, depth) jobs, the deepest layer first, then seed-major: an interrupted grid has its
+        # headline (deepest) cells complete and whole seeds on every device and unit
+        for depth in depth_priority(spec.depths):
+            for seed in spec.seeds:
+                for unit in spec.units:
+                    for dev in spec.devices:
+                        jobs.append(("device", (dev, unit, (seed,), tuning.get(dev, {}).get("best"), (depth,))))
     else:
         for dev in sorted(spec.devices, key=lambda d: d != "shg"):   # longest jobs first
             for unit in spec.units:
