@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from pat_runtime.devices.remote import RemoteDevice
+from pat_runtime.transport.remote import RemoteDevice
 from pat_runtime import wire
 from pat_runtime.cli import app
 from pat_runtime.transport.mqtt import MqttAuthError, MqttCoordinator

@@ -12,7 +12,7 @@ import zmq
 import zmq.asyncio
 
 from pat_runtime.devices.errors import RemoteDeviceError
-from pat_runtime.devices.remote import RemoteDevice
+from pat_runtime.transport.remote import RemoteDevice
 from pat_runtime import wire
 from pat_runtime.testing import sim_device
 from pat_runtime.testing.core import free_port

@@ -13,7 +13,7 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from pat_runtime.devices.remote import RemoteDevice
+from pat_runtime.transport.remote import RemoteDevice
 from pat_runtime import wire
 from pat_runtime.testing import sim_device
 from pat_runtime.testing.core import free_port

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pat_runtime.devices.errors import DeviceConnectionError, OutOfRangeError, RemoteDeviceError
-from pat_runtime.devices.remote import RemoteDevice
+from pat_runtime.transport.remote import RemoteDevice
 from pat_runtime.testing import free_port, sim_device
 from pat_runtime.testing.zmq import start_node, zmq_fleet
 from pat_runtime.transport.zmq import ZmqCoordinator
