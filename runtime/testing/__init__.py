@@ -7,9 +7,10 @@ from __future__ import annotations
 from .core import assert_no_leaked_tasks, free_port, sim_device
 from .fleet import FAST_DEVICE, fleet_factory, fleet_options, sim_fleet
 from .mosquitto import Broker, mosquitto_broker, mosquitto_broker_sync, require_mosquitto
+from .wait import wait_until
 from .zmq import EdgeProcess, LossyEdgeTransport, RunningNode, ZmqFleet, start_node, zmq_fleet
 
 __all__ = ["FAST_DEVICE", "fleet_factory", "fleet_options", "sim_fleet",
            "Broker", "EdgeProcess", "LossyEdgeTransport", "RunningNode", "ZmqFleet", "start_node", "zmq_fleet",
            "assert_no_leaked_tasks", "free_port", "mosquitto_broker", "mosquitto_broker_sync",
-           "require_mosquitto", "sim_device"]
+           "require_mosquitto", "sim_device", "wait_until"]
