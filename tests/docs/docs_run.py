@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,14 +85,20 @@ def run_doc(doc: Path, long: bool = False, timeout: float = 3600) -> subprocess.
     env = {**os.environ, "PAT_HOME": str(scratch / "pat-home"), "PYTHONUNBUFFERED": "1",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("VIRTUAL_ENV", None)
-    proc = subprocess.Popen(["bash", "-c", src], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    log = scratch / "output.log"
+    with open(log, "w") as fh:   # a file, not a pipe: background servers keep their stdout open
+        proc = subprocess.Popen(["bash", "-c", src], cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                text=True, start_new_session=True)
     try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        out += f"\ndocs-run: TIMEOUT after {timeout:g} s"
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            with open(log, "a") as fh:
+                fh.write(f"\ndocs-run: TIMEOUT after {timeout:g} s\n")
+        _stop_group(proc.pid)
+        out = log.read_text(errors="replace")
     finally:
         _stop_group(proc.pid)
         for path in sorted(_entries() - before, key=lambda p: len(p.parts), reverse=True):
@@ -101,10 +108,9 @@ def run_doc(doc: Path, long: bool = False, timeout: float = 3600) -> subprocess.
 
 
 def _stop_group(pgid: int) -> None:
-    """Stop the document's background servers: SIGINT (clean shutdown), then SIGTERM, then SIGKILL."""
-    import time
-
-    for sig, grace in ((signal.SIGINT, 10.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 0.0)):
+    """Stop the document's background servers: SIGTERM (background jobs of a script ignore SIGINT), then
+    SIGKILL after a grace period."""
+    for sig, grace in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 0.0)):
         try:
             os.killpg(pgid, sig)
         except ProcessLookupError:
