@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from runtime.transport.backoff import Backoff
+from pat_runtime.transport.backoff import Backoff
 
 from .base import Device
 from .errors import DeviceConnectionError

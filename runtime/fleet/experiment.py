@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import torch
 
-from runtime import defaults as D
+from pat_runtime import defaults as D
 
 from .report import failure_counts, format_failures, format_faults
 from .training import (EpochStats, FittedTwins, FleetTrainer, NominalTwins, PipelineTrainer,
@@ -38,7 +38,7 @@ class FleetConfig:
     epochs: int = 4
     batch: int = 64
     shard: int | None = None         # default: max(4, ceil(batch / nodes)), so a batch spans the fleet
-    lr: float | None = None          # default: runtime.defaults.default_lr (hybrid nets: LR_HYBRID)
+    lr: float | None = None          # default: pat_runtime.defaults.default_lr (hybrid nets: LR_HYBRID)
     twin: str = "greybox"
     twin_samples: int = 256
     twin_epochs: int = 5
@@ -56,10 +56,10 @@ class FleetConfig:
 
 
 async def run_fleet(cfg: FleetConfig, log: Callable[[str], Any] = print) -> dict[str, Any]:
-    from runtime.datasets import load_task
-    from runtime.pat import build_pnn
-    from runtime.twins import make_twin
-    from sims.fleet import SimFleet
+    from pat_runtime.datasets import load_task
+    from pat_runtime.pat import build_pnn
+    from pat_runtime.twins import make_twin
+    from pat_runtime.sims.fleet import SimFleet
 
     if cfg.backend not in ("local", "ray"):
         raise ValueError(f"backend must be 'local' or 'ray', got {cfg.backend!r}")

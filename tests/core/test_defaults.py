@@ -1,15 +1,15 @@
-"""One set of defaults: every entry point takes layers and learning rate from runtime.defaults."""
+"""One set of defaults: every entry point takes layers and learning rate from pat_runtime.defaults."""
 from __future__ import annotations
 
 import inspect
 
 import typer
 
-from runtime import api
-from runtime import defaults as D
-from runtime.cli import app
-from runtime.fleet.experiment import FleetConfig
-from runtime.trainers.run import ExperimentConfig
+from pat_runtime import api
+from pat_runtime import defaults as D
+from pat_runtime.cli import app
+from pat_runtime.fleet.experiment import FleetConfig
+from pat_runtime.trainers.run import ExperimentConfig
 
 
 def _param(command: str, name: str):
