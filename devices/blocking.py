@@ -21,8 +21,6 @@ import time
 
 import numpy as np
 
-from pat_runtime.transport.backoff import Backoff
-
 from .base import Device
 from .errors import DeviceConnectionError
 from .spec import DeviceSpec
@@ -58,17 +56,17 @@ class BlockingDevice(Device, abc.ABC):
                 return self._setup()
 
         deadline = time.monotonic() + max(0.0, timeout)
-        backoff = Backoff(0.1, 1.0)
+        delay = 0.1   # doubling up to 1 s: one instrument, no herd to spread out (no jitter needed)
         while True:
             self.connect_attempts += 1
             try:
                 self._spec = await asyncio.to_thread(go)
                 return
             except DeviceConnectionError:
-                delay = backoff.next()
                 if time.monotonic() + delay > deadline:
                     raise
                 await asyncio.sleep(delay)
+                delay = min(1.0, 2 * delay)
 
     async def _apply(self, x: np.ndarray, theta: np.ndarray) -> np.ndarray:
         return await asyncio.to_thread(self._measure, x, theta)
