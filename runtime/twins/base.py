@@ -47,6 +47,11 @@ class Twin(nn.Module):
     def config(self) -> dict[str, Any]:
         return {}
 
+    @classmethod
+    def from_config(cls, spec: DeviceSpec, config: dict[str, Any]) -> "Twin":
+        """Rebuild from :meth:`config` (a kind whose options changed maps older configs here)."""
+        return cls(spec, **config)
+
     def prepare(self, x: torch.Tensor, theta: torch.Tensor, y: torch.Tensor) -> None:
         """Data-dependent initialisation before fitting (e.g. output statistics). Default: nothing."""
 
@@ -80,7 +85,10 @@ def twin_to_dict(twin: Twin) -> dict[str, Any]:
 def twin_from_dict(d: dict[str, Any]) -> Twin:
     if d.get("format") != TWIN_FORMAT:
         raise ValueError(f"not a twin file (format={d.get('format')!r}, expected {TWIN_FORMAT!r})")
-    twin = make_twin(d["kind"], DeviceSpec.from_dict(d["spec"]), **d["config"])
+    twin_kinds()
+    if d.get("kind") not in _KINDS:
+        raise ValueError(f"unknown twin kind {d.get('kind')!r}; known: {', '.join(twin_kinds())}")
+    twin = _KINDS[d["kind"]].from_config(DeviceSpec.from_dict(d["spec"]), dict(d["config"]))
     twin.load_state_dict(d["state_dict"])
     return twin
 

@@ -29,7 +29,7 @@ DEFAULTS: dict[str, dict[str, int]] = {
     "nominal": {"n_samples": 1024, "epochs": 0},
     "greybox": {"n_samples": 4096, "epochs": 20},
     "residual": {"n_samples": 32768, "epochs": 40},
-    "mlp": {"n_samples": 65536, "epochs": 40},
+    "mlp": {"n_samples": 65536, "epochs": 12},
     "best": {"n_samples": 65536, "epochs": 40},
 }
 #: rows the grey-box stage is fitted on (its few parameters need little data; the physics is slow)
