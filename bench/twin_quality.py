@@ -18,9 +18,9 @@ import time
 
 import torch
 
-from runtime.testing import sim_device
-from runtime.twins import BEST_CANDIDATES, DEFAULTS, collect, fit_best_twin
-from sims import SIMS
+from pat_runtime.testing import sim_device
+from pat_runtime.twins import BEST_CANDIDATES, DEFAULTS, collect, fit_best_twin
+from pat_runtime.sims import SIMS
 
 TARGET = {"plate": 2.0}          # others: 3.0
 

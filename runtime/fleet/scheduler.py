@@ -16,7 +16,7 @@ Protocol (one :meth:`ShardScheduler.run` call, e.g. one training batch or one ep
         if shards are pending, none running and no node available for ``stall_timeout`` s -> FleetError
 
 Each shard's result is passed to ``on_result`` exactly once, whatever happens to nodes, so callers that
-accumulate gradients there (see :mod:`runtime.fleet.training`) apply every sample exactly once.
+accumulate gradients there (see :mod:`pat_runtime.fleet.training`) apply every sample exactly once.
 Bookkeeping is O(1) per event: completions arrive through a queue and free slots live in a deque, so the
 same loop drives 1000+ virtual nodes.
 """
@@ -30,7 +30,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Hashable, Iterable
 
-from devices.errors import DeviceConnectionError, DeviceTimeoutError, RemoteDeviceError
+from pat_runtime.devices.errors import DeviceConnectionError, DeviceTimeoutError, RemoteDeviceError
 
 from .manager import FleetManager
 

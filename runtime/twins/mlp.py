@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from devices.spec import DeviceSpec
+from pat_runtime.devices.spec import DeviceSpec
 
 from .base import Twin
 

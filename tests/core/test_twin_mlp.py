@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from runtime.twins import MLPTwin, TwinData, fit_twin, make_twin, twin_from_dict, twin_to_dict
+from pat_runtime.twins import MLPTwin, TwinData, fit_twin, make_twin, twin_from_dict, twin_to_dict
 
 
 def test_twin_files_without_square_features_load_as_the_plain_mlp():
-    from devices.spec import DeviceSpec
+    from pat_runtime.devices.spec import DeviceSpec
 
     spec = DeviceSpec(kind="lab:laser", in_dim=3, param_dim=2, out_dim=4)
     plain = make_twin("mlp", spec, hidden=8, depth=1, square=0, degree=1)
@@ -27,7 +27,7 @@ def test_twin_files_without_square_features_load_as_the_plain_mlp():
 def test_square_features_learn_an_intensity_that_the_plain_mlp_misses():
     """Outputs that are powers of a linear response (y = (W z)², as band powers and spectra are): the
     default twin's squared projections fit them far better than the plain MLP of the same width and budget."""
-    from devices.spec import DeviceSpec
+    from pat_runtime.devices.spec import DeviceSpec
 
     spec = DeviceSpec(kind="lab:spectrometer", in_dim=8, param_dim=8, out_dim=6)
     g = torch.Generator().manual_seed(0)
