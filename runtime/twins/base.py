@@ -46,11 +46,6 @@ class Twin(nn.Module):
     def config(self) -> dict[str, Any]:
         return {}
 
-    @classmethod
-    def from_config(cls, spec: DeviceSpec, config: dict[str, Any]) -> "Twin":
-        """Rebuild from :meth:`config` (a kind whose options changed maps older configs here)."""
-        return cls(spec, **config)
-
     def prepare(self, x: torch.Tensor, theta: torch.Tensor, y: torch.Tensor) -> None:
         """Data-dependent initialisation before fitting (e.g. output statistics). Default: nothing."""
 

@@ -24,6 +24,7 @@ from .kinds import make_twin, twin_kinds
 from .collect import TwinData, collect
 from .fit import TwinReport, fit_twin
 from .greybox import sim_options_of
+from .mlp import MLPTwin
 
 #: default data, epochs and training-row cap per kind (fast enough for 2 CPU cores; docs/sims.md)
 DEFAULTS: dict[str, dict[str, int]] = {
@@ -47,9 +48,11 @@ def twin_choices() -> list[str]:
 
 def _make(kind: str, device: Device, seed: int, **kw: Any) -> Twin:
     opts = {"sim_options": sim_options_of(device)} if kind in PHYSICS_KINDS else {}
+    if kind == "mlp":
+        opts = dict(MLPTwin.DATA_DEFAULTS)          # square features for the default data sizes
     with torch.random.fork_rng(devices=[]):          # reproducible initial weights
         torch.manual_seed(seed)
-        return make_twin(kind, device.spec, **opts, **kw)
+        return make_twin(kind, device.spec, **{**opts, **kw})
 
 
 def _fit_one(kind: str, device: Device, data: TwinData, seed: int, epochs: int | None,

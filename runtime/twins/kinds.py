@@ -36,9 +36,7 @@ def twin_to_dict(twin: Twin) -> dict[str, Any]:
 def twin_from_dict(d: dict[str, Any]) -> Twin:
     if d.get("format") != TWIN_FORMAT:
         raise ValueError(f"not a twin file (format={d.get('format')!r}, expected {TWIN_FORMAT!r})")
-    if d.get("kind") not in _KINDS:
-        raise ValueError(f"unknown twin kind {d.get('kind')!r}; known: {', '.join(twin_kinds())}")
-    twin = _KINDS[d["kind"]].from_config(DeviceSpec.from_dict(d["spec"]), dict(d["config"]))
+    twin = make_twin(d["kind"], DeviceSpec.from_dict(d["spec"]), **d["config"])
     twin.load_state_dict(d["state_dict"])
     return twin
 

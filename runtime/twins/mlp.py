@@ -10,11 +10,10 @@ linear response of the drives, behind a static nonlinearity on each input (a Ham
 A plain SiLU MLP has to build every product of inputs from its activations; the squared projections give
 it all second-order interactions in one layer. Measured on the stock plate at the defaults (65536 rows,
 θ every 16 rows, 12 epochs): held-out NMSE 0.029 vs 0.095 for the plain MLP (10 epochs), noise floor 0.0068
-(docs/sims.md, ``bench/twin_quality.py``). ``square=0, degree=1`` is the plain MLP of earlier versions.
+(docs/sims.md, ``bench/twin_quality.py``). Those are :attr:`MLPTwin.DATA_DEFAULTS`, used by ``pat twin``
+and :func:`~pat_runtime.twins.build_twin`; ``MLPTwin(spec)`` alone is the plain MLP (``square=0, degree=1``).
 """
 from __future__ import annotations
-
-from typing import Any
 
 import torch
 from torch import nn
@@ -40,7 +39,12 @@ class MLPTwin(Twin):
     kind = "mlp"
     default_lr = 2e-3
 
-    def __init__(self, spec: DeviceSpec, hidden: int = 256, depth: int = 2, square: int = 256, degree: int = 3):
+    #: the options `pat twin --kind mlp` / build_twin / fit_best_twin use (65536 rows by default); the
+    #: constructor's own defaults stay the plain 3 x 256 MLP, which overfits less on a few hundred rows
+    #: or a few distinct θ (quick twins of fleets and streams)
+    DATA_DEFAULTS = {"hidden": 256, "depth": 2, "square": 256, "degree": 3}
+
+    def __init__(self, spec: DeviceSpec, hidden: int = 256, depth: int = 3, square: int = 0, degree: int = 1):
         super().__init__(spec)
         if int(degree) < 1 or int(square) < 0:
             raise ValueError(f"mlp twin: degree must be >= 1 and square >= 0, got {degree}, {square}")
@@ -53,12 +57,6 @@ class MLPTwin(Twin):
 
     def config(self):
         return {"hidden": self.hidden, "depth": self.depth, "square": self.square, "degree": self.degree}
-
-    @classmethod
-    def from_config(cls, spec: DeviceSpec, config: dict[str, Any]) -> "MLPTwin":
-        # files written before the square features existed hold only hidden/depth: the plain MLP
-        legacy = {"square": 0, "degree": 1} if "square" not in config else {}
-        return cls(spec, **{**legacy, **config})
 
     @torch.no_grad()
     def prepare(self, x, theta, y):

@@ -18,7 +18,8 @@ def test_twin_files_without_square_features_load_as_the_plain_mlp():
     x, th = torch.rand(5, 3) * 2 - 1, torch.rand(2) * 2 - 1
     assert isinstance(back, MLPTwin) and (back.square, back.degree) == (0, 1)
     assert torch.allclose(back(x, th), plain(x, th))
-    new = make_twin("mlp", spec)
+    assert make_twin("mlp", spec).config() == {"hidden": 256, "depth": 3, "square": 0, "degree": 1}
+    new = make_twin("mlp", spec, **MLPTwin.DATA_DEFAULTS)      # what pat twin / build_twin fit
     assert new.config() == {"hidden": 256, "depth": 2, "square": 256, "degree": 3}
     again = twin_from_dict(twin_to_dict(new))
     assert torch.allclose(again(x, th), new(x, th))
