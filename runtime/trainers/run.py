@@ -96,7 +96,7 @@ class ExperimentConfig:
             return self.lr
         from pat_runtime.defaults import default_lr
 
-        return default_lr(self.method)
+        return default_lr(self.method, self.hybrid)
 
     def command(self) -> str:
         """The ``pat train`` command line that reproduces this run (shell-quoted: paste it as is)."""
