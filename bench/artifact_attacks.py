@@ -1,7 +1,7 @@
 """Hostile artifacts against an edge node's deploy path, before/after: outcome, time, memory, event-loop stall.
 
-Each attack (:mod:`runtime.testing.artifact_attacks`: one defect, checksums recomputed, signed by a key the
-node trusts -- the worst case) is deployed in a fresh process to a :class:`edge.deployed.Deployment` that
+Each attack (:mod:`pat_runtime.testing.artifact_attacks`: one defect, checksums recomputed, signed by a key the
+node trusts -- the worst case) is deployed in a fresh process to a :class:`pat_runtime.edge.deployed.Deployment` that
 already serves version 1, exactly as a DEPLOY request would be handled. Measured per attack::
 
     outcome     the ArtifactError code, ACCEPTED, or the exception that escaped (a crash of the handler)
@@ -33,9 +33,9 @@ CHILD = r'''
 import asyncio, json, resource, sys, time
 from pathlib import Path
 blob = Path(sys.argv[1]).read_bytes(); v1 = Path(sys.argv[2]).read_bytes(); work = Path(sys.argv[3])
-from edge.deployed import Deployment
-from edge.service import NodeService
-from runtime.testing import sim_device
+from pat_runtime.edge.deployed import Deployment
+from pat_runtime.edge.service import NodeService
+from pat_runtime.testing import sim_device
 
 def rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -76,10 +76,10 @@ asyncio.run(main())
 
 
 def build(workdir: Path, bomb_mib: int) -> tuple[Path, dict[str, tuple[Path, str]]]:
-    from runtime.signing import generate_key
-    from runtime.testing import sim_device
-    from runtime.testing.artifact_attacks import attacks
-    from runtime.testing.deploy import pnn_artifact
+    from pat_runtime.signing import generate_key
+    from pat_runtime.testing import sim_device
+    from pat_runtime.testing.artifact_attacks import attacks
+    from pat_runtime.testing.deploy import pnn_artifact
 
     home = workdir / "pat_home"
     _, _, key = generate_key(home)

@@ -4,10 +4,10 @@ For each device kind (stock ``sim:plate`` / ``sim:shg``, digits, 2 physical laye
 
 1. **status quo**: PAT on unit 0 alone (what a user had before), shipped unchanged to every target unit;
 2. **per-unit reference**: PAT on each target unit alone (the target: within ``--tolerance`` points of it);
-3. **fleet model**: multi-unit PAT on the training units (:class:`runtime.fleet.robust.MultiUnitTrainer`,
+3. **fleet model**: multi-unit PAT on the training units (:class:`pat_runtime.fleet.robust.MultiUnitTrainer`,
    shared θ, per-unit copies of the calibratable parameters), trained once;
 4. **deployment**: on every target unit (none of them seen in training), the node's procedure
-   :func:`edge.calibration.calibrate_on_unit` with the status-quo model serving: re-normalise, PAT steps on the
+   :func:`pat_runtime.edge.calibration.calibrate_on_unit` with the status-quo model serving: re-normalise, PAT steps on the
    calibratable parameters, verify on the held-out half of the calibration set, switch only if >= threshold
    and not worse than the serving model. Budget: ``--cal-samples`` labelled samples (from the training split)
    and ``--calls`` device calls per unit (enforced).
@@ -35,16 +35,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from devices.local import LocalDevice  # noqa: E402
-from edge.calibration import calibrate_on_unit  # noqa: E402
-from runtime.artifact import load_artifact, pnn_from_artifact, pnn_to_artifact, save_artifact  # noqa: E402
-from runtime.calibration import Budget, CalibrationPlan, calibration_param_names, parse_groups  # noqa: E402
-from runtime.datasets import load_task  # noqa: E402
-from runtime.fleet.robust import MultiUnitTrainer, evaluate_units  # noqa: E402
-from runtime.pat import build_pnn  # noqa: E402
-from runtime.trainers.run import ExperimentConfig, run_experiment  # noqa: E402
-from runtime.twins import make_twin  # noqa: E402
-from sims import make_sim  # noqa: E402
+from pat_runtime.devices.local import LocalDevice  # noqa: E402
+from pat_runtime.edge.calibration import calibrate_on_unit  # noqa: E402
+from pat_runtime.artifact import load_artifact, pnn_from_artifact, pnn_to_artifact, save_artifact  # noqa: E402
+from pat_runtime.calibration import Budget, CalibrationPlan, calibration_param_names, parse_groups  # noqa: E402
+from pat_runtime.datasets import load_task  # noqa: E402
+from pat_runtime.fleet.robust import MultiUnitTrainer, evaluate_units  # noqa: E402
+from pat_runtime.pat import build_pnn  # noqa: E402
+from pat_runtime.trainers.run import ExperimentConfig, run_experiment  # noqa: E402
+from pat_runtime.twins import make_twin  # noqa: E402
+from pat_runtime.sims import make_sim  # noqa: E402
 
 
 def unit_device(kind: str, unit: int) -> LocalDevice:

@@ -30,16 +30,16 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from devices.local import LocalDevice  # noqa: E402
-from edge.deployed import Installed  # noqa: E402
-from runtime.artifact import dumps, loads, pnn_from_artifact, pnn_to_artifact  # noqa: E402
-from runtime.deployer import deploy_via, infer_via  # noqa: E402
-from runtime.pat import build_pnn  # noqa: E402
-from runtime.signing import generate_key  # noqa: E402
-from runtime.testing import free_port  # noqa: E402
-from runtime.testing.zmq import EdgeProcess  # noqa: E402
-from runtime.twins import make_twin  # noqa: E402
-from sims import make_sim  # noqa: E402
+from pat_runtime.devices.local import LocalDevice  # noqa: E402
+from pat_runtime.edge.deployed import Installed  # noqa: E402
+from pat_runtime.artifact import dumps, loads, pnn_from_artifact, pnn_to_artifact  # noqa: E402
+from pat_runtime.deployer import deploy_via, infer_via  # noqa: E402
+from pat_runtime.pat import build_pnn  # noqa: E402
+from pat_runtime.signing import generate_key  # noqa: E402
+from pat_runtime.testing import free_port  # noqa: E402
+from pat_runtime.testing.zmq import EdgeProcess  # noqa: E402
+from pat_runtime.twins import make_twin  # noqa: E402
+from pat_runtime.sims import make_sim  # noqa: E402
 
 DEVICE = "sim:plate?unit=0&seed=0&noise=0"
 SIM = dict(unit=0, seed=0, noise=0.0)
@@ -80,7 +80,7 @@ async def main(args) -> None:
         rows[b]["device"] = await timed(device_only, args.n)
         rows[b]["local"] = await timed(lambda: inst.predict(x), args.n)
 
-    from runtime.transport.zmq import ZmqCoordinator
+    from pat_runtime.transport.zmq import ZmqCoordinator
 
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
@@ -110,8 +110,8 @@ async def main(args) -> None:
 
 
 async def bench_mqtt(tmp, data, rows, args, rng) -> None:
-    from runtime.testing.mosquitto import find_mosquitto, mosquitto_broker
-    from runtime.transport.mqtt import MqttCoordinator
+    from pat_runtime.testing.mosquitto import find_mosquitto, mosquitto_broker
+    from pat_runtime.transport.mqtt import MqttCoordinator
 
     if not find_mosquitto():
         print("mosquitto not found: MQTT skipped")

@@ -5,11 +5,11 @@
     python bench/fleet_scale.py --only largest --largest 10000
 
 It starts its own 2-node Ray cluster on loopback (head + worker, each ``ray start``, 2 CPUs, 100 MB object
-store: :class:`runtime.testing.ray_cluster.LocalRayCluster`) and tears it down at the end.
+store: :class:`pat_runtime.testing.ray_cluster.LocalRayCluster`) and tears it down at the end.
 
 1. **throughput and join time vs node count** - echo nodes (``echo:?latency=10ms``: latency only, the
    runtime's own overhead), 2 shards in flight per node, :class:`ShardScheduler`. ``inproc``: virtual nodes
-   on the coordinator's event loop (:class:`sims.fleet.SimFleet`). ``ray``: the same nodes in Ray actors
+   on the coordinator's event loop (:class:`pat_runtime.sims.fleet.SimFleet`). ``ray``: the same nodes in Ray actors
    (``--per-actor`` nodes each, SPREAD over both Ray nodes) on ZeroMQ (:class:`RayFleet`). Paired,
    interleaved repeats (inproc, ray, ray, inproc, ...): the table gives min / median / max of req/s and of
    the per-repeat ratio ray / inproc. Join = fleet start until every node joined (Ray: actors started).
@@ -36,10 +36,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from runtime.fleet import Shard, ShardScheduler  # noqa: E402
-from runtime.fleet.ray_backend import RayFleet, ray_available  # noqa: E402
-from runtime.testing.ray_cluster import LocalRayCluster  # noqa: E402
-from sims.fleet import SimFleet  # noqa: E402
+from pat_runtime.fleet import Shard, ShardScheduler  # noqa: E402
+from pat_runtime.fleet.ray_backend import RayFleet, ray_available  # noqa: E402
+from pat_runtime.testing.ray_cluster import LocalRayCluster  # noqa: E402
+from pat_runtime.sims.fleet import SimFleet  # noqa: E402
 
 ECHO = "echo:?latency={latency}&dim=4"
 TH = np.zeros(4, np.float32)

@@ -36,14 +36,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from devices.local import LocalDevice  # noqa: E402
-from devices.remote import RemoteDevice  # noqa: E402
-from runtime.pat import PATFunction, PhysicalLayer, build_pnn, pat_apply  # noqa: E402
-from runtime.testing import free_port  # noqa: E402
-from runtime.testing.zmq import EdgeProcess  # noqa: E402
-from runtime.trainers import PATMethod, TrainConfig  # noqa: E402
-from runtime.twins import make_twin  # noqa: E402
-from sims import make_sim  # noqa: E402
+from pat_runtime.devices.local import LocalDevice  # noqa: E402
+from pat_runtime.devices.remote import RemoteDevice  # noqa: E402
+from pat_runtime.pat import PATFunction, PhysicalLayer, build_pnn, pat_apply  # noqa: E402
+from pat_runtime.testing import free_port  # noqa: E402
+from pat_runtime.testing.zmq import EdgeProcess  # noqa: E402
+from pat_runtime.trainers import PATMethod, TrainConfig  # noqa: E402
+from pat_runtime.twins import make_twin  # noqa: E402
+from pat_runtime.sims import make_sim  # noqa: E402
 
 SIM = dict(unit=0, seed=0, noise=0.0)
 DEVICE = "sim:plate?unit=0&seed=0&noise=0"
@@ -119,7 +119,7 @@ async def main(args) -> None:
     paths = {"runtime": lambda: run_runtime(rt), "hand": run_hand}
     edge = coord = None
     if not args.no_remote:
-        from runtime.transport.zmq import ZmqCoordinator
+        from pat_runtime.transport.zmq import ZmqCoordinator
 
         port = free_port()
         edge = EdgeProcess(DEVICE, f"tcp://127.0.0.1:{port}", "bench", 0.5).start()

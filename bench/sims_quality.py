@@ -13,8 +13,8 @@ import sys
 
 import torch
 
-from sims import SIMS, make_sim
-from sims.quality import report
+from pat_runtime.sims import SIMS, make_sim
+from pat_runtime.sims.quality import report
 
 BUDGET_MS = 20.0
 

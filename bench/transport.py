@@ -34,8 +34,8 @@ import zmq.asyncio
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from runtime import wire  # noqa: E402
-from runtime.testing import free_port  # noqa: E402
+from pat_runtime import wire  # noqa: E402
+from pat_runtime.testing import free_port  # noqa: E402
 
 NODE = "bench-node"
 
@@ -76,9 +76,9 @@ async def raw_echo_asyncio(url: str) -> None:
 
 
 async def runtime_edge(url: str) -> None:
-    from edge.service import NodeService
-    from runtime.testing import sim_device
-    from runtime.transport.zmq import ZmqEdgeTransport
+    from pat_runtime.edge.service import NodeService
+    from pat_runtime.testing import sim_device
+    from pat_runtime.transport.zmq import ZmqEdgeTransport
 
     stop = asyncio.Event()
     dev = await sim_device("circuit")
@@ -170,7 +170,7 @@ def _mmm(values: list[float]) -> tuple[float, float, float]:
 
 
 async def main(args) -> list[dict]:
-    from runtime.transport.zmq import ZmqCoordinator
+    from pat_runtime.transport.zmq import ZmqCoordinator
 
     here = os.path.abspath(__file__)
     urls = {k: f"tcp://127.0.0.1:{free_port()}" for k in ("raw", "raw-aio", "runtime")}

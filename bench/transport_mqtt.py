@@ -38,9 +38,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from runtime.testing.mosquitto import mosquitto_broker  # noqa: E402
-from runtime.transport.mqtt import MqttCoordinator, MqttUrl  # noqa: E402
-from runtime.transport.mqtt.common import publish_nowait, set_nodelay  # noqa: E402
+from pat_runtime.testing.mosquitto import mosquitto_broker  # noqa: E402
+from pat_runtime.transport.mqtt import MqttCoordinator, MqttUrl  # noqa: E402
+from pat_runtime.transport.mqtt.common import publish_nowait, set_nodelay  # noqa: E402
 
 NODE = "bench-node"
 RAW_REQ, RAW_REP, RAW_CTL = "bench/req", "bench/rep", "bench/ctl"
@@ -66,9 +66,9 @@ async def raw_echo(url: str, stop: asyncio.Event | None = None) -> None:
 
 
 async def runtime_edge(url: str, stop: asyncio.Event | None = None, cache_size: int = 64) -> None:
-    from edge.service import NodeService
-    from runtime.testing import sim_device
-    from runtime.transport.mqtt import MqttEdgeTransport
+    from pat_runtime.edge.service import NodeService
+    from pat_runtime.testing import sim_device
+    from pat_runtime.transport.mqtt import MqttEdgeTransport
 
     stop = stop or asyncio.Event()
     svc = NodeService(await sim_device("circuit"), NODE, cache_size=cache_size)

@@ -16,9 +16,9 @@ import time
 
 import torch
 
-from runtime.testing import sim_device
-from runtime.twins import fit_best_twin
-from sims import SIMS
+from pat_runtime.testing import sim_device
+from pat_runtime.twins import fit_best_twin
+from pat_runtime.sims import SIMS
 
 
 async def one(kind: str, samples: int | None, epochs: int | None, unit: int, seed: int) -> dict:

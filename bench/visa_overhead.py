@@ -14,8 +14,8 @@ import time
 
 import numpy as np
 
-from devices.factory import make_device
-from sims.scpi.plate import start_plate_bench, visa_uri
+from pat_runtime.devices.factory import make_device
+from pat_runtime.sims.scpi.plate import start_plate_bench, visa_uri
 
 
 async def main(batch: int, repeats: int) -> None:

@@ -1,9 +1,9 @@
-"""Build a device from a URI (the scheme picks a factory from :mod:`devices.registry`).
+"""Build a device from a URI (the scheme picks a factory from :mod:`pat_runtime.devices.registry`).
 
 * ``sim:plate`` / ``sim:circuit?unit=3&seed=1&noise=0.02&latency=0.01`` -> :class:`LocalDevice`
-* ``zmq://127.0.0.1:5555/node-id`` -> ZeroMQ remote device (``devices.remote``)
-* ``mqtt://user:pass@127.0.0.1:1883/node-id`` -> MQTT remote device (``devices.remote``)
-* ``visa:plate?awg=TCPIP::HOST::PORT::SOCKET&dig=...`` -> the plate driven by SCPI instruments (``devices.visa``)
+* ``zmq://127.0.0.1:5555/node-id`` -> ZeroMQ remote device (``pat_runtime.devices.remote``)
+* ``mqtt://user:pass@127.0.0.1:1883/node-id`` -> MQTT remote device (``pat_runtime.devices.remote``)
+* ``visa:plate?awg=TCPIP::HOST::PORT::SOCKET&dig=...`` -> the plate driven by SCPI instruments (``pat_runtime.devices.visa``)
 * any scheme an installed package registers in the ``pat_runtime.devices`` entry-point group
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ def parse_sim_uri(uri: str) -> tuple[str, dict[str, Any]]:
 
 def sim_option_defaults(kind: str) -> dict[str, Any]:
     """Every option ``sim:KIND?...`` accepts, with its default (simulator and spec options, plus ``name``)."""
-    from sims import sim_class
+    from pat_runtime.sims import sim_class
 
     cls = sim_class(kind)
     out: dict[str, Any] = {}
@@ -45,7 +45,7 @@ def sim_option_defaults(kind: str) -> dict[str, Any]:
 
 def check_sim_uri(uri: str) -> tuple[str, dict[str, Any]]:
     """Like :func:`parse_sim_uri` but typed and validated: unknown kinds or options and bad values are refused."""
-    from sims import SIMS
+    from pat_runtime.sims import SIMS
 
     body = uri.removeprefix("sim:")
     kind, _, query = body.partition("?")
@@ -55,8 +55,8 @@ def check_sim_uri(uri: str) -> tuple[str, dict[str, Any]]:
 
 
 def sim_device(uri: str, **kwargs: Any) -> Device:
-    """The ``sim:`` scheme: a simulator in this process (:class:`devices.local.LocalDevice`)."""
-    from sims import make_sim
+    """The ``sim:`` scheme: a simulator in this process (:class:`pat_runtime.devices.local.LocalDevice`)."""
+    from pat_runtime.sims import make_sim
 
     from .local import LocalDevice
 

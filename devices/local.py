@@ -6,13 +6,13 @@ import time
 
 import numpy as np
 
-from sims.base import Simulator
+from pat_runtime.sims.base import Simulator
 
 from .base import Device
 
 
 class LocalDevice(Device):
-    """Wraps a :class:`~sims.base.Simulator`. ``latency`` (s) is simulated with ``asyncio.sleep``.
+    """Wraps a :class:`~pat_runtime.sims.base.Simulator`. ``latency`` (s) is simulated with ``asyncio.sleep``.
 
     Where the measurement runs (``threaded``):
 

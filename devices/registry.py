@@ -9,7 +9,7 @@ its own the same way::
     mydev = "mylab.devices:make_mydev"
 
 after which ``pat train --device mydev:bench1?gain=2``, ``pat twin`` and ``pat edge`` all build it through
-:func:`devices.factory.make_device`. :func:`register_scheme` does the same at run time (tests, notebooks).
+:func:`pat_runtime.devices.factory.make_device`. :func:`register_scheme` does the same at run time (tests, notebooks).
 """
 from __future__ import annotations
 
@@ -26,14 +26,14 @@ DeviceFactory = Callable[..., Device]
 
 #: fallbacks for a source checkout that was never pip-installed (the entry points win when present)
 BUILTIN: dict[str, str] = {
-    "sim": "devices.factory:sim_device",
-    "zmq": "devices.remote:connect_uri",
-    "tcp": "devices.remote:connect_uri",
-    "ipc": "devices.remote:connect_uri",
-    "mqtt": "devices.remote:connect_uri",
-    "mqtts": "devices.remote:connect_uri",
-    "visa": "devices.visa:visa_device",
-    "serial": "devices.serial_sensor:serial_device",
+    "sim": "pat_runtime.devices.factory:sim_device",
+    "zmq": "pat_runtime.devices.remote:connect_uri",
+    "tcp": "pat_runtime.devices.remote:connect_uri",
+    "ipc": "pat_runtime.devices.remote:connect_uri",
+    "mqtt": "pat_runtime.devices.remote:connect_uri",
+    "mqtts": "pat_runtime.devices.remote:connect_uri",
+    "visa": "pat_runtime.devices.visa:visa_device",
+    "serial": "pat_runtime.devices.serial_sensor:serial_device",
 }
 
 _runtime: dict[str, DeviceFactory] = {}

@@ -1,12 +1,12 @@
 """RemoteDevice: a device served by an edge node, reached through a coordinator.
 
-``apply(x, theta)`` validates shapes and safe ranges locally (:class:`devices.base.Device`), then sends one
+``apply(x, theta)`` validates shapes and safe ranges locally (:class:`pat_runtime.devices.base.Device`), then sends one
 ``apply`` request with arrays ``[x, theta]`` and returns the node's ``y``. ``apply_many(xs, thetas)`` (one θ per
 channel) is one ``apply_many`` request with ``[x[C, B, in], theta[C, P]]`` when the node announced that handler
 in its hello, else ``C`` concurrent ``apply`` requests (older nodes keep working). Timeouts and retries are the
 coordinator's (a retry reuses the request id, so the node never applies a batch twice).
 
-URIs (:func:`connect_uri`, used by ``devices.factory.make_device``)::
+URIs (:func:`connect_uri`, used by ``pat_runtime.devices.factory.make_device``)::
 
     zmq://HOST:PORT/NODE[?timeout=10&retries=2&liveness=3]   binds a ZmqCoordinator on tcp://HOST:PORT
         [&curve_cert=coordinator.key_secret&curve_keys=keys.txt]   CURVE, node ids bound to keys (docs/security.md)
@@ -25,8 +25,8 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 
-from runtime.transport.base import Coordinator
-from runtime.wire import MessageType
+from pat_runtime.transport.base import Coordinator
+from pat_runtime.wire import MessageType
 
 from .base import Device
 from .errors import RemoteDeviceError, ShapeError
@@ -121,7 +121,7 @@ def connect_uri(uri: str, **kwargs: Any) -> RemoteDevice:
     rest = [(k, v) for k, v in query if k not in _DEVICE_OPTIONS]
     dev_kw.update({k: kwargs.pop(k) for k in _DEVICE_OPTIONS if k in kwargs})
     if scheme in ("zmq", "tcp"):
-        from runtime.transport.zmq import ZmqCoordinator
+        from pat_runtime.transport.zmq import ZmqCoordinator
 
         try:
             port = parts.port
@@ -134,14 +134,14 @@ def connect_uri(uri: str, **kwargs: Any) -> RemoteDevice:
         opts.update(kwargs)
         cert, keys = opts.pop("curve_cert", None), opts.pop("curve_keys", None)
         if cert is not None:  # file paths, not secrets: the URI may be recorded
-            from runtime.transport.zmq import CurveServer
+            from pat_runtime.transport.zmq import CurveServer
 
             opts["curve"] = CurveServer.from_files(str(cert), str(keys) if keys is not None else None)
         elif keys is not None:
             raise ValueError(f"{uri!r}: curve_keys needs curve_cert (the coordinator's secret certificate)")
         coord: Coordinator = ZmqCoordinator(f"tcp://{host}:{port}", **opts)
     elif scheme in ("mqtt", "mqtts"):
-        from runtime.transport.mqtt import MqttCoordinator
+        from pat_runtime.transport.mqtt import MqttCoordinator
 
         coord = MqttCoordinator(urlunsplit((scheme, parts.netloc, "", urlencode(rest), "")), **kwargs)
     else:

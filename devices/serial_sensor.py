@@ -1,13 +1,13 @@
 """A smart sensor on a serial line (pyserial), speaking a small SCPI dialect.
 
 ``serial:sensor?port=/dev/ttyUSB0&baud=115200&timeout=2`` (any pyserial URL works as ``port``, e.g.
-``socket://127.0.0.1:7000`` for the simulated sensor of :mod:`sims.scpi.sensor`, or ``rfc2217://``).
+``socket://127.0.0.1:7000`` for the simulated sensor of :mod:`pat_runtime.sims.scpi.sensor`, or ``rfc2217://``).
 
 At connect: ``*IDN?``, ``CONF:SPEC?`` (JSON spec) and ``CONF:OPT?`` (build options, for grey-box twins).
 Per ``apply``: one ``MEAS? #<float32 block>`` carrying the x rows then θ, answered by a float32 block of
 ``B * out_dim`` values; an empty answer means the sensor queued an error, read with ``SYST:ERR?``.
-Timeouts -> :class:`~devices.errors.DeviceTimeoutError` (the port is reopened on the next call), a lost
-port -> :class:`~devices.errors.DeviceConnectionError`, a sensor error -> :class:`devices.visa.InstrumentError`.
+Timeouts -> :class:`~pat_runtime.devices.errors.DeviceTimeoutError` (the port is reopened on the next call), a lost
+port -> :class:`~pat_runtime.devices.errors.DeviceConnectionError`, a sensor error -> :class:`pat_runtime.devices.visa.InstrumentError`.
 """
 from __future__ import annotations
 

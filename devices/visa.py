@@ -10,9 +10,9 @@ What the driver does per ``apply(x[B, in_dim], theta[param_dim])``:
 3. ``FETC?`` returns ``B * out_dim`` band levels (float32 block); ``SYST:ERR?`` on both instruments turns
    any queued instrument error into :class:`InstrumentError`.
 
-The PNN's own encoding and readout (input scaling, output bins) stay in software (:mod:`runtime.pat`).
-Failures name the instrument: a VISA timeout -> :class:`~devices.errors.DeviceTimeoutError` (the session
-is reopened on the next call), a lost or refused connection -> :class:`~devices.errors.DeviceConnectionError`,
+The PNN's own encoding and readout (input scaling, output bins) stay in software (:mod:`pat_runtime.pat`).
+Failures name the instrument: a VISA timeout -> :class:`~pat_runtime.devices.errors.DeviceTimeoutError` (the session
+is reopened on the next call), a lost or refused connection -> :class:`~pat_runtime.devices.errors.DeviceConnectionError`,
 an instrument error -> :class:`InstrumentError`. The spec (``kind="visa:plate"``) says
 ``extra["physics"] = "plate"`` so grey-box twins use the plate physics. ``backend`` defaults to ``@py``
 (pyvisa-py, pure Python); a lab with NI-VISA installed may pass ``backend=`` (empty: the system library).

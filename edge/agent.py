@@ -21,9 +21,9 @@ import signal
 import threading
 from typing import Any, Callable, Iterable
 
-from devices.base import Device
-from edge.service import NodeService
-from runtime.transport.base import EdgeTransport
+from pat_runtime.devices.base import Device
+from pat_runtime.edge.service import NodeService
+from pat_runtime.transport.base import EdgeTransport
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +80,11 @@ def make_edge_transport(connect_url: str, node_id: str, heartbeat: float = 0.5, 
     """``tcp://`` / ``ipc://`` -> :class:`ZmqEdgeTransport`; ``mqtt://`` -> ``MqttEdgeTransport``."""
     scheme = connect_url.split("://", 1)[0].lower() if "://" in connect_url else ""
     if scheme in ("tcp", "ipc", "inproc"):
-        from runtime.transport.zmq import ZmqEdgeTransport
+        from pat_runtime.transport.zmq import ZmqEdgeTransport
 
         return ZmqEdgeTransport(connect_url, node_id, heartbeat=heartbeat, **kwargs)
     if scheme in ("mqtt", "mqtts"):
-        from runtime.transport.mqtt import MqttEdgeTransport
+        from pat_runtime.transport.mqtt import MqttEdgeTransport
 
         return MqttEdgeTransport(connect_url, node_id, heartbeat=heartbeat, **kwargs)
     raise ValueError(f"unknown coordinator URL {connect_url!r}: expected tcp://HOST:PORT or mqtt://HOST:PORT")
@@ -93,8 +93,8 @@ def make_edge_transport(connect_url: str, node_id: str, heartbeat: float = 0.5, 
 async def run_edge(device_uri: str, connect_url: str, node_id: str, heartbeat: float = 0.5,
                    plugins: Iterable[Plugin] = (), stop: asyncio.Event | None = None,
                    handle_signals: bool = True, **transport_kw: Any) -> None:
-    """Build the device from ``device_uri`` (``devices.factory.make_device``) and serve it until stopped."""
-    from devices.factory import make_device
+    """Build the device from ``device_uri`` (``pat_runtime.devices.factory.make_device``) and serve it until stopped."""
+    from pat_runtime.devices.factory import make_device
 
     transport = make_edge_transport(connect_url, node_id, heartbeat=heartbeat, **transport_kw)
     device = make_device(device_uri)

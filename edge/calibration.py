@@ -18,7 +18,7 @@
 Without labels (``y=None``) only the re-normalisation runs and nothing can be verified: the candidate is
 switched to only when the deployer allows unverified switches (``require_verified=False``).
 
-:class:`Calibrator` is the NodeService plugin on top of :class:`edge.deployed.Deployment`:
+:class:`Calibrator` is the NodeService plugin on top of :class:`pat_runtime.edge.deployed.Deployment`:
 
     calibrate_deploy  arrays [artifact uint8[N], x float32[n, F], y int64[n]]; fields threshold, budget
                       {calls, seconds, samples}, verify (fraction), require_verified
@@ -45,11 +45,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from devices.base import Device
-from edge.service import NodeService, RequestError
-from runtime.artifact import Artifact, ArtifactError, atomic_write, normalize, pnn_from_artifact, \
+from pat_runtime.devices.base import Device
+from pat_runtime.edge.service import NodeService, RequestError
+from pat_runtime.artifact import Artifact, ArtifactError, atomic_write, normalize, pnn_from_artifact, \
     pnn_to_artifact
-from runtime.calibration import Budget, BudgetExceeded, BudgetedDevice, CalibrationPlan, accuracy_on, \
+from pat_runtime.calibration import Budget, BudgetExceeded, BudgetedDevice, CalibrationPlan, accuracy_on, \
     calibrate_pat, calls_per_pass, decide, plan_of, renormalize, split_calibration
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ class UnitReport:
 
 def twin_for(plan: CalibrationPlan, spec) -> Any:
     """The twin named by the plan for PAT's backward pass on this node."""
-    from runtime.twins import make_twin
+    from pat_runtime.twins import make_twin
 
     if plan.twin != "nominal":
         raise ValueError(f"calibration twin {plan.twin!r} is not available at the edge (only 'nominal')")
@@ -197,7 +197,7 @@ class DriftState:
 class Calibrator:
     """NodeService plugin: calibrate-verify-switch deployments and the periodic drift check.
 
-    Use together with a :class:`edge.deployed.Deployment` (which holds the model history)::
+    Use together with a :class:`pat_runtime.edge.deployed.Deployment` (which holds the model history)::
 
         dep = Deployment(dir); cal = Calibrator(dep, interval=600)
         EdgeNode(device, transport, node_id, plugins=[dep, cal])

@@ -1,7 +1,7 @@
 """Deployed PNNs on an edge node: install, roll back and run a trained model on the node's own device.
 
 A :class:`Deployment` is a NodeService plugin (``EdgeNode(device, transport, node_id, plugins=[dep])``)
-that adds three request types (see :mod:`runtime.wire` ``MessageType``)::
+that adds three request types (see :mod:`pat_runtime.wire` ``MessageType``)::
 
     deploy    arrays [artifact bytes (uint8[N])], optional field sha256 (expected artifact id)
               -> {artifact_id, model_version, previous, unchanged}
@@ -11,10 +11,10 @@ that adds three request types (see :mod:`runtime.wire` ``MessageType``)::
               fields {artifact_id, model_version}
     models    -> {current, history: [{artifact_id, model_version, created}...]}
 
-An artifact is verified (:func:`runtime.artifact.loads`: container, bounds, sha256 checksums, format version,
+An artifact is verified (:func:`pat_runtime.artifact.loads`: container, bounds, sha256 checksums, format version,
 an Ed25519 signature by a key in ``trusted_keys``) and checked against the node's device spec (kind, dims,
 ranges) *before* anything changes, in a worker thread so heartbeats and requests go on; a refused artifact
-gets an error reply whose code is the :class:`~runtime.artifact.ArtifactError` code and the running model
+gets an error reply whose code is the :class:`~pat_runtime.artifact.ArtifactError` code and the running model
 keeps serving. Physical layers run on the node's device (``PNN.aforward`` under ``torch.no_grad``), so
 inference is local: no twin and no coordinator are needed.
 
@@ -35,7 +35,7 @@ MQTT (optional, ``mqtt="mqtt://host:port"``): the plugin runs its own client and
     PREFIX/NODE/infer         packed {"type": "infer", "id"} + [x]  (sensor data in)
     PREFIX/NODE/predictions   packed {"type": "predictions", "request", "artifact_id", "model_version"}
                               + [logits, labels] for every inference (any transport), through a bounded
-                              outbox (:mod:`edge.predictions`): drops are counted, never silent
+                              outbox (:mod:`pat_runtime.edge.predictions`): drops are counted, never silent
 """
 from __future__ import annotations
 
@@ -51,13 +51,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from edge.predictions import PredictionBuffer
-from edge.service import NodeService, RequestError
-from runtime.artifact import Artifact, ArtifactError, atomic_write, dumps, loads, normalize, pnn_from_artifact
-from runtime.signing import KeyFileError, SigningKey, TrustedKeys, default_trust_path, generate_key, \
+from pat_runtime.edge.predictions import PredictionBuffer
+from pat_runtime.edge.service import NodeService, RequestError
+from pat_runtime.artifact import Artifact, ArtifactError, atomic_write, dumps, loads, normalize, pnn_from_artifact
+from pat_runtime.signing import KeyFileError, SigningKey, TrustedKeys, default_trust_path, generate_key, \
     load_signing_key
-from runtime.transport.backoff import Backoff
-from runtime.wire import MessageType, WireError, make_header, pack, unpack
+from pat_runtime.transport.backoff import Backoff
+from pat_runtime.wire import MessageType, WireError, make_header, pack, unpack
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class Installed:
     """A verified artifact and its runnable model bound to this node's device."""
 
     artifact: Artifact
-    model: Any  # runtime.pat.PNN
+    model: Any  # pat_runtime.pat.PNN
     installed_at: float
 
     @property
@@ -93,7 +93,7 @@ class Deployment:
                  trusted_keys: str | Path | TrustedKeys | None = None, prediction_buffer: int = 10_000):
         """``trusted_keys``: the keys artifacts must be signed by -- a :class:`TrustedKeys` or a trusted-keys
         file, re-read at every deployment so a key rotation needs no restart (default
-        :func:`runtime.signing.default_trust_path`)."""
+        :func:`pat_runtime.signing.default_trust_path`)."""
         self.dir = Path(directory)
         self.trusted_keys = trusted_keys if trusted_keys is not None else default_trust_path()
         self.keep = max(2, int(keep))
@@ -365,7 +365,7 @@ class Deployment:
     async def _mqtt_loop(self) -> None:
         import aiomqtt
 
-        from runtime.transport.mqtt.common import MqttUrl, make_client
+        from pat_runtime.transport.mqtt.common import MqttUrl, make_client
 
         url = MqttUrl.parse(self.mqtt_url)
         backoff = Backoff(self.reconnect_delay, max(5.0, self.reconnect_delay))   # jittered: no thundering herd

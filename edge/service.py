@@ -10,12 +10,12 @@ lives only as long as its request's retry window (its ``deadline``; ``cache_ttl`
 one), and the cache keeps at most ``cache_size`` replies and ``cache_bytes`` of reply arrays (cached replies
 pin their buffers).
 
-Requests past their ``deadline`` (:mod:`edge.deadline`) are not run: they get an ``expired`` error reply
+Requests past their ``deadline`` (:mod:`pat_runtime.edge.deadline`) are not run: they get an ``expired`` error reply
 (counted in ``counters["expired"]``), so a backlog built up during a stall never reaches the device.
 
 Fast path: :meth:`NodeService.handle_nowait` answers without awaiting whatever needs no waiting (a cached
 reply, an expired request, spec/ping/status, an unknown type, and ``apply``/``apply_many`` on a device whose
-:meth:`~devices.base.Device.inline_ok` says it finishes at once); transports call it inline from their reader
+:meth:`~pat_runtime.devices.base.Device.inline_ok` says it finishes at once); transports call it inline from their reader
 and create a task only when it returns ``None``.
 """
 from __future__ import annotations
@@ -28,9 +28,9 @@ from typing import Any, Awaitable, Callable
 
 import numpy as np
 
-from devices.base import Device
-from devices.errors import DeviceError, OutOfRangeError, ShapeError
-from runtime.wire import MessageType, WireError, error_header, reply_header
+from pat_runtime.devices.base import Device
+from pat_runtime.devices.errors import DeviceError, OutOfRangeError, ShapeError
+from pat_runtime.wire import MessageType, WireError, error_header, reply_header
 
 from .deadline import DeadlineClock
 

@@ -1,6 +1,6 @@
 """What ``pat edge`` prints: what it serves, where, and whether a coordinator is talking to it.
 
-:class:`EdgeStatus` is a NodeService plugin (see :func:`edge.agent.run_edge`): it prints the device and its
+:class:`EdgeStatus` is a NodeService plugin (see :func:`pat_runtime.edge.agent.run_edge`): it prints the device and its
 spec once the device is connected, then a line whenever the connection state changes (first request from
 the coordinator; silence longer than ``quiet`` s), so an edge pointed at nothing says so instead of
 sitting silent forever.
@@ -11,12 +11,12 @@ import asyncio
 import time
 from typing import Any, Callable
 
-from runtime.redact import redact_uri
+from pat_runtime.redact import redact_uri
 
 
 class EdgeStatus:
     def __init__(self, node_id: str, connect: str, echo: Callable[[str], Any] = print, quiet: float = 10.0):
-        # never print a password given in the URL (runtime.redact)
+        # never print a password given in the URL (pat_runtime.redact)
         self.node_id, self.connect, self.echo, self.quiet = node_id, redact_uri(connect), echo, float(quiet)
         self._task: asyncio.Task | None = None
 

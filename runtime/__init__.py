@@ -1,8 +1,8 @@
 """pat-runtime: physics-aware training of physical neural networks.
 
-Synchronous entry points for notebooks and scripts (:mod:`runtime.api`)::
+Synchronous entry points for notebooks and scripts (:mod:`pat_runtime.api`)::
 
-    import runtime
+    import pat_runtime as runtime
     result = runtime.train(device="sim:plate", task="digits", method="pat", epochs=5)
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 _API = ("train", "twin", "run_sync")
 
 
-def __getattr__(name: str) -> Any:   # lazy: `import runtime.wire` must not import torch
+def __getattr__(name: str) -> Any:   # lazy: `import pat_runtime.wire` must not import torch
     if name in _API:
         from . import api
 

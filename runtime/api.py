@@ -1,13 +1,13 @@
 """A synchronous facade over the async API, for notebooks and scripts.
 
-    import runtime
+    import pat_runtime as runtime
     result = runtime.train(device="sim:plate", task="digits", method="pat", epochs=5)
     print(result.summary["test_acc"])
 
 Every function runs the async implementation to completion in an event loop of its own. Inside Jupyter,
 where a loop is already running, that happens on a worker thread, so no ``await`` and no
-``nest_asyncio`` are needed. The defaults are those of the CLI (:mod:`runtime.defaults`). The async API
-(:func:`runtime.trainers.run.run_experiment`, :func:`runtime.twins.build_twin`) is unchanged beside it.
+``nest_asyncio`` are needed. The defaults are those of the CLI (:mod:`pat_runtime.defaults`). The async API
+(:func:`pat_runtime.trainers.run.run_experiment`, :func:`pat_runtime.twins.build_twin`) is unchanged beside it.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from devices.base import Device
+from pat_runtime.devices.base import Device
 
 from . import defaults as D
 
@@ -50,10 +50,10 @@ def train(device: str | Device = "sim:plate", task: str = "digits", method: str 
           epochs: int = D.EPOCHS, batch: int = D.BATCH, lr: float | None = None, twin: str = D.TWIN,
           layers: int = D.LAYERS, out: str | Path | None = None, resume: str | Path | None = None,
           tensorboard: bool = True, progress: bool = True, **config: Any):
-    """Train a PNN (what ``pat train`` does) and return the :class:`~runtime.trainers.run.RunResult`.
+    """Train a PNN (what ``pat train`` does) and return the :class:`~pat_runtime.trainers.run.RunResult`.
 
-    ``device`` is a URI or an (unconnected or connected) :class:`~devices.base.Device`; the remaining
-    ``config`` keywords are :class:`~runtime.trainers.run.ExperimentConfig` fields (``seed``, ``hybrid``,
+    ``device`` is a URI or an (unconnected or connected) :class:`~pat_runtime.devices.base.Device`; the remaining
+    ``config`` keywords are :class:`~pat_runtime.trainers.run.ExperimentConfig` fields (``seed``, ``hybrid``,
     ``twin_samples``, ``channels``, ``patience``, ``join_timeout``, ...). With ``out`` a run folder is
     written (metrics.jsonl, tb/, checkpoint.pt, model.pnn ...); ``resume=out`` continues it.
     """
@@ -74,7 +74,7 @@ def train(device: str | Device = "sim:plate", task: str = "digits", method: str 
 def twin(device: str | Device = "sim:plate", kind: str = D.TWIN, *, samples: int | None = None,
          epochs: int | None = None, seed: int = 0, repeats: int = 2):
     """Fit a ``kind`` twin of ``device``: returns ``(twin, report)`` (what ``pat twin`` does)."""
-    from devices.factory import make_device
+    from pat_runtime.devices.factory import make_device
 
     from .twins import build_twin
 
@@ -94,8 +94,8 @@ def twin(device: str | Device = "sim:plate", kind: str = D.TWIN, *, samples: int
 
 
 def device(uri: str) -> Device:
-    """A connected device for ``uri`` (close it with ``runtime.api.run_sync(dev.close())``)."""
-    from devices.factory import make_device
+    """A connected device for ``uri`` (close it with ``pat_runtime.api.run_sync(dev.close())``)."""
+    from pat_runtime.devices.factory import make_device
 
     dev = make_device(uri)
     run_sync(dev.connect())

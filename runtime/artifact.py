@@ -7,7 +7,7 @@ the same model always gives the same bytes::
     payload.bin       every tensor as raw little-endian C-order bytes, back to back, each 64-byte aligned
     manifest.sha256   hex sha256 of the manifest.json bytes (the artifact id)
     signature.json    optional: {"alg": "ed25519", "public_key": "ed25519:BASE64", "signature": BASE64}, an
-                      Ed25519 signature of the artifact id (see :mod:`runtime.signing`)
+                      Ed25519 signature of the artifact id (see :mod:`pat_runtime.signing`)
 
 ``manifest.json``::
 
@@ -19,7 +19,7 @@ the same model always gives the same bytes::
     normalization   {...}                  how raw inputs are mapped before the first layer (free-form)
     layers          [{"type": ..., ...}]   the layer list: physical (θ tensor, channels), range_map, bin_readout,
                                            linear, ... with the names of their tensors
-    architecture    {"builder": "runtime.pat.build_pnn", "config": {...}}   how to rebuild the model
+    architecture    {"builder": "pat_runtime.pat.build_pnn", "config": {...}}   how to rebuild the model
     metadata        {...}                  free-form (task, accuracy, training run, ...)
     payload         {"sha256": hex of payload.bin, "nbytes": int,
                      "tensors": {name: {"dtype", "shape", "offset", "nbytes"}}}
@@ -28,7 +28,7 @@ Integrity is layered: the ZIP CRC-32 of each member catches accidental corruptio
 binds the tensors to the manifest, and ``manifest.sha256`` binds the manifest (the artifact id is that
 digest, so two artifacts with the same id are the same model). Checksums prove integrity, not origin: the
 signature does that, and edge nodes require one by a trusted key (``loads(..., trusted=...)``). Before
-anything is allocated or built, every bound of :mod:`runtime.artifact_limits` is checked (member names and
+anything is allocated or built, every bound of :mod:`pat_runtime.artifact_limits` is checked (member names and
 sizes, manifest size and nesting, tensor shapes, build settings, finite θ inside the device's range).
 Every failure, whatever the defect, raises :class:`ArtifactError` whose ``code`` says why (``corrupt``,
 ``checksum_mismatch``, ``bad_manifest``, ``bad_member``, ``bad_architecture``, ``non_finite``,
@@ -51,12 +51,12 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from devices.spec import DeviceSpec
-from runtime.artifact_errors import ArtifactError
-from runtime.artifact_limits import (DEFAULT_LIMITS, MEMBERS, SIGNATURE_MEMBER, ArtifactLimits, check_architecture,
+from pat_runtime.devices.spec import DeviceSpec
+from pat_runtime.artifact_errors import ArtifactError
+from pat_runtime.artifact_limits import (DEFAULT_LIMITS, MEMBERS, SIGNATURE_MEMBER, ArtifactLimits, check_architecture,
                                      check_finite, check_members, check_normalization, check_tensor_table,
                                      check_theta_ranges, member_cap, parse_manifest, tensor_extent)
-from runtime.signing import (KeyFileError, SigningKey, TrustedKeys, key_id, load_signing_key, parse_public_key,
+from pat_runtime.signing import (KeyFileError, SigningKey, TrustedKeys, key_id, load_signing_key, parse_public_key,
                              verify)
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ def build_artifact(tensors: Mapping[str, Any], layers: list[dict[str, Any]], spe
 # ----- serialization -------------------------------------------------------------------------------------
 def dumps(artifact: Artifact, key: SigningKey | None = None) -> bytes:
     """Serialize to the ``.pnn`` bytes (deterministic for a given manifest and tensors), signed by ``key``
-    when given (see :mod:`runtime.signing`)."""
+    when given (see :mod:`pat_runtime.signing`)."""
     payload = io.BytesIO()
     table: dict[str, dict[str, Any]] = {}
     for name in sorted(artifact.tensors):
@@ -180,7 +180,7 @@ def loads(data: bytes | bytearray | memoryview, spec: DeviceSpec | None = None,
     """Parse and verify ``.pnn`` bytes; with ``spec``, also check the artifact fits that device; with
     ``trusted``, also require a valid signature by one of those keys.
 
-    Every bound of :mod:`runtime.artifact_limits` is checked before anything is allocated or built.
+    Every bound of :mod:`pat_runtime.artifact_limits` is checked before anything is allocated or built.
     Raises :class:`ArtifactError` on anything wrong, whatever the defect; never returns a partially
     verified artifact.
     """
@@ -285,7 +285,7 @@ def ensure_signed(data: bytes, key: SigningKey | None = None, key_path: str | os
                   resign: bool = False) -> bytes:
     """``data`` signed: as is when it already carries a valid signature (and ``resign`` is False), else signed
     with ``key`` or the key file ``key_path`` (default ``$PAT_HOME/signing.key``). Raises ArtifactError for a
-    bad artifact and :class:`runtime.signing.KeyFileError` when no usable key exists."""
+    bad artifact and :class:`pat_runtime.signing.KeyFileError` when no usable key exists."""
     art = loads(data)
     if art.signer is not None and not resign:
         return bytes(data)
@@ -337,17 +337,17 @@ def check_compatible(artifact: Artifact, spec: DeviceSpec) -> None:
 # ----- PNN <-> artifact ----------------------------------------------------------------------------------
 def pnn_to_artifact(pnn: Any, model_version: str | int, normalization: Mapping[str, Any] | None = None,
                     metadata: Mapping[str, Any] | None = None, created: str | None = None) -> Artifact:
-    """Package a trained :class:`runtime.pat.PNN` (θ per physical layer, digital weights, spec, architecture).
+    """Package a trained :class:`pat_runtime.pat.PNN` (θ per physical layer, digital weights, spec, architecture).
 
     ``normalization`` maps raw inputs to the model's features (:func:`normalize`); default identity.
     """
     from torch import nn
 
-    from runtime.pat import BinReadout, PhysicalLayer, RangeMap
+    from pat_runtime.pat import BinReadout, PhysicalLayer, RangeMap
 
     cfg = dict(getattr(pnn, "config", {}) or {})
     if "n_features" not in cfg or "n_classes" not in cfg:
-        raise ArtifactError("unsupported_model", "only PNNs made by runtime.pat.build_pnn (with a config) can be "
+        raise ArtifactError("unsupported_model", "only PNNs made by pat_runtime.pat.build_pnn (with a config) can be "
                                                  "packaged: the artifact must say how to rebuild the model")
     state = pnn.state_dict()
     layers: list[dict[str, Any]] = []
@@ -370,21 +370,21 @@ def pnn_to_artifact(pnn: Any, model_version: str | int, normalization: Mapping[s
     norm = dict(normalization or {"type": "identity"})
     norm.setdefault("n_features", cfg["n_features"])
     return build_artifact(state, layers, pnn.spec, model_version, normalization=norm, metadata=metadata,
-                          created=created, architecture={"builder": "runtime.pat.build_pnn", "config": cfg})
+                          created=created, architecture={"builder": "pat_runtime.pat.build_pnn", "config": cfg})
 
 
 def pnn_from_artifact(artifact: Artifact, device: Any = None, twin: Any = None) -> Any:
-    """Rebuild the :class:`runtime.pat.PNN` of ``artifact`` (on ``device`` for physical inference).
+    """Rebuild the :class:`pat_runtime.pat.PNN` of ``artifact`` (on ``device`` for physical inference).
 
     Without ``twin`` the model can run forward on the device (``aforward`` under ``torch.no_grad``) but
     cannot be trained or run in silico.
     """
     import torch
 
-    from runtime.pat import build_pnn
+    from pat_runtime.pat import build_pnn
 
     arch = artifact.manifest.get("architecture") or {}
-    if arch.get("builder") != "runtime.pat.build_pnn" or not isinstance(arch.get("config"), dict):
+    if arch.get("builder") != "pat_runtime.pat.build_pnn" or not isinstance(arch.get("config"), dict):
         raise ArtifactError("bad_manifest", f"unknown model builder {arch.get('builder')!r}")
     if device is not None and getattr(device, "connected", False):
         check_compatible(artifact, device.spec)

@@ -1,8 +1,8 @@
 """Bounds every ``.pnn`` artifact must satisfy *before* anything is parsed deeply, allocated or built.
 
 An artifact comes from the network (a deploy request, a retained MQTT message) and is hostile until proven
-otherwise. :mod:`runtime.artifact` calls these checks in order, cheapest first, and each failure is an
-:class:`~runtime.artifact.ArtifactError` with a code and a reason that names the defect::
+otherwise. :mod:`pat_runtime.artifact` calls these checks in order, cheapest first, and each failure is an
+:class:`~pat_runtime.artifact.ArtifactError` with a code and a reason that names the defect::
 
     container   known member names only (no unknown, absolute or ``../`` names, no duplicates), every member
                 stored uncompressed, each member's size bounded (no decompression bombs)
@@ -26,13 +26,13 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from runtime.artifact_errors import ArtifactError
+from pat_runtime.artifact_errors import ArtifactError
 
 #: members a ``.pnn`` may contain, in the order they are written
 MEMBERS = ("manifest.json", "payload.bin", "manifest.sha256")
 SIGNATURE_MEMBER = "signature.json"
 KNOWN_MEMBERS = frozenset(MEMBERS + (SIGNATURE_MEMBER,))
-#: keys of ``architecture.config`` understood by ``runtime.pat.build_pnn``
+#: keys of ``architecture.config`` understood by ``pat_runtime.pat.build_pnn``
 BUILD_KEYS = frozenset({"n_features", "n_classes", "layers", "hybrid", "channels", "seed"})
 NORMALIZATIONS = frozenset({"identity", "affine"})
 

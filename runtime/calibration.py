@@ -5,9 +5,9 @@ on another. The deployer names, per deployment, the parameters that stay **share
 the model) and the parameters a node may **calibrate** on its own unit, by group:
 
 =============  ================================================================================================
-``input``      the first :class:`~runtime.pat.RangeMap` (``a``, ``b``): how raw features map into the drive range
+``input``      the first :class:`~pat_runtime.pat.RangeMap` (``a``, ``b``): how raw features map into the drive range
 ``ranges``     every RangeMap (input and between physical layers)
-``readout``    the :class:`~runtime.pat.BinReadout` scale and offset (or the final ``nn.Linear`` of a hybrid)
+``readout``    the :class:`~pat_runtime.pat.BinReadout` scale and offset (or the final ``nn.Linear`` of a hybrid)
 ``theta``      the physical parameters θ of every physical layer (not shared any more: use with care)
 =============  ================================================================================================
 
@@ -41,9 +41,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from devices.base import Device
-from devices.errors import DeviceError
-from runtime.pat import PNN, BinReadout, PhysicalLayer, RangeMap
+from pat_runtime.devices.base import Device
+from pat_runtime.devices.errors import DeviceError
+from pat_runtime.pat import PNN, BinReadout, PhysicalLayer, RangeMap
 
 GROUPS = ("input", "ranges", "readout", "theta")
 #: what a deployment calibrates unless told otherwise
@@ -249,7 +249,7 @@ async def reference_stats(model: PNN, devices: Sequence[Device], x: torch.Tensor
 
     Per rescaling stage: the per-feature mean and std of its affine output (``a ⊙ u + b`` before the sigmoid
     of a RangeMap, the logits of the readout), averaged over the units. With ``unit_states`` (one dict of
-    per-unit parameter values per device, :meth:`runtime.fleet.robust.MultiUnitTrainer.unit_state`) each unit
+    per-unit parameter values per device, :meth:`pat_runtime.fleet.robust.MultiUnitTrainer.unit_state`) each unit
     is measured with its own per-unit parameters, i.e. in the state the shared parameters were trained for.
     """
     acc: dict[int, list[torch.Tensor]] = {}

@@ -1,6 +1,6 @@
 """One set of defaults for every entry point (``pat train``, ``pat fleet``, ``pat stream``, the Python API).
 
-Change a value here and every command and :mod:`runtime.api` follows. The twin default is owned by the
+Change a value here and every command and :mod:`pat_runtime.api` follows. The twin default is owned by the
 training/statistics work (``runtime/trainers``); it is repeated here for the commands' option defaults.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ BATCH = 64
 #: share of the training split held out for validation (selection and early stopping read it)
 VAL_FRACTION = 0.2
 #: SPSA (Spall) gains: a_k = SPSA_A / (k + 1 + A)^0.602, c_k = SPSA_C / (k + 1)^0.101, SPSA_SAMPLES
-#: perturbations averaged per step (runtime.trainers.spsa)
+#: perturbations averaged per step (pat_runtime.trainers.spsa)
 SPSA_A = 1.0
 SPSA_C = 0.2
 SPSA_SAMPLES = 4

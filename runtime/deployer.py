@@ -11,7 +11,7 @@ Targets (``pat deploy MODEL --to TARGET``)::
 
 Every path ends with the node's verdict: its reply (``artifact_id``, ``model_version``) or its refusal
 (:class:`DeployError` with the node's error code, e.g. ``checksum_mismatch`` or ``spec_mismatch``). The local
-file is verified first (:func:`runtime.artifact.load_artifact`), so a corrupt file never leaves this machine
+file is verified first (:func:`pat_runtime.artifact.load_artifact`), so a corrupt file never leaves this machine
 unless ``verify=False`` (used by tests to prove the node refuses it too).
 """
 from __future__ import annotations
@@ -25,9 +25,9 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import numpy as np
 
-from devices.errors import DeviceError, RemoteDeviceError
-from runtime.artifact import loads
-from runtime.wire import MessageType, make_header, pack, unpack
+from pat_runtime.devices.errors import DeviceError, RemoteDeviceError
+from pat_runtime.artifact import loads
+from pat_runtime.wire import MessageType, make_header, pack, unpack
 
 log = logging.getLogger(__name__)
 
@@ -136,10 +136,10 @@ async def run_on_target(target: Target, op: str, data: bytes | None = None, to: 
 
 def _coordinator(target: Target):
     if target.scheme == "mqtt":
-        from runtime.transport.mqtt import MqttCoordinator
+        from pat_runtime.transport.mqtt import MqttCoordinator
 
         return MqttCoordinator(target.url, prefix=target.prefix)
-    from runtime.transport.zmq import ZmqCoordinator
+    from pat_runtime.transport.zmq import ZmqCoordinator
 
     return ZmqCoordinator(target.url)
 
@@ -175,7 +175,7 @@ async def rollback_mqtt(url: str, node: str, to: str | None = None, prefix: str 
 
 async def node_status_mqtt(url: str, node: str, prefix: str = "pat", timeout: float = 5.0) -> dict[str, Any]:
     """The node's retained deployment status (``PREFIX/NODE/deployed``)."""
-    from runtime.transport.mqtt.common import MqttUrl, make_client
+    from pat_runtime.transport.mqtt.common import MqttUrl, make_client
 
     async with make_client(MqttUrl.parse(url), f"pat-deploy-{uuid.uuid4().hex[:8]}") as client:
         await client.subscribe(f"{prefix}/{node}/deployed", qos=1)
@@ -192,7 +192,7 @@ async def node_status_mqtt(url: str, node: str, prefix: str = "pat", timeout: fl
 async def _desired_state(url: str, node: str, prefix: str, payload: bytes, req: str, timeout: float) -> dict:
     import aiomqtt
 
-    from runtime.transport.mqtt.common import MqttUrl, make_client
+    from pat_runtime.transport.mqtt.common import MqttUrl, make_client
 
     u = MqttUrl.parse(url)
     deploy_topic, status_topic = f"{prefix}/{node}/deploy", f"{prefix}/{node}/deployed"

@@ -8,8 +8,8 @@ Metrics (each process gets its own registry; ``--metrics-port N`` serves it on `
     pat_errors_total{code}        failed requests by error code (wire codes: out_of_range, timeout, ...)
     pat_requests_total{type}      requests by message type (edge) or ``apply`` (coordinator)
 
-The coordinator side instruments a :class:`~devices.base.Device` (a remote device's requests, or a local
-one's calls); the edge side instruments its :class:`~edge.service.NodeService` (every request type).
+The coordinator side instruments a :class:`~pat_runtime.devices.base.Device` (a remote device's requests, or a local
+one's calls); the edge side instruments its :class:`~pat_runtime.edge.service.NodeService` (every request type).
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def error_code(e: BaseException) -> str:
     code = getattr(e, "code", None)
     if isinstance(code, str) and code:
         return code
-    from devices.errors import DeviceConnectionError, DeviceTimeoutError, OutOfRangeError, ShapeError
+    from pat_runtime.devices.errors import DeviceConnectionError, DeviceTimeoutError, OutOfRangeError, ShapeError
 
     for cls, name in ((DeviceTimeoutError, "timeout"), (DeviceConnectionError, "connection"),
                       (OutOfRangeError, "out_of_range"), (ShapeError, "bad_shape")):
@@ -124,7 +124,7 @@ class PromMetrics:
             self.errors.labels(str(err.get("code", "error"))).inc()
 
     def edge_plugin(self, service: Any) -> None:
-        """A :func:`edge.agent.run_edge` plugin: time every request the node serves (the awaited path and the
+        """A :func:`pat_runtime.edge.agent.run_edge` plugin: time every request the node serves (the awaited path and the
         transports' inline ``handle_nowait`` fast path), errors by wire code. The service's class is swapped
         for a subclass, because transports look the fast path up on the class."""
         m = self

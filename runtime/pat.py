@@ -9,7 +9,7 @@ twin's gradients::
                ∂L/∂θ = (∂f_m/∂θ)ᵀ(x, θ) · ∂L/∂y              (twin VJP at the applied x, θ)
 
 so the loss is that of the real hardware while the gradient direction comes from the model.
-:class:`PATFunction` is exactly this autograd rule. Because :meth:`devices.base.Device.apply` is a
+:class:`PATFunction` is exactly this autograd rule. Because :meth:`pat_runtime.devices.base.Device.apply` is a
 coroutine, the measurement happens first (``await``) and its result enters the graph through
 :func:`pat_apply`.
 
@@ -18,7 +18,7 @@ Building blocks
 * :class:`RangeMap` — trainable elementwise affine then a sigmoid squash into the device's safe range,
   ``x = lo + (hi - lo) · σ(a ⊙ u + b)``; the device never sees out-of-range inputs.
 * :class:`PhysicalLayer` — ``C`` channels, each with its own θ_c ∈ ``theta_range``, measured in ONE device
-  call per chunk (:meth:`~devices.base.Device.apply_many`, one request for a remote device) when the device
+  call per chunk (:meth:`~pat_runtime.devices.base.Device.apply_many`, one request for a remote device) when the device
   takes several θ at once, else one call per channel
   (``θ`` is clamped back after each optimizer step by :meth:`PNN.project_`); batches larger than
   ``spec.max_batch`` are split. ``aforward`` = physical (PAT), ``forward`` = twin only (in silico).
@@ -40,8 +40,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from devices.base import Device
-from devices.spec import DeviceSpec
+from pat_runtime.devices.base import Device
+from pat_runtime.devices.spec import DeviceSpec
 
 #: ``observer(layer_name, x[b, in], theta[P], y[b, out])`` with float32 numpy arrays
 Observer = Callable[[str, np.ndarray, np.ndarray, np.ndarray], None]
@@ -119,7 +119,7 @@ async def measure_many(device: Device, xs: torch.Tensor, theta: torch.Tensor, ma
     """``f_p(x_c, θ_c)`` for every channel ``c`` with ONE device call per chunk of rows.
 
     ``xs[B, C, in_dim]``, ``theta[C, P]`` -> ``C`` tensors ``[B, out_dim]``. Rows are split into chunks of at
-    most ``max_batch``; each chunk is one :meth:`~devices.base.Device.apply_many` (one request for a remote
+    most ``max_batch``; each chunk is one :meth:`~pat_runtime.devices.base.Device.apply_many` (one request for a remote
     device). Observers see each channel as ``name[c]``, as with :func:`measure`.
     """
     spec = device.spec

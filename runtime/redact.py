@@ -2,7 +2,7 @@
 
 Device URIs and broker URLs end up in run folder names, ``summary.json``, plot titles, ``.pnn`` manifests
 (deployed and retained on the broker), logs and error messages. Credentials belong in a file or the
-environment (see :mod:`runtime.transport.mqtt.credentials`), but a URL such as ``mqtt://user:pass@host``
+environment (see :mod:`pat_runtime.transport.mqtt.credentials`), but a URL such as ``mqtt://user:pass@host``
 still works for compatibility; everything that writes a URI down passes it through :func:`redact_uri`::
 
     >>> redact_uri("mqtt://coord:hunter2@10.0.0.5:1883/node-1?prefix=lab&token=abc")

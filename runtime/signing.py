@@ -28,7 +28,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from runtime.artifact_errors import ArtifactError
+from pat_runtime.artifact_errors import ArtifactError
 
 PREFIX = "ed25519:"
 SIGNED_CONTEXT = b"pat-pnn signature v1\n"

@@ -10,11 +10,11 @@ from .base import Simulator
 
 #: kind -> "module:Class" (imported lazily)
 SIMS: dict[str, str] = {
-    "circuit": "sims.circuit:CircuitSim",
-    "plate": "sims.plate:PlateSim",
-    "shg": "sims.shg:SHGSim",
-    "oscillators": "sims.oscillators:CoupledOscillatorSim",
-    "sensor": "sims.sensor:SmartSensorSim",
+    "circuit": "pat_runtime.sims.circuit:CircuitSim",
+    "plate": "pat_runtime.sims.plate:PlateSim",
+    "shg": "pat_runtime.sims.shg:SHGSim",
+    "oscillators": "pat_runtime.sims.oscillators:CoupledOscillatorSim",
+    "sensor": "pat_runtime.sims.sensor:SmartSensorSim",
 }
 
 

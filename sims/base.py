@@ -14,7 +14,7 @@ A measurement is what an instrument would return::
 and the hidden parameters drift as a bounded random walk in log space, ``log p <- log p + drift * N(0,1)``
 per call, pulled back towards the unit's own value with rate ``drift_revert``.
 
-Two forward models (see :mod:`sims.effects`):
+Two forward models (see :mod:`pat_runtime.sims.effects`):
 
 * :meth:`physics` is the **datasheet model** (first-order physics). Twins (nominal, grey-box, residual)
   are built from it and nothing else.
@@ -33,7 +33,7 @@ import threading
 import numpy as np
 import torch
 
-from devices.spec import DeviceSpec
+from pat_runtime.devices.spec import DeviceSpec
 
 from .effects import resolve_effects, vary_per_unit
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from devices.spec import DeviceSpec
+from pat_runtime.devices.spec import DeviceSpec
 
 from .base import Simulator, broadcast_theta
 from .effects import adc_inl

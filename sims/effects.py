@@ -4,7 +4,7 @@ Every simulator has two forward models:
 
 * ``physics(x, theta, p)`` — the **datasheet model**: the documented first-order physics with parameters
   ``p``. Nominal and grey-box twins are built from it (with ``p = p_nom`` or fitted ``p``).
-* ``true_forward(x, theta)`` — what :meth:`~sims.base.Simulator.measure` evaluates: the datasheet model with
+* ``true_forward(x, theta)`` — what :meth:`~pat_runtime.sims.base.Simulator.measure` evaluates: the datasheet model with
   the unit's hidden parameters **plus** the effects listed in the class's ``effect_defaults`` (amplifier
   heating, memory, unmodelled modes, crosstalk, saturation, hysteresis, ...). No twin may call it.
 

@@ -16,9 +16,9 @@ Faults (all seeded; ``FaultSpec.parse("drop=0.05,latency=0.01,jitter=0.005,crash
 ``seed``        seed of every random choice above (which nodes crash / are slow, when, which bytes)
 ==============  ==========================================================================================
 
-``SimFleet`` launches the nodes (in-process virtual nodes on the :mod:`runtime.transport.inproc`
+``SimFleet`` launches the nodes (in-process virtual nodes on the :mod:`pat_runtime.transport.inproc`
 transport, or ZeroMQ nodes in this process) next to a coordinator and a :class:`FleetManager`. Nodes in
-other processes or on other machines run as Ray actors: :class:`runtime.fleet.ray_backend.RayFleet`.
+other processes or on other machines run as Ray actors: :class:`pat_runtime.fleet.ray_backend.RayFleet`.
 """
 from __future__ import annotations
 
@@ -30,12 +30,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from devices.base import Device
-from devices.factory import check_sim_uri, parse_sim_uri
-from devices.spec import DeviceSpec
-from devices.local import LocalDevice
-from edge.service import NodeService
-from runtime.wire import MessageType
+from pat_runtime.devices.base import Device
+from pat_runtime.devices.factory import check_sim_uri, parse_sim_uri
+from pat_runtime.devices.spec import DeviceSpec
+from pat_runtime.devices.local import LocalDevice
+from pat_runtime.edge.service import NodeService
+from pat_runtime.wire import MessageType
 
 from . import make_sim
 
@@ -258,16 +258,16 @@ class _Node:
 
 
 class SimFleet:
-    """``n_nodes`` simulated edge nodes + coordinator + :class:`runtime.fleet.FleetManager`.
+    """``n_nodes`` simulated edge nodes + coordinator + :class:`pat_runtime.fleet.FleetManager`.
 
     Node ``i`` is called ``{prefix}-{i}`` and runs ``device`` (a ``sim:KIND?..`` URI) as unit ``i``, so
     every node has its own hidden variation; a restarted node is the same unit again. ``timeout`` and
     ``retries`` apply to each request, ``liveness`` is how long a silent node is still considered alive.
 
-    ``transport="inproc"``: virtual nodes on this event loop (:mod:`runtime.transport.inproc`).
+    ``transport="inproc"``: virtual nodes on this event loop (:mod:`pat_runtime.transport.inproc`).
     ``transport="zmq"``: a :class:`ZmqCoordinator` on a free loopback port; nodes run in this process
-    (see :mod:`sims.fleet_zmq`). Nodes in Ray actors (other processes, other machines):
-    :class:`runtime.fleet.ray_backend.RayFleet`, a subclass.
+    (see :mod:`pat_runtime.sims.fleet_zmq`). Nodes in Ray actors (other processes, other machines):
+    :class:`pat_runtime.fleet.ray_backend.RayFleet`, a subclass.
 
     Use as ``async with SimFleet(16, faults="drop=0.05") as fleet: ...`` (``fleet.manager`` schedules work).
     """
@@ -307,11 +307,11 @@ class SimFleet:
 
     # ----- lifecycle ------------------------------------------------------------------------------------
     async def start(self) -> "SimFleet":
-        from runtime.fleet.manager import FleetManager
+        from pat_runtime.fleet.manager import FleetManager
 
         try:
             if self.transport == "inproc":
-                from runtime.transport.inproc import InprocCoordinator
+                from pat_runtime.transport.inproc import InprocCoordinator
 
                 self.coordinator = await InprocCoordinator(timeout=self.timeout, retries=self.retries,
                                                            liveness=self.liveness,
@@ -329,8 +329,8 @@ class SimFleet:
         return self
 
     async def _start_zmq(self) -> None:
-        from runtime.testing.core import free_port
-        from runtime.transport.zmq import ZmqCoordinator
+        from pat_runtime.testing.core import free_port
+        from pat_runtime.transport.zmq import ZmqCoordinator
 
         self.url = f"tcp://127.0.0.1:{free_port()}"
         self.coordinator = await ZmqCoordinator(self.url, timeout=self.timeout, retries=self.retries,
@@ -351,7 +351,7 @@ class SimFleet:
                 "device_options": self.device_options}
 
     async def _launch(self, index: int, incarnation: int) -> _Node:
-        from runtime.transport.inproc import InprocEdgeTransport
+        from pat_runtime.transport.inproc import InprocEdgeTransport
 
         node_id = self.node_ids[index]
         dev = node_device(self.device, index, self.seed, threaded=self.threaded, **self.device_options)

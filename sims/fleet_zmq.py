@@ -1,12 +1,12 @@
 """Simulated fleet nodes on ZeroMQ: in this process, or in Ray actors (one or many nodes each).
 
-Each node is a :class:`edge.service.NodeService` on a :class:`runtime.transport.zmq.ZmqEdgeTransport`
-(one DEALER per node, routing id = node id) behind the fault wrapper of :mod:`sims.fleet`:
+Each node is a :class:`pat_runtime.edge.service.NodeService` on a :class:`pat_runtime.transport.zmq.ZmqEdgeTransport`
+(one DEALER per node, routing id = node id) behind the fault wrapper of :mod:`pat_runtime.sims.fleet`:
 
 * a dropped reply: the service returns :data:`LOST` and :class:`FaultyZmqEdge` sends nothing;
 * a crash: the node goes silent at once (no replies, no heartbeats, no bye). A node alone in its
   process (``exit_on_crash``) ends the process with ``os._exit(3)`` (a real process death; a Ray actor is
-  then restarted by Ray, see :mod:`runtime.fleet.ray_backend`); a node sharing a process is silenced and
+  then restarted by Ray, see :mod:`pat_runtime.fleet.ray_backend`); a node sharing a process is silenced and
   its socket closed. ``restart >= 0`` brings it back (same unit) after that many seconds.
 * frame corruption is not injected on ZeroMQ: TCP already checksums every segment (use inproc).
 
@@ -23,8 +23,8 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from edge.service import NodeService
-from runtime.transport.zmq import ZmqEdgeTransport
+from pat_runtime.edge.service import NodeService
+from pat_runtime.transport.zmq import ZmqEdgeTransport
 
 from .fleet import FaultPlan, FaultSpec, node_device
 

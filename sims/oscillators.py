@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import torch
 
-from devices.spec import DeviceSpec
+from pat_runtime.devices.spec import DeviceSpec
 
 from .base import Simulator
 from .effects import neighbour_mix

@@ -49,7 +49,7 @@ import math
 import numpy as np
 import torch
 
-from devices.spec import DeviceSpec
+from pat_runtime.devices.spec import DeviceSpec
 
 from .base import Simulator, broadcast_theta
 from .effects import cyclic_ema, neighbour_mix

@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from devices.spec import DeviceSpec
+from pat_runtime.devices.spec import DeviceSpec
 
 from .base import Simulator
 

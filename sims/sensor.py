@@ -36,7 +36,7 @@ import math
 
 import torch
 
-from devices.spec import DeviceSpec
+from pat_runtime.devices.spec import DeviceSpec
 
 from .base import Simulator, broadcast_theta
 from .effects import adc_inl

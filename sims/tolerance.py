@@ -1,4 +1,4 @@
-"""Per-parameter manufacturing tolerances for simulators (a mixin over :class:`sims.base.Simulator`).
+"""Per-parameter manufacturing tolerances for simulators (a mixin over :class:`pat_runtime.sims.base.Simulator`).
 
 The base class draws every hidden parameter as ``p_nom * (1 + variation * N(0, 1))``. Real datasheets give
 different tolerances to different quantities (a resonance frequency is held to a few percent, an amplifier

@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from runtime.signing import generate_key
-from runtime.testing import assert_no_leaked_tasks
+from pat_runtime.signing import generate_key
+from pat_runtime.testing import assert_no_leaked_tasks
 
 
 @pytest.fixture(scope="session", autouse=True)

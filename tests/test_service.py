@@ -1,8 +1,8 @@
 import numpy as np
 
-from edge.service import NodeService
-from runtime import wire
-from runtime.testing import sim_device
+from pat_runtime.edge.service import NodeService
+from pat_runtime import wire
+from pat_runtime.testing import sim_device
 
 
 async def test_apply_and_idempotent_retry():

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime import wire
+from pat_runtime import wire
 
 
 def test_frames_roundtrip_zero_copy():

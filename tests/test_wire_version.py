@@ -4,7 +4,7 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from runtime.wire import VERSION, WireError, decode, decode_header, pack, unpack
+from pat_runtime.wire import VERSION, WireError, decode, decode_header, pack, unpack
 
 
 @pytest.mark.parametrize("v", [1.0, True, "1", None, 2, [1]])

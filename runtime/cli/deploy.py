@@ -65,8 +65,8 @@ def register(app: typer.Typer) -> None:
                                      "unsigned; given explicitly, MODEL is re-signed with it)"),
     ) -> None:
         """Deploy MODEL to the node(s) given by --to (or roll back, or inspect)."""
-        from runtime.artifact import ArtifactError, ensure_signed, load_artifact
-        from runtime.deployer import DeployError, Target, run_on_target
+        from pat_runtime.artifact import ArtifactError, ensure_signed, load_artifact
+        from pat_runtime.deployer import DeployError, Target, run_on_target
 
         data = None
         if not rollback:
@@ -89,7 +89,7 @@ def register(app: typer.Typer) -> None:
         if calibrate:
             if rollback or to != "fleet" or model is None:
                 raise typer.BadParameter("--calibrate goes with MODEL --to fleet")
-            from runtime.cli.deploy_fleet import deploy_calibrated
+            from pat_runtime.cli.deploy_fleet import deploy_calibrated
 
             deploy_calibrated(model, data, coordinator=coordinator, nodes=[n for n in (nodes or "").split(",") if n],
                               wait=wait, timeout=max(timeout, max_seconds * 2 + 30), sim_fleet=sim_fleet, units=units,

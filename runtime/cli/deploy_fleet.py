@@ -26,7 +26,7 @@ import typer
 
 def calibration_set(task: str, samples: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``samples`` labelled samples drawn from the training split of ``task`` (never its test split)."""
-    from runtime.datasets import load_task
+    from pat_runtime.datasets import load_task
 
     t = load_task(task, seed=seed)
     if samples > len(t.x_train):
@@ -38,11 +38,11 @@ def calibration_set(task: str, samples: int, seed: int = 0) -> tuple[np.ndarray,
 async def run_calibrated(data: bytes, cfg, x, y, *, coordinator: str | None, nodes: list[str], wait: float,
                          sim_fleet: str | None, units: str, serving: bytes | None,
                          status_json: Path | None) -> Any:
-    from runtime.fleet.rollout import calibrated_rollout
+    from pat_runtime.fleet.rollout import calibrated_rollout
 
     if sim_fleet:
-        from runtime.deployer import deploy_via
-        from runtime.fleet.simnodes import calibrating_fleet, parse_units
+        from pat_runtime.deployer import deploy_via
+        from pat_runtime.fleet.simnodes import calibrating_fleet, parse_units
 
         with tempfile.TemporaryDirectory(prefix="pat-simfleet-") as tmp:
             async with calibrating_fleet(sim_fleet, parse_units(units), tmp, timeout=cfg.timeout) as fleet:
@@ -52,7 +52,7 @@ async def run_calibrated(data: bytes, cfg, x, y, *, coordinator: str | None, nod
                     if bad:
                         raise RuntimeError(f"could not install the serving model: {bad}")
                 return await calibrated_rollout(fleet.coordinator, nodes or fleet.node_ids, data, x, y, cfg)
-    from runtime.deployer import Target, _coordinator
+    from pat_runtime.deployer import Target, _coordinator
 
     target = Target.parse("fleet", coordinator, nodes)
     coord = _coordinator(target)
@@ -74,9 +74,9 @@ def deploy_calibrated(model: Path, data: bytes, *, coordinator, nodes, wait, tim
                       calib_task, calib_samples, unlabelled, threshold, canaries, wave, max_calls, max_seconds,
                       verify, report_json) -> None:
     """The body of ``pat deploy --calibrate`` (prints the table; exits 1 on a stopped rollout)."""
-    from runtime.artifact import ArtifactError, ensure_signed, load_artifact
-    from runtime.calibration import Budget, plan_of
-    from runtime.fleet.rollout import RolloutConfig, format_table
+    from pat_runtime.artifact import ArtifactError, ensure_signed, load_artifact
+    from pat_runtime.calibration import Budget, plan_of
+    from pat_runtime.fleet.rollout import RolloutConfig, format_table
 
     art = load_artifact(model)
     if plan_of(art.metadata) is None:

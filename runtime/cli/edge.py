@@ -52,15 +52,15 @@ def register(app: typer.Typer) -> None:
                        "calibration set (recalibrate or alert below the deployer's threshold)"),
     ) -> None:
         """Serve DEVICE to the coordinator at CONNECT as NODE_ID until SIGTERM / SIGINT."""
-        from edge.agent import run_edge
-        from edge.status import EdgeStatus
+        from pat_runtime.edge.agent import run_edge
+        from pat_runtime.edge.status import EdgeStatus
 
         if deploy_dir is not None and deploy_mqtt is None and connect.startswith(("mqtt://", "mqtts://")):
             deploy_mqtt = connect   # the broker it already talks to (no need to repeat the URL)
         extra: list = [] if quiet else [EdgeStatus(node_id, connect, echo=lambda m: typer.echo(m, err=True))]
         metrics = None
         if metrics_port is not None:
-            from runtime.metrics_prom import PromMetrics
+            from pat_runtime.metrics_prom import PromMetrics
 
             metrics = PromMetrics()
             try:
@@ -78,7 +78,7 @@ def register(app: typer.Typer) -> None:
         if credentials is not None:
             connect = _with_credentials(connect, credentials)
             deploy_mqtt = _with_credentials(deploy_mqtt, credentials) if deploy_mqtt else None
-        from devices.errors import DeviceError
+        from pat_runtime.devices.errors import DeviceError
 
         try:
             trust = _trusted(trusted_keys) if deploy_dir is not None else None
@@ -96,7 +96,7 @@ def register(app: typer.Typer) -> None:
 
 def _trusted(path: Path | None) -> Path:
     """The trusted-keys file; say so at start when it lists no key (every deployment would be refused)."""
-    from runtime.signing import KeyFileError, TrustedKeys, default_trust_path
+    from pat_runtime.signing import KeyFileError, TrustedKeys, default_trust_path
 
     path = path or default_trust_path()
     try:
@@ -111,12 +111,12 @@ def _trusted(path: Path | None) -> Path:
 
 async def _run_with_deployment(run_edge, device, connect, node_id, heartbeat, kw, deploy_dir, deploy_mqtt,
                                extra=(), drift_interval=None, trusted_keys=None):
-    """``run_edge`` plus, with ``deploy_dir``, the :class:`edge.deployed.Deployment` and
-    :class:`edge.calibration.Calibrator` plugins (closed at exit)."""
+    """``run_edge`` plus, with ``deploy_dir``, the :class:`pat_runtime.edge.deployed.Deployment` and
+    :class:`pat_runtime.edge.calibration.Calibrator` plugins (closed at exit)."""
     if deploy_dir is None:
         return await run_edge(device, connect, node_id, heartbeat=heartbeat, plugins=list(extra), **kw)
-    from edge.calibration import Calibrator
-    from edge.deployed import Deployment
+    from pat_runtime.edge.calibration import Calibrator
+    from pat_runtime.edge.deployed import Deployment
 
     async with Deployment(deploy_dir, mqtt=deploy_mqtt, trusted_keys=trusted_keys) as dep:
         cal = Calibrator(dep, interval=drift_interval)
@@ -127,7 +127,7 @@ async def _run_with_deployment(run_edge, device, connect, node_id, heartbeat, kw
 
 
 def _with_credentials(url: str, credentials: Path) -> str:
-    """``url`` with ``credentials=FILE`` in its query (a path, not a secret: see runtime.transport.mqtt.credentials)."""
+    """``url`` with ``credentials=FILE`` in its query (a path, not a secret: see pat_runtime.transport.mqtt.credentials)."""
     from urllib.parse import parse_qsl, urlencode, urlsplit
 
     u = urlsplit(url)
@@ -138,7 +138,7 @@ def _with_credentials(url: str, credentials: Path) -> str:
 
 
 def _curve_client(server_key: str | None, cert: Path | None):
-    from runtime.transport.zmq import CurveClient, load_cert
+    from pat_runtime.transport.zmq import CurveClient, load_cert
 
     if not server_key:
         raise typer.BadParameter("--curve-server-key is required with CURVE")

@@ -6,7 +6,7 @@
 
 Every node is a different unit of the device (own hidden variation) with its own twin. Each epoch line
 says that the exactly-once ledger held; the end prints per-node latency / utilization and fault counts.
-Fault keys: see :class:`sims.fleet.FaultSpec`.
+Fault keys: see :class:`pat_runtime.sims.fleet.FaultSpec`.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import typer
 
-from runtime import defaults as D
+from pat_runtime import defaults as D
 
 
 def register(app: typer.Typer) -> None:
@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
         nodes_per_actor: int = typer.Option(1, min=1, help="ray: virtual nodes multiplexed per actor"),
         actor_cpus: float = typer.Option(0.25, min=0.0, help="ray: CPUs declared per actor"),
         device: str = typer.Option("sim:plate", help="sim:KIND[?opts] (node i is unit i) or echo:?latency=S"),
-        task: str = typer.Option("digits", help="task name (runtime.datasets.TASKS)"),
+        task: str = typer.Option("digits", help="task name (pat_runtime.datasets.TASKS)"),
         n_train: int | None = typer.Option(None, min=1, help="training samples (default: the task's split)"),
         n_test: int | None = typer.Option(None, min=1, help="test samples"),
         mode: str = typer.Option("data", help="data (data-parallel shards) | pipeline (layer k on node k)"),
@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
         """Train across a simulated fleet with fault injection and print ledger, metrics and faults."""
         import torch
 
-        from runtime.config import ConfigError, resolve
+        from pat_runtime.config import ConfigError, resolve
 
         try:
             v = resolve(ctx, {k: val for k, val in locals().items() if k not in ("ctx", "torch")}, config)
@@ -77,7 +77,7 @@ def register(app: typer.Typer) -> None:
         if not lr > 0:
             raise typer.BadParameter(f"must be > 0, got {lr}", param_hint="--lr")
         if device.startswith("sim:"):
-            from devices.factory import check_sim_uri
+            from pat_runtime.devices.factory import check_sim_uri
 
             try:
                 check_sim_uri(device)
@@ -85,10 +85,10 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"error: {e}", err=True)
                 raise typer.Exit(2) from None
 
-        from devices.errors import DeviceError
-        from runtime.fleet.experiment import FleetConfig, run_fleet
-        from runtime.fleet.scheduler import FleetError
-        from sims.fleet import FaultSpec
+        from pat_runtime.devices.errors import DeviceError
+        from pat_runtime.fleet.experiment import FleetConfig, run_fleet
+        from pat_runtime.fleet.scheduler import FleetError
+        from pat_runtime.sims.fleet import FaultSpec
 
         if transport not in ("inproc", "zmq"):
             raise typer.BadParameter("choose inproc or zmq", param_hint="--transport")
@@ -99,7 +99,7 @@ def register(app: typer.Typer) -> None:
         if backend not in ("local", "ray"):
             raise typer.BadParameter("choose local or ray", param_hint="--backend")
         if backend == "ray":
-            from runtime.fleet.ray_backend import RAY_MISSING, ray_available
+            from pat_runtime.fleet.ray_backend import RAY_MISSING, ray_available
 
             if not ray_available():
                 raise typer.BadParameter(RAY_MISSING, param_hint="--backend")

@@ -3,7 +3,7 @@
     pat train-fleet --device sim:plate --units 100-103 --held-out 99 --groups ranges,readout --out runs/fleet
 
 PAT runs on every training unit at once (each batch split over the units; see
-:mod:`runtime.fleet.robust`); the ``--groups`` parameters (range maps, readout scale/offset, ...) are
+:mod:`pat_runtime.fleet.robust`); the ``--groups`` parameters (range maps, readout scale/offset, ...) are
 per-unit during training and named in the artifact as what a node may calibrate. Writes ``OUT/model.pnn``
 (with its calibration plan and the reference statistics for label-free re-normalisation) and
 ``OUT/summary.json`` (test accuracy on each training unit and on the held-out unit, as shipped).
@@ -39,8 +39,8 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("runs/fleet"), help="output directory"),
     ) -> None:
         """Multi-unit PAT: one model for many units; writes OUT/model.pnn with a calibration plan."""
-        from runtime.calibration import parse_groups
-        from runtime.fleet.simnodes import parse_units
+        from pat_runtime.calibration import parse_groups
+        from pat_runtime.fleet.simnodes import parse_units
 
         try:
             parse_groups(groups)
@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(f"--held-out {held_out} is one of the training units")
         if not device.startswith("sim:"):
             raise typer.BadParameter("train-fleet runs on simulated units (sim:KIND); over real nodes use the "
-                                     "fleet trainer (runtime.fleet.training.FleetTrainer)")
+                                     "fleet trainer (pat_runtime.fleet.training.FleetTrainer)")
         summary = asyncio.run(_train(device, unit_list, held_out, task, epochs, batch, lr, layers, seed, groups,
                                      per_unit, cal_lr, version, out))
         typer.echo(json.dumps({k: summary[k] for k in ("test_acc_train_units", "test_acc_held_out", "artifact",
@@ -62,16 +62,16 @@ async def _train(device, units, held_out, task_name, epochs, batch, lr, layers, 
                  version, out):
     import torch
 
-    from devices.factory import parse_sim_uri
-    from devices.local import LocalDevice
-    from runtime.artifact import pnn_to_artifact, save_artifact
-    from runtime.calibration import CalibrationPlan, calibration_param_names
-    from runtime.datasets import load_task
-    from runtime.fleet.robust import MultiUnitTrainer, evaluate_units
-    from runtime.fleet.training import twin_sim_options
-    from runtime.pat import build_pnn
-    from runtime.twins import make_twin
-    from sims import make_sim
+    from pat_runtime.devices.factory import parse_sim_uri
+    from pat_runtime.devices.local import LocalDevice
+    from pat_runtime.artifact import pnn_to_artifact, save_artifact
+    from pat_runtime.calibration import CalibrationPlan, calibration_param_names
+    from pat_runtime.datasets import load_task
+    from pat_runtime.fleet.robust import MultiUnitTrainer, evaluate_units
+    from pat_runtime.fleet.training import twin_sim_options
+    from pat_runtime.pat import build_pnn
+    from pat_runtime.twins import make_twin
+    from pat_runtime.sims import make_sim
 
     t0 = time.perf_counter()
     task = load_task(task_name, seed=seed)

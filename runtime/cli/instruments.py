@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
 
 
 async def _serve(host, awg_port, dig_port, uri_file, **sim_options) -> None:
-    from sims.scpi.plate import start_plate_bench, visa_uri
+    from pat_runtime.sims.scpi.plate import start_plate_bench, visa_uri
 
     bench, awg, dig = await start_plate_bench(host, awg_port, dig_port, **sim_options)
     uri = visa_uri(awg, dig)

@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
                                                                     "trusted_keys (edges on this machine)"),
     ) -> None:
         """Create a signing key pair; print the public key."""
-        from runtime.signing import KeyFileError, generate_key
+        from pat_runtime.signing import KeyFileError, generate_key
 
         try:
             key_path, pub_path, key = generate_key(directory, comment=comment, force=force, trust=trust)
@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
     def show(key: Optional[Path] = typer.Option(None, "--key", help="private key (default $PAT_HOME/signing.key)")
              ) -> None:
         """Print the public key of a signing key."""
-        from runtime.signing import KeyFileError, load_signing_key
+        from pat_runtime.signing import KeyFileError, load_signing_key
 
         try:
             k = load_signing_key(key)
@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
                                                                  "$PAT_HOME/trusted_keys)"),
     ) -> None:
         """Add a public key to a trusted-keys file (what `pat edge --trusted-keys` reads)."""
-        from runtime.signing import KeyFileError, TrustedKeys, add_trusted, default_trust_path, key_id
+        from pat_runtime.signing import KeyFileError, TrustedKeys, add_trusted, default_trust_path, key_id
 
         target = file or default_trust_path()
         try:
@@ -89,8 +89,8 @@ def register(app: typer.Typer) -> None:
         out: Optional[Path] = typer.Option(None, "--out", help="write the signed artifact here instead"),
     ) -> None:
         """Sign (or re-sign, e.g. after a key rotation) an artifact; its artifact id does not change."""
-        from runtime.artifact import ArtifactError, atomic_write, loads, sign_artifact
-        from runtime.signing import KeyFileError, load_signing_key
+        from pat_runtime.artifact import ArtifactError, atomic_write, loads, sign_artifact
+        from pat_runtime.signing import KeyFileError, load_signing_key
 
         try:
             k = load_signing_key(key)

@@ -4,10 +4,10 @@
                                      # docs/results.json, docs/results_depth.png, docs/results_gap.png
     pat results --render-only        # re-render RESULTS.md and the figures from docs/results.json
 
-The grid (:mod:`runtime.results.grid`): devices × hardware units × seeds × depths for PAT and in-silico
+The grid (:mod:`pat_runtime.results.grid`): devices × hardware units × seeds × depths for PAT and in-silico
 training with the best fitted twin, SPSA (gains tuned on validation) at the SPSA depths, digital baselines,
 and optionally hybrid PAT vs digital on mnist5k. Every result is selected on validation; cells report the
-mean and 95 % t-interval of test accuracy over seeds × units (:mod:`runtime.results.render`).
+mean and 95 % t-interval of test accuracy over seeds × units (:mod:`pat_runtime.results.render`).
 """
 from __future__ import annotations
 
@@ -34,8 +34,8 @@ def _ints(s: str) -> tuple[int, ...]:
 
 def write_report(data: dict[str, Any], out: Path, command: str) -> None:
     """RESULTS.md, results.json and the depth/gap figures beside ``out``."""
-    from runtime.plots import plot_depth, plot_gap
-    from runtime.results.render import TARGET_GAP, cells, gaps, render
+    from pat_runtime.plots import plot_depth, plot_gap
+    from pat_runtime.results.render import TARGET_GAP, cells, gaps, render
 
     out.parent.mkdir(parents=True, exist_ok=True)
     data = {**data, "command": command}
@@ -81,7 +81,7 @@ def register(app: typer.Typer) -> None:
         render_only: bool = typer.Option(False, "--render-only", help="re-render from results.json, no training"),
     ) -> None:
         """Run the method comparison grid and regenerate docs/RESULTS.md (+ results.json and figures)."""
-        from runtime.results.grid import GridSpec, run_grid, run_hybrid
+        from pat_runtime.results.grid import GridSpec, run_grid, run_hybrid
 
         if render_only:
             src = out.parent / "results.json"

@@ -42,7 +42,7 @@ def register(app: typer.Typer) -> None:
         max_packet: int = typer.Option(64 * 1024 * 1024, min=1024, help="max MQTT packet size (bytes)"),
     ) -> None:
         """Write a Mosquitto config with one user per node and an ACL (nodes publish only their own topics)."""
-        from runtime.transport.mqtt.acl import AclSpec, TlsFiles, write_broker_config
+        from pat_runtime.transport.mqtt.acl import AclSpec, TlsFiles, write_broker_config
 
         tls = None
         if any((tls_ca, tls_cert, tls_key)):
@@ -69,7 +69,7 @@ def register(app: typer.Typer) -> None:
         """Create ZeroMQ CURVE certificates (coordinator + one per node) and keys.txt (node id -> public key)."""
         import zmq.auth
 
-        from runtime.transport.zmq.identity import load_keys
+        from pat_runtime.transport.zmq.identity import load_keys
 
         out.mkdir(parents=True, exist_ok=True)
         names = ["coordinator", *node]

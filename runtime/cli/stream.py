@@ -18,7 +18,7 @@ from typing import Optional
 
 import typer
 
-from runtime import defaults as D
+from pat_runtime import defaults as D
 
 
 def register(app: typer.Typer) -> None:
@@ -54,8 +54,8 @@ def register(app: typer.Typer) -> None:
         """Train a PNN continuously from SOURCE on DEVICE (resumes from --dir)."""
         import torch
 
-        from runtime.config import ConfigError, config_values, resolve
-        from runtime.stream.run_config import check_resume
+        from pat_runtime.config import ConfigError, config_values, resolve
+        from pat_runtime.stream.run_config import check_resume
 
         try:
             v = resolve(ctx, {k: val for k, val in locals().items() if k not in ("ctx", "torch")}, config)
@@ -104,8 +104,8 @@ def register(app: typer.Typer) -> None:
 async def _publish(to, task, count, start, batch, rate, seed) -> int:
     import aiomqtt
 
-    from runtime.datasets import load_task
-    from runtime.stream.sources import MqttUrl, encode_sample, task_stream
+    from pat_runtime.datasets import load_task
+    from pat_runtime.stream.sources import MqttUrl, encode_sample, task_stream
 
     t = load_task(task, seed=seed)
     u = MqttUrl.parse(to)
@@ -123,16 +123,16 @@ async def _stream(device_uri, source, task_name, directory, steps, batch, init, 
                   refresh_every, no_refresh, frozen, replay, checkpoint_every, eval_every, log_every, export, seed):
     import torch
 
-    from devices.factory import make_device
-    from runtime.artifact import load_artifact, pnn_from_artifact, pnn_to_artifact, save_artifact
-    from runtime.datasets import load_task
-    from runtime.pat import build_pnn
-    from runtime.redact import redact_uri
-    from runtime.stream.checkpoint import CheckpointManager
-    from runtime.stream.refresh import RefreshConfig
-    from runtime.stream.sources import IteratorSource, MqttSource, task_stream
-    from runtime.stream.trainer import StreamConfig, StreamTrainer
-    from runtime.twins import build_twin, make_twin, sim_options_of
+    from pat_runtime.devices.factory import make_device
+    from pat_runtime.artifact import load_artifact, pnn_from_artifact, pnn_to_artifact, save_artifact
+    from pat_runtime.datasets import load_task
+    from pat_runtime.pat import build_pnn
+    from pat_runtime.redact import redact_uri
+    from pat_runtime.stream.checkpoint import CheckpointManager
+    from pat_runtime.stream.refresh import RefreshConfig
+    from pat_runtime.stream.sources import IteratorSource, MqttSource, task_stream
+    from pat_runtime.stream.trainer import StreamConfig, StreamTrainer
+    from pat_runtime.twins import build_twin, make_twin, sim_options_of
 
     t = load_task(task_name, seed=seed)
     dev = make_device(device_uri)
@@ -185,7 +185,7 @@ async def _stream(device_uri, source, task_name, directory, steps, batch, init, 
         art = pnn_to_artifact(pnn, f"stream-{trainer.step}", metadata={
             "source": redact_uri(source), "device": redact_uri(device_uri), "task": task_name, "steps": trainer.step,
             "recent_acc": summary["recent_acc"], "eval_acc": summary["eval_acc"]})
-        from runtime.signing import default_key_path, load_signing_key
+        from pat_runtime.signing import default_key_path, load_signing_key
 
         key = load_signing_key() if default_key_path().exists() else None  # signed when `pat keys create` ran
         summary["artifact_id"] = save_artifact(export, art, key)

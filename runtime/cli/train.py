@@ -7,7 +7,7 @@
 
 Writes ``metrics.jsonl`` (one line per epoch), ``tb/`` (TensorBoard), ``checkpoint.pt`` (every epoch),
 ``config.toml`` (the resolved options), ``curves.png``, ``summary.json``, ``model.json``, ``model.pnn`` and
-the fitted twin under ``--out`` (default: a new folder under runs/; see :mod:`runtime.trainers.run`).
+the fitted twin under ``--out`` (default: a new folder under runs/; see :mod:`pat_runtime.trainers.run`).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import typer
 
-from runtime import defaults as D
+from pat_runtime import defaults as D
 
 
 def register(app: typer.Typer) -> None:
@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         device: str = typer.Option("sim:plate", help="device URI: sim:KIND[?opts], zmq://HOST:PORT/NODE, mqtt://..., "
                                                      "visa:plate?awg=...&dig=... or an installed scheme"),
-        task: str = typer.Option("digits", help="task name (runtime.datasets.TASKS)"),
+        task: str = typer.Option("digits", help="task name (pat_runtime.datasets.TASKS)"),
         method: str = typer.Option("pat", help="pat | insilico | spsa | digital"),
         epochs: int = typer.Option(D.EPOCHS, min=1, help="training epochs"),
         batch: int = typer.Option(D.BATCH, min=1, help="mini-batch size (one θ per device call)"),
@@ -64,7 +64,7 @@ def register(app: typer.Typer) -> None:
                                              "(default: $PAT_HOME/signing.key when it exists)"),
     ) -> None:
         """Train a physical neural network and write metrics, plots and the trained model."""
-        from runtime.config import ConfigError, config_values, read_toml, resolve, write_toml
+        from pat_runtime.config import ConfigError, config_values, read_toml, resolve, write_toml
 
         values = {k: v for k, v in locals().items() if k in {p.name for p in ctx.command.params}}
         base = None
@@ -88,12 +88,12 @@ def _fail(msg: str, code: int = 2):
 def _run(ctx, v, resume, config_values, write_toml) -> None:
     import torch
 
-    from devices.errors import DeviceError
-    from runtime.loggers import make_loggers
-    from runtime.redact import strip_credentials
-    from runtime.runs import new_run_dir
-    from runtime.trainers.run import METHOD_NAMES, ExperimentConfig, run_experiment
-    from runtime.twins import twin_choices
+    from pat_runtime.devices.errors import DeviceError
+    from pat_runtime.loggers import make_loggers
+    from pat_runtime.redact import strip_credentials
+    from pat_runtime.runs import new_run_dir
+    from pat_runtime.trainers.run import METHOD_NAMES, ExperimentConfig, run_experiment
+    from pat_runtime.twins import twin_choices
 
     if v["method"] not in METHOD_NAMES:
         raise typer.BadParameter(f"unknown method {v['method']!r}; choose {', '.join(METHOD_NAMES)}",
@@ -102,7 +102,7 @@ def _run(ctx, v, resume, config_values, write_toml) -> None:
         raise typer.BadParameter(f"unknown twin {v['twin']!r}; choose {', '.join(twin_choices())}", param_hint="--twin")
     if v["lr"] is not None and not v["lr"] > 0:
         raise typer.BadParameter(f"must be > 0, got {v['lr']}", param_hint="--lr")
-    from runtime.signing import KeyFileError, default_key_path, load_signing_key
+    from pat_runtime.signing import KeyFileError, default_key_path, load_signing_key
 
     try:  # load the key before training: a bad key path fails now, not after an hour of training
         key = load_signing_key(v.get("sign_key")) if v.get("sign_key") or default_key_path().exists() else None
@@ -121,7 +121,7 @@ def _run(ctx, v, resume, config_values, write_toml) -> None:
     v = {**v, "out": out}
     metrics = None
     if v["metrics_port"] is not None:
-        from runtime.metrics_prom import PromMetrics
+        from pat_runtime.metrics_prom import PromMetrics
 
         metrics = PromMetrics()
         try:
@@ -130,21 +130,21 @@ def _run(ctx, v, resume, config_values, write_toml) -> None:
             _fail(f"--metrics-port {v['metrics_port']}: {e}")
         typer.echo(f"Prometheus metrics on http://127.0.0.1:{port}/metrics")
     try:
-        from devices.factory import check_sim_uri
-        from devices.registry import factory_for
+        from pat_runtime.devices.factory import check_sim_uri
+        from pat_runtime.devices.registry import factory_for
 
         factory_for(cfg.device)            # an unknown scheme or bad sim options: refused before any folder
         if cfg.device.startswith("sim:"):
             check_sim_uri(cfg.device)
         first = 1
         if resume is not None:   # refuse before touching the run folder
-            from runtime.trainers.checkpoint import check_compatible, load_checkpoint
+            from pat_runtime.trainers.checkpoint import check_compatible, load_checkpoint
 
             state = load_checkpoint(resume)
             check_compatible(state, cfg.to_dict(), None, where=str(resume))
             first = int(state["epoch"]) + 1
         elif v["spsa_tune"] and cfg.method == "spsa":   # a resumed run keeps the gains its config.toml holds
-            from runtime.trainers.spsa_tune import tune_spsa
+            from pat_runtime.trainers.spsa_tune import tune_spsa
 
             tuned = asyncio.run(tune_spsa(cfg, progress=v["progress"]))
             typer.echo(f"SPSA gains tuned on validation: a={tuned.best['a']:g}, c={tuned.best['c']:g} "
@@ -186,7 +186,7 @@ def _run(ctx, v, resume, config_values, write_toml) -> None:
     model = Path(out) / "model.pnn"
     if model.exists():
         if key is not None:
-            from runtime.artifact import atomic_write, sign_artifact
+            from pat_runtime.artifact import atomic_write, sign_artifact
 
             atomic_write(model, sign_artifact(model.read_bytes(), key))
         typer.echo(f"model.pnn signed by key {key.key_id}" if key else

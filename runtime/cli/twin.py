@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from runtime import defaults as D
+from pat_runtime import defaults as D
 
 
 def register(app: typer.Typer) -> None:
@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
         repeats: int = typer.Option(2, min=1, help="repeat each measurement to estimate the noise floor"),
         theta_every: int = typer.Option(16, min=1, help="draw a new θ every N rows (one device call each)"),
         seed: int = typer.Option(0, min=0),
-        save: Path | None = typer.Option(None, help="save the twin here (load with runtime.twins.load_twin)"),
+        save: Path | None = typer.Option(None, help="save the twin here (load with pat_runtime.twins.load_twin)"),
         report: Path | None = typer.Option(None, help="write the report as JSON here"),
         threads: int = typer.Option(1, min=1, help="torch CPU threads"),
         join_timeout: float = typer.Option(D.JOIN_TIMEOUT, min=0.0, help="seconds to wait for the device"),
@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
         """Fit a twin of a device and print its held-out NMSE next to the noise floor."""
         import torch
 
-        from runtime.config import ConfigError, resolve
+        from pat_runtime.config import ConfigError, resolve
 
         try:
             v = resolve(ctx, {k: val for k, val in locals().items() if k not in ("ctx", "torch")}, config)
@@ -48,9 +48,9 @@ def register(app: typer.Typer) -> None:
             v[k] for k in ("device", "kind", "samples", "epochs", "repeats", "theta_every", "seed", "save", "report",
                            "threads", "join_timeout"))
 
-        from devices.errors import DeviceError
-        from devices.factory import make_device
-        from runtime.twins import build_twin, save_twin, twin_choices
+        from pat_runtime.devices.errors import DeviceError
+        from pat_runtime.devices.factory import make_device
+        from pat_runtime.twins import build_twin, save_twin, twin_choices
 
         if kind not in twin_choices():
             raise typer.BadParameter(f"unknown kind {kind!r}; choose {', '.join(twin_choices())}", param_hint="--kind")

@@ -2,7 +2,7 @@
 
 ``load_task(name, seed=0, n_train=None, n_test=None, val_fraction=0.0) -> Task`` returns float32
 features in [0, 1] and int64 labels, split stratified and deterministically from ``seed``
-(see :mod:`runtime.datasets.core`); ``val_fraction`` > 0 also carves a validation split out of the
+(see :mod:`pat_runtime.datasets.core`); ``val_fraction`` > 0 also carves a validation split out of the
 training part (:func:`with_validation`). ``TASKS`` lists the known names. ``batches`` iterates
 mini-batches for training loops.
 

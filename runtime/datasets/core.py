@@ -95,7 +95,7 @@ def split_task(name: str, description: str, x: np.ndarray, y: np.ndarray, n_clas
     if n_train < n_classes or n_test < n_classes:
         raise ValueError(f"{name}: n_train={n_train} and n_test={n_test} must each be >= "
                          f"n_classes={n_classes} for a stratified split")
-    from sklearn.model_selection import train_test_split  # lazy: keeps `import runtime.datasets` light
+    from sklearn.model_selection import train_test_split  # lazy: keeps `import pat_runtime.datasets` light
 
     idx = np.arange(total)
     rng = np.random.RandomState(int(seed) % 2**32)

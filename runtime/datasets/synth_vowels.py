@@ -18,7 +18,7 @@ bandwidths ``B_k = 50 Hz + 0.06 F_k``. Each formant is a 2-pole resonator
 sampled at ``n_bands`` centres equally spaced on the mel scale from 150 Hz to 5 kHz. Features
 are ``x = clip((E - max_f E + dyn_range_db) / dyn_range_db, 0, 1)`` (peak = 1, floor at
 -``dyn_range_db``). The data are generated from ``data_seed`` (fixed default), independent of
-the split ``seed`` of :func:`runtime.datasets.load_task`.
+the split ``seed`` of :func:`pat_runtime.datasets.load_task`.
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ turns that into a per-node state machine used by the scheduler::
 A node that restarts (a new ``session`` in its hello, or else a new ``pid``) is treated as a fresh join:
 failures are forgotten.
 Every request made through :meth:`FleetManager.call` is metered (latency histogram, busy time, counters;
-see :mod:`runtime.fleet.metrics`). Listeners registered with :meth:`subscribe` are called on every
+see :mod:`pat_runtime.fleet.metrics`). Listeners registered with :meth:`subscribe` are called on every
 membership change (join, leave, eviction, re-admission) so schedulers can react at once.
 """
 from __future__ import annotations
@@ -23,12 +23,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from devices.base import Device
-from devices.errors import DeviceConnectionError, DeviceTimeoutError, RemoteDeviceError
-from devices.remote import check_finite
-from devices.spec import DeviceSpec
-from runtime.transport.base import Coordinator
-from runtime.wire import MessageType
+from pat_runtime.devices.base import Device
+from pat_runtime.devices.errors import DeviceConnectionError, DeviceTimeoutError, RemoteDeviceError
+from pat_runtime.devices.remote import check_finite
+from pat_runtime.devices.spec import DeviceSpec
+from pat_runtime.transport.base import Coordinator
+from pat_runtime.wire import MessageType
 
 from .metrics import FleetMetrics
 
@@ -268,7 +268,7 @@ class FleetManager:
 
 
 class FleetDevice(Device):
-    """Node ``node_id`` of a fleet as a :class:`devices.base.Device` (requests metered by the manager).
+    """Node ``node_id`` of a fleet as a :class:`pat_runtime.devices.base.Device` (requests metered by the manager).
 
     Validation of shapes and safe ranges happens here, before anything is sent.
     """

@@ -2,19 +2,19 @@
 
 Every mini-batch is cut into one shard per training unit; shard ``k`` runs through the PNN with every
 physical layer measured on unit ``k`` (its own hidden variation) and PAT's backward through the twin at
-the measured inputs (:func:`runtime.fleet.training.physical_forward`'s rule). The losses of all shards are
+the measured inputs (:func:`pat_runtime.fleet.training.physical_forward`'s rule). The losses of all shards are
 summed, so one update sees every unit and θ is pushed towards settings that work on all of them.
 
-Per-unit parameters (``per_unit``: names from :func:`runtime.calibration.calibration_param_names`): each
+Per-unit parameters (``per_unit``: names from :func:`pat_runtime.calibration.calibration_param_names`): each
 training unit gets its *own* copy of these (e.g. the range maps and the readout's scale/offset), exactly
 what a node will later re-fit on its own unit, while everything else stays shared. The shared part is thus
 trained to be good *given* per-unit calibration. The model returned carries the mean of the per-unit copies
 (the starting point a new unit calibrates from).
 
 :func:`evaluate_units` measures the physical accuracy of a model on any units (training ones and held-out).
-This is the local, in-process form (devices are :class:`devices.base.Device` objects, e.g. one
+This is the local, in-process form (devices are :class:`pat_runtime.devices.base.Device` objects, e.g. one
 ``LocalDevice`` per ``sim:KIND?unit=N``); over a real fleet the same shards go through
-:class:`runtime.fleet.training.FleetTrainer`.
+:class:`pat_runtime.fleet.training.FleetTrainer`.
 """
 from __future__ import annotations
 
@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from devices.base import Device
-from runtime.datasets import batches
-from runtime.pat import PNN, PhysicalLayer, measure, pat_apply
+from pat_runtime.devices.base import Device
+from pat_runtime.datasets import batches
+from pat_runtime.pat import PNN, PhysicalLayer, measure, pat_apply
 
 
 @dataclass
@@ -139,8 +139,8 @@ class MultiUnitTrainer:
 
     async def reference(self, x: torch.Tensor) -> dict[str, dict[str, list[float]]]:
         """Reference statistics for label-free re-normalisation, each training unit with its own per-unit
-        parameters (:func:`runtime.calibration.reference_stats`)."""
-        from runtime.calibration import reference_stats
+        parameters (:func:`pat_runtime.calibration.reference_stats`)."""
+        from pat_runtime.calibration import reference_stats
 
         return await reference_stats(self.model, self.devices, x,
                                      [self.unit_state(k) for k in range(len(self.devices))])

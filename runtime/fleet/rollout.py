@@ -1,6 +1,6 @@
 """Canary rollout of a calibratable model over a fleet: calibrate and verify on every unit, switch per unit.
 
-:func:`calibrated_rollout` sends ``calibrate_deploy`` (see :mod:`edge.calibration`) to a few **canary** nodes
+:func:`calibrated_rollout` sends ``calibrate_deploy`` (see :mod:`pat_runtime.edge.calibration`) to a few **canary** nodes
 first; every node calibrates the candidate on its own unit within the budget, verifies it on held-out
 calibration data and switches only if it meets the threshold and is not worse than the model it serves.
 If any canary fails (refuses, errors, or keeps its old model), the rollout **stops**: the other nodes are not
@@ -17,9 +17,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from devices.errors import DeviceError, RemoteDeviceError
-from runtime.artifact import loads
-from runtime.calibration import Budget
+from pat_runtime.devices.errors import DeviceError, RemoteDeviceError
+from pat_runtime.artifact import loads
+from pat_runtime.calibration import Budget
 
 CALIBRATE_DEPLOY = "calibrate_deploy"
 CALIBRATION = "calibration"

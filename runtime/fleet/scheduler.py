@@ -21,7 +21,7 @@ Each shard is still accepted once: a failed message puts its unfinished shards b
 shards all finished elsewhere is cancelled, and straggler copies are started one shard at a time.
 
 Each shard's result is passed to ``on_result`` exactly once, whatever happens to nodes, so callers that
-accumulate gradients there (see :mod:`runtime.fleet.training`) apply every sample exactly once.
+accumulate gradients there (see :mod:`pat_runtime.fleet.training`) apply every sample exactly once.
 Bookkeeping is O(1) per event: completions arrive through a queue and free slots live in a deque, so the
 same loop drives 1000+ virtual nodes.
 """
@@ -35,7 +35,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Hashable, Iterable, Sequence
 
-from devices.errors import DeviceConnectionError, DeviceTimeoutError, RemoteDeviceError
+from pat_runtime.devices.errors import DeviceConnectionError, DeviceTimeoutError, RemoteDeviceError
 
 from .manager import FleetManager
 

@@ -1,9 +1,9 @@
 """A simulated fleet of deployment nodes in this process: each a different unit with Deployment + Calibrator.
 
 ``async with calibrating_fleet("sim:plate", units=range(1, 17), directory=tmp) as fleet`` starts one
-:class:`edge.service.NodeService` per unit (``sim:KIND?unit=N``, its own hidden variation) with the
-:class:`edge.deployed.Deployment` and :class:`edge.calibration.Calibrator` plugins, on the in-process
-transport, and an :class:`runtime.transport.inproc.InprocCoordinator` to talk to them. ``pat deploy --to
+:class:`pat_runtime.edge.service.NodeService` per unit (``sim:KIND?unit=N``, its own hidden variation) with the
+:class:`pat_runtime.edge.deployed.Deployment` and :class:`pat_runtime.edge.calibration.Calibrator` plugins, on the in-process
+transport, and an :class:`pat_runtime.transport.inproc.InprocCoordinator` to talk to them. ``pat deploy --to
 fleet --sim-fleet ...`` uses it so the calibrate-verify-switch procedure can be tried without hardware.
 """
 from __future__ import annotations
@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterable
 
-from devices.factory import parse_sim_uri
-from devices.local import LocalDevice
-from edge.calibration import Calibrator
-from edge.deployed import Deployment
-from edge.service import NodeService
-from runtime.transport.inproc import InprocCoordinator, InprocEdgeTransport
-from sims import make_sim
+from pat_runtime.devices.factory import parse_sim_uri
+from pat_runtime.devices.local import LocalDevice
+from pat_runtime.edge.calibration import Calibrator
+from pat_runtime.edge.deployed import Deployment
+from pat_runtime.edge.service import NodeService
+from pat_runtime.transport.inproc import InprocCoordinator, InprocEdgeTransport
+from pat_runtime.sims import make_sim
 
 
 @dataclass

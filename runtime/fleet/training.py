@@ -1,11 +1,11 @@
 """Physics-aware training across a fleet, with exactly-once gradient accounting.
 
-**Data parallel** (:class:`FleetTrainer`). One shared PNN (θ and digital weights, :mod:`runtime.pat`) lives
+**Data parallel** (:class:`FleetTrainer`). One shared PNN (θ and digital weights, :mod:`pat_runtime.pat`) lives
 on the coordinator. Each batch ``B`` is cut into shards; the :class:`ShardScheduler` runs each shard on
 some node ``n``, whose device is a different unit (its own hidden variation) with its own twin ``f_m^n``::
 
     shard s on node n:   forward  = the PNN with every physical layer measured on n's device
-                         backward = PAT: VJP of n's twin at the applied (x, θ)   (runtime.pat.pat_apply)
+                         backward = PAT: VJP of n's twin at the applied (x, θ)   (pat_runtime.pat.pat_apply)
                          g_s      = ∂/∂w Σ_{i ∈ s} CE(logits_i, label_i)          (a sum, not yet averaged)
     batch update:        w <- Adam(w, (1/|B|) Σ_s g_s),  θ clamped back into theta_range
 
@@ -22,7 +22,7 @@ node at once). Backward uses each layer node's twin. If a layer's node fails, th
 node and the micro-batch is re-run; its gradient is still accumulated exactly once (same ledger).
 
 **Twins** (:class:`TwinProvider`): ``NominalTwins`` (one datasheet model for all nodes) or ``FittedTwins``
-(a per-device grey-box twin fitted from that node's own measurements, :func:`runtime.twins.build_twin`).
+(a per-device grey-box twin fitted from that node's own measurements, :func:`pat_runtime.twins.build_twin`).
 """
 from __future__ import annotations
 
@@ -37,8 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from devices.errors import DeviceConnectionError, DeviceTimeoutError, RemoteDeviceError
-from runtime.pat import PNN, PhysicalLayer, measure, pat_apply
+from pat_runtime.devices.errors import DeviceConnectionError, DeviceTimeoutError, RemoteDeviceError
+from pat_runtime.pat import PNN, PhysicalLayer, measure, pat_apply
 
 from .manager import FleetDevice, FleetManager
 from .scheduler import FleetError, Shard, ShardScheduler, is_retryable
@@ -103,7 +103,7 @@ class ExactlyOnceLedger:
 # ---------------------------------------------------------------------------------------------------
 def twin_sim_options(device_uri: str) -> dict[str, Any]:
     """The physics options (dims, integration steps, ...) of a ``sim:KIND?..`` URI, for twins."""
-    from devices.factory import parse_sim_uri
+    from pat_runtime.devices.factory import parse_sim_uri
 
     return {k: v for k, v in parse_sim_uri(device_uri)[1].items() if k not in UNIT_OPTIONS}
 
@@ -152,7 +152,7 @@ class NominalTwins(TwinProvider):
 
     async def _build(self, node_id: str, device: FleetDevice) -> nn.Module:
         if self._shared is None:
-            from runtime.twins import make_twin
+            from pat_runtime.twins import make_twin
 
             self._shared = make_twin("nominal", device.spec, sim_options=self.sim_options)
         return self._shared
@@ -168,7 +168,7 @@ class FittedTwins(TwinProvider):
         self.n_samples, self.epochs, self.seed = int(n_samples), int(epochs), int(seed)
 
     async def _build(self, node_id: str, device: FleetDevice) -> nn.Module:
-        from runtime.twins import collect, fit_twin, make_twin
+        from pat_runtime.twins import collect, fit_twin, make_twin
 
         opts = {"sim_options": self.sim_options} if self.kind in ("nominal", "greybox", "residual") else {}
         twin = make_twin(self.kind, device.spec, **opts)
@@ -187,7 +187,7 @@ async def physical_forward(model: PNN, x: torch.Tensor, devices: Sequence[FleetD
                            twins: Sequence[nn.Module]) -> torch.Tensor:
     """``model``'s physical forward (PAT) with physical layer k measured on ``devices[k]``, twin ``twins[k]``.
 
-    Same computation as :meth:`runtime.pat.PNN.aforward`, but the device and twin are chosen per call
+    Same computation as :meth:`pat_runtime.pat.PNN.aforward`, but the device and twin are chosen per call
     (one shared model serves many nodes concurrently, so layers cannot be re-attached).
     """
     k = 0

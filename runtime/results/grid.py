@@ -1,10 +1,10 @@
 """The experiment grid behind ``pat results``: devices x hardware units x seeds x depths x methods.
 
 One *job* is one ``(device, unit)``: it connects ``sim:DEVICE?unit=U``, fits the **best twin** once
-(:func:`best_twin` -> :func:`runtime.twins.fit_best_twin`: every candidate kind fitted on the same fresh
+(:func:`best_twin` -> :func:`pat_runtime.twins.fit_best_twin`: every candidate kind fitted on the same fresh
 measurements, the lowest validation NMSE wins; twin data seed ``twin_seed``) and, for every seed, trains
 every depth with PAT and in-silico training on that same twin, plus SPSA (gains tuned on validation by
-:func:`runtime.trainers.spsa_tune.tune_spsa`) at the SPSA depths. Digital baselines need no device: one
+:func:`pat_runtime.trainers.spsa_tune.tune_spsa`) at the SPSA depths. Digital baselines need no device: one
 job per seed. Jobs run in a process pool (``workers``, each with one torch thread).
 
 Every run uses the task's train / validation / test split of its seed: the model of the epoch with the
@@ -45,7 +45,7 @@ class GridSpec:
     twin_cache: str | None = None
     #: "best" = fit every candidate kind and keep the lowest validation NMSE; or one kind
     twin: str = "best"
-    #: rows and epochs of the best-twin fit (None: runtime.twins.DEFAULTS, minutes per fit on 2 cores)
+    #: rows and epochs of the best-twin fit (None: pat_runtime.twins.DEFAULTS, minutes per fit on 2 cores)
     twin_samples: int | None = 16384
     twin_epochs: int | None = 30
     twin_seed: int = 0
@@ -73,7 +73,7 @@ class GridSpec:
 
     def load(self, seed: int):
         """The task of ``seed`` with its train / validation / test split."""
-        from runtime.datasets import load_task, with_validation
+        from pat_runtime.datasets import load_task, with_validation
 
         return with_validation(load_task(self.task, seed=seed, n_train=self.n_train), self.val_fraction, seed=seed)
 
@@ -93,11 +93,11 @@ class GridSpec:
 
 async def best_twin(device, seed: int, kind: str = "best", n_samples: int | None = None,
                     epochs: int | None = None):
-    """``(twin, report, info)``: the best fitted twin of ``device`` (:func:`runtime.twins.fit_best_twin`:
+    """``(twin, report, info)``: the best fitted twin of ``device`` (:func:`pat_runtime.twins.fit_best_twin`:
     every candidate kind fitted on the same fresh measurements, lowest *validation* NMSE chosen), or
     one ``kind``. ``info`` holds the chosen kind, its held-out (test-row) NMSE, the noise floor and
     every candidate's held-out NMSE."""
-    from runtime.twins import build_twin
+    from pat_runtime.twins import build_twin
 
     twin, rep, data = await build_twin(device, kind, n_samples=n_samples, epochs=epochs, seed=seed)
     cands = {k: c.get("nmse_test", c.get("nmse_val")) for k, c in (rep.candidates or {}).items()} \
@@ -128,7 +128,7 @@ async def _unit_twin(spec: GridSpec, dev, device: str, unit: int, log):
     import json
     from pathlib import Path
 
-    from runtime.twins import load_twin, save_twin
+    from pat_runtime.twins import load_twin, save_twin
 
     if not spec.twin_cache:
         t0 = time.perf_counter()
@@ -159,8 +159,8 @@ async def _unit_twin(spec: GridSpec, dev, device: str, unit: int, log):
 
 async def _device_job(spec: GridSpec, device: str, unit: int, seeds: tuple[int, ...], spsa: dict[str, float] | None,
                       log: Callable[[str], None]) -> list[dict[str, Any]]:
-    from devices.factory import make_device
-    from runtime.trainers.run import ExperimentConfig, run_experiment
+    from pat_runtime.devices.factory import make_device
+    from pat_runtime.trainers.run import ExperimentConfig, run_experiment
 
     uri = spec.uri(device, unit)
     dev = make_device(uri)
@@ -195,9 +195,9 @@ async def _device_job(spec: GridSpec, device: str, unit: int, seeds: tuple[int, 
 
 
 async def _digital_job(spec: GridSpec, seed: int, log) -> list[dict[str, Any]]:
-    from devices.factory import make_device
-    from runtime.datasets import load_task, with_validation
-    from runtime.trainers.run import ExperimentConfig, run_experiment
+    from pat_runtime.devices.factory import make_device
+    from pat_runtime.datasets import load_task, with_validation
+    from pat_runtime.trainers.run import ExperimentConfig, run_experiment
 
     task = spec.load(seed)
     out = []
@@ -220,8 +220,8 @@ async def _digital_job(spec: GridSpec, seed: int, log) -> list[dict[str, Any]]:
 
 
 async def _tune_job(spec: GridSpec, device: str, log) -> dict[str, Any]:
-    from runtime.trainers.run import ExperimentConfig
-    from runtime.trainers.spsa_tune import tune_spsa
+    from pat_runtime.trainers.run import ExperimentConfig
+    from pat_runtime.trainers.spsa_tune import tune_spsa
 
     # the twin only calibrates the initial rescalings here (SPSA never uses it): the unfitted nominal one
     cfg = ExperimentConfig(device=spec.uri(device, spec.units[0]), task=spec.task, method="spsa", twin="nominal",
@@ -235,9 +235,9 @@ async def _tune_job(spec: GridSpec, device: str, log) -> dict[str, Any]:
 
 
 async def _hybrid_job(spec: GridSpec, unit: int, seed: int, log) -> list[dict[str, Any]]:
-    from devices.factory import make_device
-    from runtime.datasets import load_task, with_validation
-    from runtime.trainers.run import ExperimentConfig, run_experiment
+    from pat_runtime.devices.factory import make_device
+    from pat_runtime.datasets import load_task, with_validation
+    from pat_runtime.trainers.run import ExperimentConfig, run_experiment
 
     task = with_validation(load_task(spec.hybrid_task, seed=seed), spec.val_fraction, seed=seed)  # whole split
     uri = spec.uri(spec.hybrid_device, unit)
@@ -341,7 +341,7 @@ def run_grid(spec: GridSpec, workers: int = 2, log: Callable[[str], None] = prin
 
 def run_hybrid(spec: GridSpec, workers: int = 2, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Hybrid PAT vs the digital net of the same widths on ``spec.hybrid_task`` (seeds x units)."""
-    from runtime.datasets import task_info
+    from pat_runtime.datasets import task_info
 
     jobs = [("hybrid", (unit, seed)) for seed in spec.seeds for unit in spec.units]
     runs: list[dict[str, Any]] = []

@@ -1,4 +1,4 @@
-"""docs/RESULTS.md from a results.json body (:func:`runtime.results.grid.run_grid`), and its figures.
+"""docs/RESULTS.md from a results.json body (:func:`pat_runtime.results.grid.run_grid`), and its figures.
 
 Rendering reads only the stored records, so ``pat results --render-only`` rewrites the report (after a
 wording change, say) without training anything. Every number in the text is computed from the records.
@@ -10,7 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from runtime.stats import Interval, paired_difference, t_interval
+from pat_runtime.stats import Interval, paired_difference, t_interval
 
 METHOD_LABEL = {"pat": "PAT", "insilico": "in-silico", "spsa": "SPSA", "digital": "digital"}
 #: the issue's targets (stock simulators, default options, >= 4 seeds)
@@ -84,7 +84,7 @@ def render(data: dict[str, Any], command: str = "pat results", figures: bool = T
         f"* Seeds {', '.join(map(str, spec['seeds']))} (initialisation, train/validation/test split, data order). "
         f"A device cell is **n = {n_seeds * n_units} runs = {n_seeds} seeds × {n_units} units**; "
         f"a digital cell is n = {n_seeds} seeds (no hardware).",
-        f"* Physical-only PNNs (`runtime.pat.build_pnn`, `hybrid=False`) with 1–{max(depths)} physical layers on one "
+        f"* Physical-only PNNs (`pat_runtime.pat.build_pnn`, `hybrid=False`) with 1–{max(depths)} physical layers on one "
         "device, trainable elementwise rescaling between layers, fixed bin-sum readout with per-class scale. "
         f"{spec['epochs']} epochs of batch {spec['batch']} (Adam, cosine LR) for PAT, in-silico and digital; "
         + (f"training subset of {spec['n_train']} samples per seed (before the validation split) to fit the compute "
@@ -101,7 +101,7 @@ def render(data: dict[str, Any], command: str = "pat results", figures: bool = T
         "",
         "Which twin: for every (device, unit) the candidate twins "
         f"({', '.join(BEST_NAMES(runs)) or 'one kind'}) are fitted once on the same fresh measurements "
-        f"({spec.get('twin_samples') or 'default'} rows, θ redrawn every 16 rows; `runtime.twins.fit_best_twin`) and "
+        f"({spec.get('twin_samples') or 'default'} rows, θ redrawn every 16 rows; `pat_runtime.twins.fit_best_twin`) and "
         "the one with the lowest *validation* NMSE is kept (the **best fitted twin**); every seed and depth on that "
         "unit uses it: PAT for its backward pass, in-silico training for forward and backward. SPSA and digital use "
         "no twin in training (SPSA's initial rescalings are calibrated through it, like every method's).",

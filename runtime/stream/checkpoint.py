@@ -2,7 +2,7 @@
 
 A checkpoint is one ``torch.save`` file ``ckpt-<step>.pt`` holding a nested dict of tensors, numpy arrays
 (stored as tensors), numbers, strings, lists and dicts -- loadable with ``torch.load(weights_only=True)``,
-so a checkpoint can never execute code. Typical content (see :mod:`runtime.stream.trainer`)::
+so a checkpoint can never execute code. Typical content (see :mod:`pat_runtime.stream.trainer`)::
 
     step, offset            training steps done; source offset = next sequence number to process
     model, optimizer        state dicts
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from runtime.artifact import atomic_write
+from pat_runtime.artifact import atomic_write
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"^ckpt-(\d{10})\.pt$")

@@ -3,7 +3,7 @@
 Setup (all runs share it, same seeds)::
 
     device     sim (default plate), unit u, noise n; hidden parameters drift as a log random walk of
-               `drift` per device call (sims.base.Simulator), switched on only after pretraining
+               `drift` per device call (pat_runtime.sims.base.Simulator), switched on only after pretraining
     pretrain   grey-box twin fitted on the undrifted device, then `pretrain_epochs` of PAT on the task
     stream     `steps` labelled mini-batches cycling the task's training set (task_stream, same order)
     eval       held-out accuracy on `n_test` test samples every `eval_every` steps, on the device
@@ -15,7 +15,7 @@ Three runs from the same pretrained state, each on a fresh device whose drift tr
     frozen_model  the pretrained model only serves (no updates)
     frozen_twin   online PAT, but the twin stays the pretrained one
 
-``python -m runtime.stream.drift --out docs/drift.png`` runs it and writes the plot and a JSON summary.
+``python -m pat_runtime.stream.drift --out docs/drift.png`` runs it and writes the plot and a JSON summary.
 """
 from __future__ import annotations
 
@@ -68,8 +68,8 @@ class DriftExperiment:
 
 
 async def _device(exp: DriftExperiment):
-    from devices.local import LocalDevice
-    from sims import make_sim
+    from pat_runtime.devices.local import LocalDevice
+    from pat_runtime.sims import make_sim
 
     dev = LocalDevice(make_sim(exp.sim, **exp.sim_kwargs()), threaded=False)
     await dev.connect()
@@ -78,10 +78,10 @@ async def _device(exp: DriftExperiment):
 
 async def pretrain(exp: DriftExperiment) -> dict[str, Any]:
     """Twin fit + offline PAT on an undrifted device; returns states to start every run from."""
-    from runtime.datasets import load_task
-    from runtime.pat import build_pnn
-    from runtime.trainers import PATMethod, TrainConfig, evaluate, train_loop
-    from runtime.twins import build_twin
+    from pat_runtime.datasets import load_task
+    from pat_runtime.pat import build_pnn
+    from pat_runtime.trainers import PATMethod, TrainConfig, evaluate, train_loop
+    from pat_runtime.twins import build_twin
 
     t0 = time.perf_counter()
     task = load_task(exp.task, seed=exp.seed)
@@ -102,9 +102,9 @@ async def pretrain(exp: DriftExperiment) -> dict[str, Any]:
 async def run_mode(exp: DriftExperiment, mode: str, pre: dict[str, Any],
                    checkpoint_dir: str | Path | None = None) -> dict[str, Any]:
     """One streaming run under drift from the pretrained state."""
-    from runtime.datasets import load_task
-    from runtime.pat import build_pnn
-    from runtime.twins import make_twin, sim_options_of
+    from pat_runtime.datasets import load_task
+    from pat_runtime.pat import build_pnn
+    from pat_runtime.twins import make_twin, sim_options_of
 
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; one of {MODES}")

@@ -14,7 +14,7 @@ held-out NMSE ``e_0`` of the fit is the baseline. The twin is refit on the newes
 ``v`` is fixed from the first ``min_samples`` replayed measurements and updated at each refit.
 ``RefreshConfig.frozen()`` tracks the error but never refits (the frozen-twin baseline).
 
-A refit warm-starts from the current twin (``runtime.twins.fit_twin``: Adam, held-out split by measurement
+A refit warm-starts from the current twin (``pat_runtime.twins.fit_twin``: Adam, held-out split by measurement
 batch, best held-out state kept), so a refit that does not help leaves the twin as it was.
 """
 from __future__ import annotations
@@ -95,7 +95,7 @@ class TwinRefresher:
 
     def refit(self, step: int, reason: str = "periodic") -> dict[str, Any]:
         """Fit the twin on the newest ``window`` triples (blocking; see :meth:`arefit`)."""
-        from runtime.twins import fit_twin
+        from pat_runtime.twins import fit_twin
 
         data = self.replay.twin_data(self.cfg.window)
         report = fit_twin(self.twin, data, epochs=self.cfg.epochs, lr=self.cfg.lr, batch=self.cfg.batch,

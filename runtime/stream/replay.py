@@ -80,8 +80,8 @@ class ReplayBuffer:
         return self.x[o], self.theta[o], self.y[o]
 
     def twin_data(self, n: int | None = None):
-        """The newest ``n`` (default: all) triples as :class:`runtime.twins.TwinData` for ``fit_twin``."""
-        from runtime.twins import TwinData
+        """The newest ``n`` (default: all) triples as :class:`pat_runtime.twins.TwinData` for ``fit_twin``."""
+        from pat_runtime.twins import TwinData
 
         o = self._order()
         if n is not None:

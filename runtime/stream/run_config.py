@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from runtime.config import ConfigError, read_toml, write_toml
+from pat_runtime.config import ConfigError, read_toml, write_toml
 
 FILENAME = "stream.toml"
 MUST_MATCH = ("device", "source", "task", "layers", "twin")
@@ -18,7 +18,7 @@ MUST_MATCH = ("device", "source", "task", "layers", "twin")
 def check_resume(directory: str | Path, run: dict[str, Any], record: dict[str, Any] | None = None) -> None:
     """Record ``run`` (plus the resolved options in ``record``) in a fresh ``directory``, or refuse to resume
     one that was started differently."""
-    from runtime.stream.checkpoint import CheckpointManager
+    from pat_runtime.stream.checkpoint import CheckpointManager
 
     d = Path(directory)
     saved = d / FILENAME

@@ -20,7 +20,7 @@ message the broker considers delivered is always on disk. :meth:`Source.commit` 
 drops spooled records below the checkpoint offset, so the spool holds only samples newer than the last
 checkpoint. On restart the spooled records ``>= offset`` are replayed first, then live messages follow.
 
-Message payload: :func:`runtime.wire.pack` of header ``{"type": "sample", "seq": n}`` with arrays
+Message payload: :func:`pat_runtime.wire.pack` of header ``{"type": "sample", "seq": n}`` with arrays
 ``[x (float32 [B, F] or [F]), y (int [B] or scalar)]``; or JSON ``{"seq": n, "x": [...], "y": [...]}``.
 """
 from __future__ import annotations
@@ -39,12 +39,12 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import numpy as np
 
-from runtime.redact import redact_uri
-from runtime.transport.backoff import Backoff
-from runtime.transport.mqtt.credentials import resolve_credentials
+from pat_runtime.redact import redact_uri
+from pat_runtime.transport.backoff import Backoff
+from pat_runtime.transport.mqtt.credentials import resolve_credentials
 from .deadletter import FILENAME as DEAD_LETTER_FILE
 from .deadletter import DeadLetter
-from runtime.wire import WireError, make_header, pack, unpack
+from pat_runtime.wire import WireError, make_header, pack, unpack
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +270,7 @@ class MqttUrl:
     def parse(url: str) -> "MqttUrl":
         """``mqtt://[user@]host[:port]/topic/path[?credentials=FILE]`` (port 1883 by default).
 
-        Credentials: see :mod:`runtime.transport.mqtt.credentials` (file or environment; a password in the
+        Credentials: see :mod:`pat_runtime.transport.mqtt.credentials` (file or environment; a password in the
         URL works but is warned about).
         """
         u = urlsplit(url)
@@ -324,7 +324,7 @@ class Spool:
 
     def truncate_below(self, offset: int) -> None:
         """Keep only records with ``seq >= offset`` (atomic rewrite)."""
-        from runtime.artifact import atomic_write
+        from pat_runtime.artifact import atomic_write
 
         keep = [(s, p) for s, p in self.records() if s >= offset]
         self.close()

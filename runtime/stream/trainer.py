@@ -1,7 +1,7 @@
 """Continuous physics-aware training from a live stream of labelled samples, with bounded memory.
 
 For each new message ``(seq, x, y)`` of the source (duplicates are skipped by seq, see
-:class:`~runtime.stream.sources.SeqTracker`), one *prequential* step::
+:class:`~pat_runtime.stream.sources.SeqTracker`), one *prequential* step::
 
     logits = await pnn.aforward(x)           physical forward on the device (PAT); measurements are observed
     record accuracy / loss of this batch     (test-then-train: the batch was not trained on yet)
@@ -40,7 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from devices.errors import DeviceError
+from pat_runtime.devices.errors import DeviceError
 
 from .checkpoint import CheckpointManager, rng_state, set_rng_state
 from .deadletter import FILENAME as DEAD_LETTER_FILE
@@ -67,7 +67,7 @@ class StreamConfig:
 
 
 class StreamTrainer:
-    """Trains ``pnn`` (a :class:`runtime.pat.PNN` attached to its device and ``twin``) from ``source``."""
+    """Trains ``pnn`` (a :class:`pat_runtime.pat.PNN` attached to its device and ``twin``) from ``source``."""
 
     def __init__(self, pnn: Any, twin: torch.nn.Module, source: Source, checkpoint_dir: str | Path | None = None,
                  config: StreamConfig | None = None, eval_data: tuple[np.ndarray, np.ndarray] | None = None,

@@ -1,6 +1,6 @@
 """Public test helpers: free ports, simulated devices, leak checks, brokers and fleets for tests.
 
-Import from here in tests and downstream projects, e.g. ``from runtime.testing import free_port``.
+Import from here in tests and downstream projects, e.g. ``from pat_runtime.testing import free_port``.
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ import json
 import zipfile
 from typing import Any, Callable
 
-from runtime.signing import SigningKey
+from pat_runtime.signing import SigningKey
 
 _TIME = (2020, 1, 1, 0, 0, 0)
 

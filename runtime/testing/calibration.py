@@ -6,10 +6,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from devices.base import Device
-from runtime.artifact import Artifact, dumps, loads, pnn_from_artifact, pnn_to_artifact
-from runtime.calibration import CalibrationPlan
-from runtime.signing import default_key_path, load_signing_key
+from pat_runtime.devices.base import Device
+from pat_runtime.artifact import Artifact, dumps, loads, pnn_from_artifact, pnn_to_artifact
+from pat_runtime.calibration import CalibrationPlan
+from pat_runtime.signing import default_key_path, load_signing_key
 
 #: the fast circuit of the fleet tests (4 inputs, 1 integration sub-step)
 CIRCUIT = {"in_dim": 4, "param_dim": 4, "substeps": 1}
@@ -19,8 +19,8 @@ CIRCUIT_URI = "sim:circuit?in_dim=4&param_dim=4&substeps=1&noise=0"
 def calibratable_artifact(spec, version: str | int = 1, seed: int = 0, n_features: int = 8, n_classes: int = 3,
                           layers: int = 1, groups: str = "ranges,readout", **meta: Any) -> tuple[Artifact, bytes]:
     """An untrained (seeded) PNN with a calibration plan (nominal twin of the fast circuit)."""
-    from runtime.pat import build_pnn
-    from runtime.twins import make_twin
+    from pat_runtime.pat import build_pnn
+    from pat_runtime.twins import make_twin
 
     twin = make_twin("nominal", spec, sim_options=dict(CIRCUIT))
     pnn = build_pnn(n_features, n_classes, twin, spec=spec, layers=layers, seed=seed)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from devices.local import LocalDevice
-from sims import make_sim
+from pat_runtime.devices.local import LocalDevice
+from pat_runtime.sims import make_sim
 
 
 def free_port(host: str = "127.0.0.1") -> int:

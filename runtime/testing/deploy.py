@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from devices.base import Device
-from runtime.artifact import Artifact, dumps, pnn_to_artifact
-from runtime.signing import SigningKey, default_key_path, load_signing_key
+from pat_runtime.devices.base import Device
+from pat_runtime.artifact import Artifact, dumps, pnn_to_artifact
+from pat_runtime.signing import SigningKey, default_key_path, load_signing_key
 
 
 def pnn_artifact(device: Device, version: str | int = 1, seed: int = 0, n_features: int = 64,
@@ -16,8 +16,8 @@ def pnn_artifact(device: Device, version: str | int = 1, seed: int = 0, n_featur
     Different seeds give different θ and weights, so versions are distinguishable by their predictions.
     ``sign``: a key, or True for the default key (``$PAT_HOME/signing.key``) when there is one, or False.
     """
-    from runtime.pat import build_pnn
-    from runtime.twins import make_twin
+    from pat_runtime.pat import build_pnn
+    from pat_runtime.twins import make_twin
 
     twin = make_twin("mlp", device.spec)
     pnn = build_pnn(n_features, n_classes, twin, spec=device.spec, layers=layers, hybrid=hybrid, seed=seed)

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import AsyncIterator, Iterator, Mapping
 from urllib.parse import quote
 
-from runtime.transport.mqtt.acl import password_hash, write_password_file  # noqa: F401 (re-exported)
+from pat_runtime.transport.mqtt.acl import password_hash, write_password_file  # noqa: F401 (re-exported)
 
 from .core import free_port
 

@@ -10,8 +10,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from devices.base import Device
-from devices.spec import DeviceSpec
+from pat_runtime.devices.base import Device
+from pat_runtime.devices.spec import DeviceSpec
 
 
 def toy_spec(in_dim: int = 4, param_dim: int = 4, max_batch: int = 4096) -> DeviceSpec:

@@ -4,7 +4,7 @@
         dev = fleet.remote("node0")                   # a connected RemoteDevice
         y = await dev.apply(x, theta)
 
-:class:`EdgeProcess` starts ``pat edge`` in a separate process (``python -m edge``).
+:class:`EdgeProcess` starts ``pat edge`` in a separate process (``python -m pat_runtime.edge``).
 """
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Iterable
 
-from devices.base import Device
-from devices.remote import RemoteDevice
-from edge.agent import EdgeNode
-from runtime.transport.zmq import ZmqCoordinator, ZmqEdgeTransport
+from pat_runtime.devices.base import Device
+from pat_runtime.devices.remote import RemoteDevice
+from pat_runtime.edge.agent import EdgeNode
+from pat_runtime.transport.zmq import ZmqCoordinator, ZmqEdgeTransport
 
 from .core import free_port, sim_device
 
@@ -124,10 +124,10 @@ async def zmq_fleet(n: int = 1, kind: str = "circuit", *, heartbeat: float = 0.1
 
 
 class EdgeProcess:
-    """``python -m edge ...`` (the ``pat edge`` command) as a child process; :meth:`terminate` sends SIGTERM."""
+    """``python -m pat_runtime.edge ...`` (the ``pat edge`` command) as a child process; :meth:`terminate` sends SIGTERM."""
 
     def __init__(self, device: str, connect: str, node_id: str, heartbeat: float = 0.2, *extra: str):
-        self.args = [sys.executable, "-m", "edge", "--device", device, "--connect", connect,
+        self.args = [sys.executable, "-m", "pat_runtime.edge", "--device", device, "--connect", connect,
                      "--node-id", node_id, "--heartbeat", str(heartbeat), *extra]
         self.proc: subprocess.Popen | None = None
 

@@ -1,7 +1,7 @@
 """Trainers for PNNs on one device: PAT, in-silico, in-situ SPSA and a digital baseline.
 
-``METHODS[name](model, cfg)`` makes a :class:`~runtime.trainers.common.Method`; :func:`train_loop` runs it.
-:func:`runtime.trainers.run.run_experiment` does everything ``pat train`` does (device, twin, model, loop,
+``METHODS[name](model, cfg)`` makes a :class:`~pat_runtime.trainers.common.Method`; :func:`train_loop` runs it.
+:func:`pat_runtime.trainers.run.run_experiment` does everything ``pat train`` does (device, twin, model, loop,
 JSONL/PNG/summary outputs).
 """
 from __future__ import annotations

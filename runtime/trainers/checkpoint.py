@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from runtime.artifact import atomic_write
-from runtime.stream.checkpoint import to_tensors
+from pat_runtime.artifact import atomic_write
+from pat_runtime.stream.checkpoint import to_tensors
 
 FORMAT = "pat-train-checkpoint/1"
 FILENAME = "checkpoint.pt"

@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from devices.base import Device
-from runtime.datasets import Task, batches
-from runtime.pat import PNN
+from pat_runtime.devices.base import Device
+from pat_runtime.datasets import Task, batches
+from pat_runtime.pat import PNN
 
 
 @dataclass
@@ -55,7 +55,7 @@ class TrainConfig:
     #: limit the steps per epoch (smoke tests); None = whole training set
     max_steps: int | None = None
     #: SPSA gains (Spall): a_k = spsa_a / (k + 1 + spsa_A)^0.602, c_k = spsa_c / (k + 1)^0.101, with
-    #: ``spsa_samples`` perturbations averaged per step (see :mod:`runtime.trainers.spsa`)
+    #: ``spsa_samples`` perturbations averaged per step (see :mod:`pat_runtime.trainers.spsa`)
     spsa_c: float = 0.2
     spsa_samples: int = 4
     spsa_a: float = 1.0
@@ -197,7 +197,7 @@ async def train_loop(method: Method, task: Task, cfg: TrainConfig, device: Devic
 
     A resumed run (``start_epoch`` > 1; data order and schedule depend only on the epoch number) passes
     the ``history`` of its finished epochs, with ``history.best_state`` the model of its best-validation
-    epoch (see :mod:`runtime.trainers.checkpoint`): selection and early stopping then continue as if the
+    epoch (see :mod:`pat_runtime.trainers.checkpoint`): selection and early stopping then continue as if the
     run had never stopped. ``history.best_state`` is kept current during the run, so an ``on_epoch``
     callback can checkpoint it.
     """

@@ -1,4 +1,4 @@
-"""Physics-aware training: forward on the device, backward through the twin (see :mod:`runtime.pat`)."""
+"""Physics-aware training: forward on the device, backward through the twin (see :mod:`pat_runtime.pat`)."""
 from __future__ import annotations
 
 import torch

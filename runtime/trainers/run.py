@@ -1,9 +1,9 @@
 """One training run end to end (what ``pat train`` does): device, twin, model, loop, outputs.
 
 ``await run_experiment(ExperimentConfig(device="sim:plate", task="digits", method="pat"))`` connects the
-device (:func:`devices.factory.make_device`), builds the twin (``nominal`` = datasheet physics, or a
+device (:func:`pat_runtime.devices.factory.make_device`), builds the twin (``nominal`` = datasheet physics, or a
 ``greybox``/``residual``/``mlp`` twin fitted to fresh measurements, or one loaded from ``twin_path``),
-builds the PNN (:func:`runtime.pat.build_pnn`) or the digital baseline, trains with the chosen method and,
+builds the PNN (:func:`pat_runtime.pat.build_pnn`) or the digital baseline, trains with the chosen method and,
 with ``out`` set, writes the files below. The default twin is ``greybox`` everywhere (``pat train`` and
 :class:`ExperimentConfig` agree).
 
@@ -20,9 +20,9 @@ Outputs::
     out/summary.json    config, twin report, final metrics, timings
     out/model.json      the trained PNN (PNN.to_artifact_dict) or digital state
     out/model.pnn       the trained PNN as a deployable artifact (``pat deploy``; PNNs only)
-    out/twin.pt         the twin used (runtime.twins.save_twin), for fitted twins
-    out/checkpoint.pt   rewritten after every epoch (runtime.trainers.checkpoint); ``resume=out`` continues
-    out/tb/             TensorBoard scalars per epoch (runtime.loggers), when tensorboard is installed
+    out/twin.pt         the twin used (pat_runtime.twins.save_twin), for fitted twins
+    out/checkpoint.pt   rewritten after every epoch (pat_runtime.trainers.checkpoint); ``resume=out`` continues
+    out/tb/             TensorBoard scalars per epoch (pat_runtime.loggers), when tensorboard is installed
 
 Twin held-out NMSE is always measured on fresh device data, also for the unfitted nominal twin, so
 every result states how good the model behind it was.
@@ -39,14 +39,14 @@ from typing import Any
 
 import torch
 
-from devices.base import Device
-from runtime import defaults as D
-from devices.factory import make_device
-from devices.local import LocalDevice
-from runtime.datasets import Task, load_task, with_validation
-from runtime.pat import PNN, build_pnn
-from runtime.redact import redact_uri
-from runtime.twins import (Twin, TwinReport, build_twin, collect, evaluate_twin, load_twin, twin_from_dict,
+from pat_runtime.devices.base import Device
+from pat_runtime import defaults as D
+from pat_runtime.devices.factory import make_device
+from pat_runtime.devices.local import LocalDevice
+from pat_runtime.datasets import Task, load_task, with_validation
+from pat_runtime.pat import PNN, build_pnn
+from pat_runtime.redact import redact_uri
+from pat_runtime.twins import (Twin, TwinReport, build_twin, collect, evaluate_twin, load_twin, twin_from_dict,
                            twin_to_dict)
 
 from . import checkpoint as ckpt
@@ -94,7 +94,7 @@ class ExperimentConfig:
     def default_lr(self) -> float:
         if self.lr is not None:
             return self.lr
-        from runtime.defaults import default_lr
+        from pat_runtime.defaults import default_lr
 
         return default_lr(self.method)
 
@@ -162,7 +162,7 @@ async def run_experiment(cfg: ExperimentConfig, task: Task | None = None, device
     file) continues such a run from its last finished epoch (refused, with the reason, when the checkpoint
     was made for another device, task, method or model shape). The checkpoint also holds the model of the
     best-validation epoch so far, so the resumed run selects among all its epochs. ``loggers`` get every
-    epoch's metrics (:mod:`runtime.loggers`); ``on_device(device)`` is called once the device is made
+    epoch's metrics (:mod:`pat_runtime.loggers`); ``on_device(device)`` is called once the device is made
     (e.g. metrics).
     """
     if cfg.method not in METHOD_NAMES:
@@ -340,8 +340,8 @@ def _summary(cfg, task, history, report, n_params, t_setup, t_total, twin_calls,
 
 def write_outputs(result: RunResult) -> None:
     """summary.json, model.json, twin.pt and curves.png into ``result.out`` (metrics.jsonl is streamed)."""
-    from runtime.plots import plot_curves
-    from runtime.twins import save_twin
+    from pat_runtime.plots import plot_curves
+    from pat_runtime.twins import save_twin
 
     out = result.out
     assert out is not None
@@ -352,7 +352,7 @@ def write_outputs(result: RunResult) -> None:
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
     if isinstance(result.model, PNN):
         (out / "model.json").write_text(json.dumps(result.model.to_artifact_dict()) + "\n")
-        from runtime.artifact import pnn_to_artifact, save_artifact
+        from pat_runtime.artifact import pnn_to_artifact, save_artifact
 
         cfg = result.config
         meta = {"task": cfg.task, "method": cfg.method, "twin": cfg.twin, "device": redact_uri(cfg.device),

@@ -10,7 +10,7 @@ the θ range for θ, the initial RMS magnitude for the rescalings) and with Rade
 
 with Spall's standard exponents; ``A`` defaults to 10 % of the planned iterations (Spall's rule of
 thumb), θ is projected back into ``theta_range`` after each step. ``a`` and ``c`` are tuned on the
-validation split by :func:`runtime.trainers.spsa_tune.tune_spsa` (``pat train --spsa-tune``).
+validation split by :func:`pat_runtime.trainers.spsa_tune.tune_spsa` (``pat train --spsa-tune``).
 
 The parameters *downstream* of the last physical layer (the digital readout) see the measured outputs
 directly, so their exact gradient needs no model: it is back-propagated from the loss through the
@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from runtime.pat import PNN, PhysicalLayer
+from pat_runtime.pat import PNN, PhysicalLayer
 
 from .common import Method, TrainConfig
 

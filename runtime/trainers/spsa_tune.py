@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from devices.base import Device
-from runtime.datasets import Task, load_task, with_validation
+from pat_runtime.devices.base import Device
+from pat_runtime.datasets import Task, load_task, with_validation
 
 from .run import ExperimentConfig, run_experiment
 

@@ -13,11 +13,11 @@ Edge side (beside the device)::
     transport = ZmqEdgeTransport("tcp://127.0.0.1:5555", node_id="node-1")
     await transport.serve(service, stop)      # until ``stop`` (an asyncio.Event) is set
 
-``request`` raises :class:`devices.errors.DeviceTimeoutError` when no reply arrives in time (after its
+``request`` raises :class:`pat_runtime.devices.errors.DeviceTimeoutError` when no reply arrives in time (after its
 retries, which reuse the request id so the node never applies a batch twice) and
-:class:`devices.errors.RemoteDeviceError` when the node answers with an error reply. The request life cycle
+:class:`pat_runtime.devices.errors.RemoteDeviceError` when the node answers with an error reply. The request life cycle
 (pending table, one deadline sweep, retries, per-node caps, reply mapping) is written once, in
-:class:`runtime.transport.engine.RequestEngine`; each transport only encodes and moves frames.
+:class:`pat_runtime.transport.engine.RequestEngine`; each transport only encodes and moves frames.
 
 Liveness is one sweep per coordinator whose cost does not grow with the fleet: nodes are kept in order of
 their last message (``move_to_end`` on each), so the sweep only looks at the stalest ones.
@@ -32,7 +32,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from devices.spec import DeviceSpec
+from pat_runtime.devices.spec import DeviceSpec
 
 from .engine import RequestEngine
 from .meta import node_meta
@@ -171,7 +171,7 @@ class Coordinator(RequestEngine, abc.ABC):
 
     async def wait_for_node(self, node_id: str, timeout: float = 10.0) -> NodeInfo:
         """Wait until ``node_id`` has joined (sent its hello with a spec)."""
-        from devices.errors import DeviceTimeoutError
+        from pat_runtime.devices.errors import DeviceTimeoutError
 
         ev = self._node_events.setdefault(node_id, asyncio.Event())
         self._joiners[node_id] = self._joiners.get(node_id, 0) + 1
@@ -187,7 +187,7 @@ class Coordinator(RequestEngine, abc.ABC):
 
     async def wait_for_nodes(self, n: int, timeout: float = 10.0) -> list[str]:
         """Wait until at least ``n`` nodes are alive; return their ids."""
-        from devices.errors import DeviceTimeoutError
+        from pat_runtime.devices.errors import DeviceTimeoutError
 
         deadline = time.monotonic() + timeout
         while len(self.alive_nodes()) < n:
@@ -208,7 +208,7 @@ class EdgeTransport(abc.ABC):
 
     @abc.abstractmethod
     async def serve(self, service: Any, stop: asyncio.Event) -> None:
-        """Serve ``service`` (an :class:`edge.service.NodeService`) until ``stop`` is set, then say bye."""
+        """Serve ``service`` (an :class:`pat_runtime.edge.service.NodeService`) until ``stop`` is set, then say bye."""
 
 
 def nowait_handler(service: Any) -> Callable[[dict[str, Any], list], Any] | None:

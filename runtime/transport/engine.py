@@ -17,7 +17,7 @@ One request, from :meth:`RequestEngine.request` to its reply::
   (a counter and a deque, no semaphore) and are (re-)encoded when they get a slot.
 * **Deadline header**: each request carries ``sent`` and ``deadline`` (Unix seconds, coordinator clock;
   ``deadline = sent + timeout * (retries + 1)``, when the coordinator gives up). Nodes drop requests past
-  their deadline instead of driving the device (see :mod:`edge.deadline`).
+  their deadline instead of driving the device (see :mod:`pat_runtime.edge.deadline`).
 * **Reply mapping** (one place): ``ok: true`` -> ``(header, arrays)``; ``ok: false`` ->
   :class:`RemoteDeviceError` with the node's code, except code ``expired`` -> :class:`DeviceTimeoutError`.
 
@@ -38,9 +38,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from devices.errors import DeviceConnectionError, DeviceTimeoutError, RemoteDeviceError
-from runtime import wire
-from runtime.wire import WireError
+from pat_runtime.devices.errors import DeviceConnectionError, DeviceTimeoutError, RemoteDeviceError
+from pat_runtime import wire
+from pat_runtime.wire import WireError
 
 from .stats import TransportStats
 
@@ -72,7 +72,7 @@ class Pending:
 
 
 class RequestEngine:
-    """Mixin of :class:`runtime.transport.base.Coordinator`: the pending table, deadlines, retries, caps."""
+    """Mixin of :class:`pat_runtime.transport.base.Coordinator`: the pending table, deadlines, retries, caps."""
 
     timeout: float = 10.0
     retries: int = 2

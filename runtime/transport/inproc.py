@@ -1,8 +1,8 @@
 """In-memory transport: many virtual edge nodes multiplexed on one event loop (Flower-style).
 
 Nothing is shared between the two sides except byte frames: every message is encoded with
-:func:`runtime.wire.encode`, copied to ``bytes`` (as a network would), optionally checked by a CRC
-trailer, and decoded with :func:`runtime.wire.decode` on the other side. So faults can corrupt real
+:func:`pat_runtime.wire.encode`, copied to ``bytes`` (as a network would), optionally checked by a CRC
+trailer, and decoded with :func:`pat_runtime.wire.decode` on the other side. So faults can corrupt real
 frames, and a node never sees the coordinator's arrays (or vice versa).
 
 Frames on the "link"::
@@ -11,7 +11,7 @@ Frames on the "link"::
 
 With ``integrity=True`` (default) a frame set whose CRC does not match is dropped (counted in
 ``counters["corrupt"]``), like a link layer discarding a damaged packet; the sender recovers by its
-timeout and retry (same request id, so :class:`edge.service.NodeService` does not drive the device twice).
+timeout and retry (same request id, so :class:`pat_runtime.edge.service.NodeService` does not drive the device twice).
 With ``integrity=False`` damaged frames go straight to the decoder: malformed ones become error replies.
 
 Usage::
@@ -41,9 +41,9 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
-from devices.errors import DeviceConnectionError
-from runtime import wire
-from runtime.wire import MessageType, WireError
+from pat_runtime.devices.errors import DeviceConnectionError
+from pat_runtime import wire
+from pat_runtime.wire import MessageType, WireError
 
 from .base import Coordinator, EdgeTransport, nowait_handler
 
@@ -70,7 +70,7 @@ def _crc(frames: Sequence[bytes]) -> bytes:
 
 def to_frames(header: dict[str, Any], arrays: Sequence[Any] = (), integrity: bool = True,
               limits: wire.Limits = wire.DEFAULT_LIMITS) -> Frames:
-    """Encode with :func:`runtime.wire.encode` and copy to bytes; append a CRC frame if ``integrity``."""
+    """Encode with :func:`pat_runtime.wire.encode` and copy to bytes; append a CRC frame if ``integrity``."""
     frames = [bytes(f) for f in wire.encode(header, arrays, limits)]
     if integrity:
         frames.append(_crc(frames))

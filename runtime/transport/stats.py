@@ -25,7 +25,7 @@ class TransportStats:
     malformed: int = 0         # frames from a peer that could not be decoded (dropped)
     unmatched: int = 0         # replies for unknown / finished request ids (late duplicates)
     rejected: int = 0          # refused node-id claims and messages from connections bound to no node
-    meta_dropped: int = 0      # unknown / invalid hello or heartbeat fields dropped (runtime.transport.meta)
+    meta_dropped: int = 0      # unknown / invalid hello or heartbeat fields dropped (pat_runtime.transport.meta)
     queued: int = 0            # requests that waited for a free in-flight slot (per-node cap reached)
     window: int = 2048
     latency: deque = field(default_factory=deque)

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from devices.spec import DeviceSpec
+from pat_runtime.devices.spec import DeviceSpec
 
 TWIN_FORMAT = "pat-twin/1"
 _KINDS: dict[str, type["Twin"]] = {}

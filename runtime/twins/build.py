@@ -6,7 +6,7 @@
   used to choose).
 
 Data: θ changes every ``theta_every`` rows (default 16) on a Latin hypercube design, so even the default
-data sets hold thousands of distinct θ (see :mod:`runtime.twins.collect`). The residual twin is fitted in
+data sets hold thousands of distinct θ (see :mod:`pat_runtime.twins.collect`). The residual twin is fitted in
 two stages (grey box first, then only the correction on top of the frozen grey box).
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import torch
 
-from devices.base import Device
+from pat_runtime.devices.base import Device
 
 from .base import Twin, make_twin, twin_kinds
 from .collect import TwinData, collect

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from devices.base import Device
+from pat_runtime.devices.base import Device
 
 
 @dataclass

@@ -3,9 +3,9 @@
     NMSE = mean_i ||f_m(x_i, θ_i) - y_i||² / mean_i ||y_i - ȳ||²
 
 on held-out splits of whole measurement groups (rows that share θ stay together): a **validation** split
-picks the best state during fitting (and the best twin kind, :func:`runtime.twins.fit_best_twin`), a
+picks the best state during fitting (and the best twin kind, :func:`pat_runtime.twins.fit_best_twin`), a
 **test** split that no choice ever looks at gives the reported held-out NMSE. The noise floor (from repeats,
-see :class:`~runtime.twins.collect.TwinData`) is the NMSE a perfect twin would reach against single
+see :class:`~pat_runtime.twins.collect.TwinData`) is the NMSE a perfect twin would reach against single
 measurements; a twin near the floor has learned everything learnable.
 
 Early stopping never truncates the learning-rate schedule: the one-cycle schedule always runs to its end

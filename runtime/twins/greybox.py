@@ -7,9 +7,9 @@
 datasheet" model an in-silico trainer would use.
 
 The physics is the simulator's **datasheet model** ``physics`` (never its true forward with the
-second-order effects, see :mod:`sims.effects`): ``sims.sim_class(spec.kind)`` built with
+second-order effects, see :mod:`pat_runtime.sims.effects`): ``sims.sim_class(spec.kind)`` built with
 ``datasheet_only=True``, no effects, zero variation/noise and the device's
-construction options (``sim_options``: for a :class:`~devices.local.LocalDevice` use
+construction options (``sim_options``: for a :class:`~pat_runtime.devices.local.LocalDevice` use
 :func:`sim_options_of`; remote devices may publish them as ``spec.extra["sim_options"]``).
 """
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from devices.spec import DeviceSpec
-from sims import sim_class
-from sims.base import Simulator
+from pat_runtime.devices.spec import DeviceSpec
+from pat_runtime.sims import sim_class
+from pat_runtime.sims.base import Simulator
 
 from .base import Twin
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from devices.spec import DeviceSpec
+from pat_runtime.devices.spec import DeviceSpec
 
 from .base import Twin
 

@@ -3,7 +3,7 @@
     y = greybox(x, θ) + σ_y ⊙ MLP([x̂, θ̂, (greybox(x, θ) - μ_y) / σ_y])
 
 The last MLP layer starts at zero, so at init the twin *is* the grey box. Fitting is staged
-(:func:`runtime.twins.build_twin` / :func:`~runtime.twins.best.fit_best_twin`): first the grey box is
+(:func:`pat_runtime.twins.build_twin` / :func:`~pat_runtime.twins.best.fit_best_twin`): first the grey box is
 calibrated, then (``freeze_physics=True``, default) only the correction is trained, on the residual that the
 datasheet physics cannot explain (unmodelled second-order effects). The correction sees the grey-box output
 as a feature, so it can learn output-side effects (crosstalk, saturation, detector nonlinearity) cheaply.
@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from devices.spec import DeviceSpec
+from pat_runtime.devices.spec import DeviceSpec
 
 from .base import Twin
 from .greybox import GreyBoxTwin

@@ -19,7 +19,7 @@ Digitizer (``PAT-SIM,DIG-PLATE``)::
     FETC?                         float32 block [B * out_dim]; waits for the acquisition (a VISA timeout
                                   if it never comes)
 
-The physics behind both is :class:`sims.plate.PlateSim` (hidden unit variation, noise, DAC/ADC); the bench
+The physics behind both is :class:`pat_runtime.sims.plate.PlateSim` (hidden unit variation, noise, DAC/ADC); the bench
 inverts the drive interleaving to hand ``(x, theta)`` to it. Nothing here is visible to the driver.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ import asyncio
 
 import numpy as np
 
-from sims.plate import PlateSim, interleave_order
+from pat_runtime.sims.plate import PlateSim, interleave_order
 
 from .server import ScpiError, ScpiInstrument, ScpiServer
 

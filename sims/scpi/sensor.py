@@ -1,4 +1,4 @@
-"""The smart sensor (:class:`sims.sensor.SmartSensorSim`) as a microcontroller on a serial line.
+"""The smart sensor (:class:`pat_runtime.sims.sensor.SmartSensorSim`) as a microcontroller on a serial line.
 
 It speaks a small SCPI dialect over a byte stream (served here on TCP, i.e. pyserial's ``socket://`` URL)::
 
@@ -14,7 +14,7 @@ import json
 
 import numpy as np
 
-from sims.sensor import SmartSensorSim
+from pat_runtime.sims.sensor import SmartSensorSim
 
 from .server import ScpiError, ScpiInstrument, ScpiServer
 

@@ -5,7 +5,7 @@ import json
 
 from typer.testing import CliRunner
 
-from runtime.cli import app
+from pat_runtime.cli import app
 
 runner = CliRunner()
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -36,7 +36,7 @@ def test_train_writes_jsonl_png_summary_model(tmp_path):
     # the run's deployable artifact verifies and rebuilds the same PNN
     import numpy as np
 
-    from runtime.artifact import load_artifact, pnn_from_artifact
+    from pat_runtime.artifact import load_artifact, pnn_from_artifact
     art = load_artifact(out / "model.pnn")
     assert art.manifest["metadata"]["test_acc"] == summary["test_acc"]
     rebuilt = pnn_from_artifact(art)

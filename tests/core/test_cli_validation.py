@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from runtime.cli import app
+from pat_runtime.cli import app
 
 runner = CliRunner()
 

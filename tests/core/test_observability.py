@@ -8,8 +8,8 @@ import urllib.request
 import numpy as np
 import pytest
 
-from devices.factory import make_device
-from runtime.metrics_prom import PromMetrics
+from pat_runtime.devices.factory import make_device
+from pat_runtime.metrics_prom import PromMetrics
 
 
 def _scrape(port: int) -> str:
@@ -33,7 +33,7 @@ async def test_device_metrics_count_calls_latency_and_errors_by_code():
             await dev.apply(np.zeros((2, 32), np.float32), np.zeros(32, np.float32))
 
         async def boom(x, theta):
-            from devices.errors import DeviceTimeoutError
+            from pat_runtime.devices.errors import DeviceTimeoutError
             raise DeviceTimeoutError(dev.name, "no answer")
 
         m2 = PromMetrics()
@@ -54,8 +54,8 @@ async def test_device_metrics_count_calls_latency_and_errors_by_code():
 
 
 async def test_edge_plugin_counts_requests_and_wire_error_codes():
-    from edge.service import NodeService
-    from runtime.wire import make_header
+    from pat_runtime.edge.service import NodeService
+    from pat_runtime.wire import make_header
 
     dev = make_device("sim:plate")
     await dev.connect()
@@ -73,8 +73,8 @@ async def test_edge_plugin_counts_requests_and_wire_error_codes():
 
 
 async def test_edge_status_says_what_it_serves_and_when_nobody_talks_to_it():
-    from edge.service import NodeService
-    from edge.status import EdgeStatus
+    from pat_runtime.edge.service import NodeService
+    from pat_runtime.edge.status import EdgeStatus
 
     lines: list[str] = []
     dev = make_device("sim:plate")
@@ -95,7 +95,7 @@ async def test_edge_status_says_what_it_serves_and_when_nobody_talks_to_it():
 
 
 def test_fleet_failure_counts_and_readable_faults():
-    from runtime.fleet.report import failure_counts, format_failures, format_faults
+    from pat_runtime.fleet.report import failure_counts, format_failures, format_faults
 
     c = failure_counts({"timeouts": 1, "errors": 0}, {"timeouts": 146, "errors": 3}, {"crashes": 0},
                        {"crashes": 2}, shard_failures=4)
@@ -107,9 +107,9 @@ def test_fleet_failure_counts_and_readable_faults():
 
 
 def test_stream_resume_with_another_source_is_refused(tmp_path):
-    from runtime.config import ConfigError
-    from runtime.stream.checkpoint import CheckpointManager
-    from runtime.stream.run_config import check_resume
+    from pat_runtime.config import ConfigError
+    from pat_runtime.stream.checkpoint import CheckpointManager
+    from pat_runtime.stream.run_config import check_resume
 
     run = {"device": "sim:plate?drift=0.0015", "source": "sim-drift", "task": "digits", "layers": 2,
            "twin": "greybox"}
@@ -122,7 +122,7 @@ def test_stream_resume_with_another_source_is_refused(tmp_path):
 
 
 async def test_sync_facade_works_inside_a_running_loop():
-    import runtime
+    import pat_runtime as runtime
 
     # a notebook cell: an event loop is running, and the synchronous call still completes
     twin, report = runtime.twin("sim:plate?noise=0", "nominal", samples=64)

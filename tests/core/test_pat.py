@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from runtime.pat import PNN, PATFunction, PhysicalLayer, RangeMap, build_pnn, interleave_index, pat_apply
-from runtime.testing.pat import FunctionDevice, toy_physics, toy_spec, toy_twin
+from pat_runtime.pat import PNN, PATFunction, PhysicalLayer, RangeMap, build_pnn, interleave_index, pat_apply
+from pat_runtime.testing.pat import FunctionDevice, toy_physics, toy_spec, toy_twin
 
 
 async def _device(**kw) -> FunctionDevice:

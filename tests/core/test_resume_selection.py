@@ -7,11 +7,11 @@ import asyncio
 import pytest
 import torch
 
-from runtime.datasets import load_task, with_validation
-from runtime.trainers.checkpoint import load_checkpoint
-from runtime.trainers.common import History, TrainConfig, seed_everything, train_loop
-from runtime.trainers.digital import DigitalMethod, build_digital
-from runtime.trainers.run import ExperimentConfig, run_experiment
+from pat_runtime.datasets import load_task, with_validation
+from pat_runtime.trainers.checkpoint import load_checkpoint
+from pat_runtime.trainers.common import History, TrainConfig, seed_everything, train_loop
+from pat_runtime.trainers.digital import DigitalMethod, build_digital
+from pat_runtime.trainers.run import ExperimentConfig, run_experiment
 
 
 class _StopAt:

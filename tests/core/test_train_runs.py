@@ -8,7 +8,7 @@ import shlex
 import pytest
 from typer.testing import CliRunner
 
-from runtime.cli import app
+from pat_runtime.cli import app
 
 runner = CliRunner()
 FAST = ["--method", "digital", "--no-progress"]
@@ -69,7 +69,7 @@ def test_ctrl_c_saves_and_resume_continues_exactly(tmp_path, monkeypatch):
     full = tmp_path / "full"
     assert runner.invoke(app, ["train", "--epochs", "4", "--out", str(full), *FAST]).exit_code == 0
 
-    import runtime.loggers as loggers_mod
+    import pat_runtime.loggers as loggers_mod
 
     class CtrlC:
         def log_epoch(self, row):

@@ -4,12 +4,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from runtime.datasets import load_task
-from runtime.pat import build_pnn
-from runtime.testing import sim_device
-from runtime.trainers import METHODS, TrainConfig, build_digital, evaluate, train_loop
-from runtime.trainers.run import ExperimentConfig, run_experiment
-from runtime.twins import make_twin, sim_options_of
+from pat_runtime.datasets import load_task
+from pat_runtime.pat import build_pnn
+from pat_runtime.testing import sim_device
+from pat_runtime.trainers import METHODS, TrainConfig, build_digital, evaluate, train_loop
+from pat_runtime.trainers.run import ExperimentConfig, run_experiment
+from pat_runtime.twins import make_twin, sim_options_of
 
 
 @pytest.fixture(scope="module")

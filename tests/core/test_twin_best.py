@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from runtime.testing import sim_device
-from runtime.twins import (collect, fit_best_twin, fit_twin, make_twin, nmse, sim_options_of, split3,
+from pat_runtime.testing import sim_device
+from pat_runtime.twins import (collect, fit_best_twin, fit_twin, make_twin, nmse, sim_options_of, split3,
                            twin_choices)
-from sims.base import Simulator
+from pat_runtime.sims.base import Simulator
 
 
 @pytest.fixture(autouse=True)
@@ -80,9 +80,9 @@ async def test_best_twin_keeps_the_lowest_validation_nmse_and_reports_all():
 
 
 async def test_best_twin_on_a_device_without_a_datasheet_model_falls_back_to_the_mlp():
-    from devices.local import LocalDevice
-    from devices.spec import DeviceSpec
-    from sims import make_sim
+    from pat_runtime.devices.local import LocalDevice
+    from pat_runtime.devices.spec import DeviceSpec
+    from pat_runtime.sims import make_sim
 
     class LabDevice(LocalDevice):                               # real hardware: no simulator kind to model
         async def _connect(self, timeout):
@@ -99,7 +99,7 @@ def test_pat_twin_kind_best_says_which_twin_won(tmp_path):
 
     from typer.testing import CliRunner
 
-    from runtime.cli import app
+    from pat_runtime.cli import app
 
     rep = tmp_path / "best.json"
     r = CliRunner().invoke(app, ["twin", "--device", "sim:circuit?in_dim=4&param_dim=4", "--kind", "best",

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from runtime.testing import sim_device
-from runtime.twins import (collect, evaluate_twin, fit_twin, load_twin, make_twin, nmse, save_twin,
+from pat_runtime.testing import sim_device
+from pat_runtime.twins import (collect, evaluate_twin, fit_twin, load_twin, make_twin, nmse, save_twin,
                            sim_options_of, twin_kinds)
 
 
@@ -89,7 +89,7 @@ async def test_nominal_twin_is_the_datasheet_model_and_residual_starts_there():
 
 
 def test_unknown_kinds_give_clear_errors():
-    from devices.spec import DeviceSpec
+    from pat_runtime.devices.spec import DeviceSpec
 
     spec = DeviceSpec(kind="lab:laser", in_dim=2, param_dim=2, out_dim=2)
     with pytest.raises(ValueError, match="grey-box twin needs a simulated kind"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.datasets import TASKS, Task, load_task
+from pat_runtime.datasets import TASKS, Task, load_task
 
 
 def test_digits_shapes_dtypes_ranges():

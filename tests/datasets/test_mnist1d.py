@@ -8,8 +8,8 @@ import pytest
 
 mnist1d_data = pytest.importorskip("mnist1d.data")
 
-from runtime.datasets import load_task, task_info  # noqa: E402
-from runtime.datasets.mnist1d_task import load_mnist1d_xy  # noqa: E402
+from pat_runtime.datasets import load_task, task_info  # noqa: E402
+from pat_runtime.datasets.mnist1d_task import load_mnist1d_xy  # noqa: E402
 
 
 def test_defaults_are_the_published_arguments():

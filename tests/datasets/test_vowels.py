@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.datasets import load_task
-from runtime.datasets.japanese_vowels import N_CHANNELS, resample_series
+from pat_runtime.datasets import load_task
+from pat_runtime.datasets.japanese_vowels import N_CHANNELS, resample_series
 
 
 def test_resample_series_is_linear_and_keeps_endpoints():
@@ -24,7 +24,7 @@ def test_bad_length_rejected():
 
 def test_features_follow_the_bundled_series():
     datasets = pytest.importorskip("sktime.datasets")
-    from runtime.datasets.japanese_vowels import load_vowels_xy
+    from pat_runtime.datasets.japanese_vowels import load_vowels_xy
 
     frame, labels = datasets.load_japanese_vowels(return_type="nested_univ")
     assert len(frame) == 640

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.datasets import load_task
-from runtime.datasets.synth_vowels import (PB_FORMANTS, VOWELS, band_centres, envelope_db,
+from pat_runtime.datasets import load_task
+from pat_runtime.datasets.synth_vowels import (PB_FORMANTS, VOWELS, band_centres, envelope_db,
                                            load_synth_vowels_xy, mel)
 
 

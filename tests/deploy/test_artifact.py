@@ -8,8 +8,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from devices.spec import DeviceSpec
-from runtime.artifact import (ArtifactError, build_artifact, check_compatible, dumps, load_artifact, loads,
+from pat_runtime.devices.spec import DeviceSpec
+from pat_runtime.artifact import (ArtifactError, build_artifact, check_compatible, dumps, load_artifact, loads,
                               save_artifact)
 
 SPEC = DeviceSpec(kind="sim:circuit", in_dim=16, param_dim=16, out_dim=16, y_range=(-1.5, 1.5))

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from edge.deployed import Deployment
-from edge.service import NodeService
-from runtime.artifact import ArtifactError, loads, pnn_from_artifact
-from runtime.signing import load_signing_key
-from runtime.testing import sim_device
-from runtime.testing.artifact_attacks import attacks
-from runtime.testing.deploy import pnn_artifact
-from runtime.wire import MessageType, make_header
+from pat_runtime.edge.deployed import Deployment
+from pat_runtime.edge.service import NodeService
+from pat_runtime.artifact import ArtifactError, loads, pnn_from_artifact
+from pat_runtime.signing import load_signing_key
+from pat_runtime.testing import sim_device
+from pat_runtime.testing.artifact_attacks import attacks
+from pat_runtime.testing.deploy import pnn_artifact
+from pat_runtime.wire import MessageType, make_header
 
 torch.set_num_threads(1)
 SIM = dict(kind="circuit", unit=2, seed=5, noise=0.0)

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runtime.artifact import ArtifactError, loads, pnn_from_artifact
-from runtime.testing import sim_device
-from runtime.testing.artifact_attacks import assemble, members, tamper
-from runtime.testing.deploy import pnn_artifact
+from pat_runtime.artifact import ArtifactError, loads, pnn_from_artifact
+from pat_runtime.testing import sim_device
+from pat_runtime.testing.artifact_attacks import assemble, members, tamper
+from pat_runtime.testing.deploy import pnn_artifact
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 _dev = asyncio.run(sim_device("circuit", unit=2, seed=5, noise=0.0))

@@ -5,17 +5,17 @@ import numpy as np
 import pytest
 import torch
 
-from edge.calibration import CALIBRATE_DEPLOY, CALIBRATION, Calibrator, calibrate_on_unit
-from edge.deployed import Deployment
-from edge.service import NodeService
-from runtime.artifact import loads, pnn_from_artifact
-from runtime.calibration import (Budget, BudgetExceeded, BudgetedDevice, CalibrationPlan, calibration_param_names,
+from pat_runtime.edge.calibration import CALIBRATE_DEPLOY, CALIBRATION, Calibrator, calibrate_on_unit
+from pat_runtime.edge.deployed import Deployment
+from pat_runtime.edge.service import NodeService
+from pat_runtime.artifact import loads, pnn_from_artifact
+from pat_runtime.calibration import (Budget, BudgetExceeded, BudgetedDevice, CalibrationPlan, calibration_param_names,
                                  decide, plan_of)
-from runtime.fleet.rollout import RolloutConfig, calibrated_rollout, format_table
-from runtime.fleet.simnodes import calibrating_fleet, parse_units
-from runtime.testing import sim_device
-from runtime.testing.calibration import CIRCUIT, CIRCUIT_URI, calibratable_artifact, teacher_labels
-from runtime.wire import make_header
+from pat_runtime.fleet.rollout import RolloutConfig, calibrated_rollout, format_table
+from pat_runtime.fleet.simnodes import calibrating_fleet, parse_units
+from pat_runtime.testing import sim_device
+from pat_runtime.testing.calibration import CIRCUIT, CIRCUIT_URI, calibratable_artifact, teacher_labels
+from pat_runtime.wire import make_header
 
 torch.set_num_threads(1)
 SIM = dict(kind="circuit", unit=2, seed=0, noise=0.0, **CIRCUIT)
@@ -202,8 +202,8 @@ def test_cli_calibrated_fleet_deploy_prints_a_per_unit_table(tmp_path):
 
     from typer.testing import CliRunner
 
-    from runtime.artifact import save_artifact
-    from runtime.cli import app
+    from pat_runtime.artifact import save_artifact
+    from pat_runtime.cli import app
 
     dev = asyncio.run(sim_device(**SIM))
     art, _ = calibratable_artifact(dev.spec, n_features=64, n_classes=10)
@@ -240,7 +240,7 @@ def test_plan_roundtrip():
 
 
 async def test_label_free_renormalisation_restores_stage_statistics_and_does_not_switch_unverified():
-    from runtime.calibration import physical_stage_inputs, reference_stats, renormalize
+    from pat_runtime.calibration import physical_stage_inputs, reference_stats, renormalize
 
     dev = await sim_device(**SIM)
     other = await sim_device(**{**SIM, "unit": 7})

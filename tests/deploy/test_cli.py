@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from runtime.artifact import load_artifact, save_artifact
-from runtime.cli import app
-from runtime.testing import free_port, sim_device
-from runtime.testing.deploy import pnn_artifact
-from runtime.testing.zmq import EdgeProcess
+from pat_runtime.artifact import load_artifact, save_artifact
+from pat_runtime.cli import app
+from pat_runtime.testing import free_port, sim_device
+from pat_runtime.testing.deploy import pnn_artifact
+from pat_runtime.testing.zmq import EdgeProcess
 
 DEVICE = "sim:circuit?unit=3&seed=1&noise=0"
 

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from edge.deployed import Deployment
-from runtime.artifact import loads, pnn_from_artifact
-from runtime.deployer import (DeployError, Target, deploy_mqtt, deploy_via, infer_via, node_status_mqtt,
+from pat_runtime.edge.deployed import Deployment
+from pat_runtime.artifact import loads, pnn_from_artifact
+from pat_runtime.deployer import (DeployError, Target, deploy_mqtt, deploy_via, infer_via, node_status_mqtt,
                               rollback_mqtt, rollback_via, run_on_target)
-from runtime.testing import free_port, sim_device
-from runtime.testing.deploy import pnn_artifact
-from runtime.testing.zmq import start_node
-from runtime.wire import make_header, pack, unpack
+from pat_runtime.testing import free_port, sim_device
+from pat_runtime.testing.deploy import pnn_artifact
+from pat_runtime.testing.zmq import start_node
+from pat_runtime.wire import make_header, pack, unpack
 
 torch.set_num_threads(1)
 SIM = dict(kind="circuit", unit=3, seed=1, noise=0.0)
@@ -27,7 +27,7 @@ async def _local(data, x):
 
 
 async def test_deploy_infer_refuse_rollback_over_zmq(tmp_path):
-    from runtime.transport.zmq import ZmqCoordinator
+    from pat_runtime.transport.zmq import ZmqCoordinator
 
     port = free_port()
     dev = await sim_device(**SIM)
@@ -65,8 +65,8 @@ async def test_deploy_infer_refuse_rollback_over_zmq(tmp_path):
 
 @pytest.mark.mqtt
 async def test_retained_deploy_over_mqtt_reaches_late_nodes_and_refusals_keep_serving(tmp_path):
-    from runtime.testing.mosquitto import mosquitto_broker, require_mosquitto
-    from runtime.transport.mqtt import MqttCoordinator, MqttEdgeTransport
+    from pat_runtime.testing.mosquitto import mosquitto_broker, require_mosquitto
+    from pat_runtime.transport.mqtt import MqttCoordinator, MqttEdgeTransport
 
     require_mosquitto()
     dev = await sim_device(**SIM)

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from edge.deployed import Deployment
-from edge.service import NodeService
-from runtime.artifact import loads, pnn_from_artifact
-from runtime.testing import sim_device
-from runtime.testing.deploy import pnn_artifact
-from runtime.wire import MessageType, make_header
+from pat_runtime.edge.deployed import Deployment
+from pat_runtime.edge.service import NodeService
+from pat_runtime.artifact import loads, pnn_from_artifact
+from pat_runtime.testing import sim_device
+from pat_runtime.testing.deploy import pnn_artifact
+from pat_runtime.wire import MessageType, make_header
 
 torch.set_num_threads(1)
 SIM = dict(kind="circuit", unit=2, seed=5, noise=0.0)
@@ -112,9 +112,9 @@ async def test_bad_artifacts_are_refused_and_the_old_model_keeps_serving(tmp_pat
 
 async def test_wrong_device_kind_is_refused(tmp_path):
     dev, svc, dep = await _node(tmp_path)
-    from runtime.artifact import build_artifact, dumps
-    from devices.spec import DeviceSpec
-    from runtime.signing import load_signing_key
+    from pat_runtime.artifact import build_artifact, dumps
+    from pat_runtime.devices.spec import DeviceSpec
+    from pat_runtime.signing import load_signing_key
 
     other = DeviceSpec(**{**dev.spec.to_dict(), "kind": "sim:plate", "extra": {}})
     art = build_artifact({"t": np.zeros(3, np.float32)}, [{"type": "physical"}], other, "7")

@@ -1,8 +1,8 @@
 """A device error during deploy/rollback becomes that node's DeployError (it raised TypeError before)."""
 from __future__ import annotations
 
-from devices.errors import DeviceConnectionError, DeviceTimeoutError, RemoteDeviceError
-from runtime.deployer import DeployError, deploy_via, rollback_via
+from pat_runtime.devices.errors import DeviceConnectionError, DeviceTimeoutError, RemoteDeviceError
+from pat_runtime.deployer import DeployError, deploy_via, rollback_via
 
 
 class Coord:

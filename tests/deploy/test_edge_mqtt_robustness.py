@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from edge.deployed import Deployment
-from edge.service import NodeService
-from runtime.signing import load_signing_key
-from runtime.testing import sim_device
-from runtime.testing.artifact_attacks import attacks
-from runtime.testing.deploy import pnn_artifact
-from runtime.wire import MessageType, make_header, pack, unpack
+from pat_runtime.edge.deployed import Deployment
+from pat_runtime.edge.service import NodeService
+from pat_runtime.signing import load_signing_key
+from pat_runtime.testing import sim_device
+from pat_runtime.testing.artifact_attacks import attacks
+from pat_runtime.testing.deploy import pnn_artifact
+from pat_runtime.wire import MessageType, make_header, pack, unpack
 
 pytestmark = pytest.mark.mqtt
 torch.set_num_threads(1)
@@ -42,7 +42,7 @@ async def _node(tmp_path, url, **kw):
 async def test_retained_malformed_artifacts_are_refused_and_the_service_survives_restarts(tmp_path):
     import aiomqtt
 
-    from runtime.testing.mosquitto import mosquitto_broker, require_mosquitto
+    from pat_runtime.testing.mosquitto import mosquitto_broker, require_mosquitto
 
     require_mosquitto()
     dev = await sim_device(**SIM)
@@ -96,7 +96,7 @@ async def test_retained_malformed_artifacts_are_refused_and_the_service_survives
 async def test_predictions_during_a_broker_stall_are_bounded_and_drops_are_counted(tmp_path):
     import aiomqtt
 
-    from runtime.testing.mosquitto import mosquitto_broker, require_mosquitto
+    from pat_runtime.testing.mosquitto import mosquitto_broker, require_mosquitto
 
     require_mosquitto()
     cap, n = 8, 30

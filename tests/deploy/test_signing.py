@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edge.deployed import Deployment
-from edge.service import NodeService
-from runtime.artifact import ArtifactError, dumps, loads, save_artifact, sign_artifact
-from runtime.cli import app
-from runtime.signing import KeyFileError, TrustedKeys, generate_key, load_signing_key
-from runtime.testing import sim_device
-from runtime.testing.artifact_attacks import members, rezip, tamper
-from runtime.testing.deploy import pnn_artifact
-from runtime.wire import MessageType, make_header
+from pat_runtime.edge.deployed import Deployment
+from pat_runtime.edge.service import NodeService
+from pat_runtime.artifact import ArtifactError, dumps, loads, save_artifact, sign_artifact
+from pat_runtime.cli import app
+from pat_runtime.signing import KeyFileError, TrustedKeys, generate_key, load_signing_key
+from pat_runtime.testing import sim_device
+from pat_runtime.testing.artifact_attacks import members, rezip, tamper
+from pat_runtime.testing.deploy import pnn_artifact
+from pat_runtime.wire import MessageType, make_header
 
 SIM = dict(kind="circuit", unit=2, seed=5, noise=0.0)
 run = CliRunner().invoke

@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from devices.errors import DeviceConnectionError, DeviceTimeoutError
-from devices.factory import make_device
-from devices.visa import InstrumentError
-from sims.scpi.sensor import start_sensor
-from sims.sensor import SmartSensorSim
+from pat_runtime.devices.errors import DeviceConnectionError, DeviceTimeoutError
+from pat_runtime.devices.factory import make_device
+from pat_runtime.devices.visa import InstrumentError
+from pat_runtime.sims.scpi.sensor import start_sensor
+from pat_runtime.sims.sensor import SmartSensorSim
 
 pytest.importorskip("serial")
 
@@ -34,7 +34,7 @@ async def test_measures_exactly_like_the_sensor(sensor):
         x, th = rng.uniform(-1, 1, (5, 32)).astype(np.float32), rng.uniform(-1, 1, 32).astype(np.float32)
         y = await dev.apply(x, th)
         np.testing.assert_array_equal(y, SmartSensorSim(unit=2, seed=0, noise=0.0).measure(x, th))
-        from runtime.twins import make_twin, sim_options_of
+        from pat_runtime.twins import make_twin, sim_options_of
 
         make_twin("greybox", dev.spec, sim_options=sim_options_of(dev))   # grey-box physics found
     finally:
@@ -52,7 +52,7 @@ async def test_sensor_error_timeout_and_lost_port(sensor):
             await dev.apply(x, th)
         inst.mute = False
         assert (await dev.apply(x, th)).shape == (2, 32)   # the port was reopened
-        inst.commands["MEAS?"] = lambda a, b: (_ for _ in ()).throw(__import__("sims.scpi", fromlist=["x"]).ScpiError(
+        inst.commands["MEAS?"] = lambda a, b: (_ for _ in ()).throw(__import__("pat_runtime.sims.scpi", fromlist=["x"]).ScpiError(
             -240, "Hardware error; ADC overrun"))
         with pytest.raises(InstrumentError, match="error -240: Hardware error; ADC overrun") as ei:
             await dev.apply(x, th)

@@ -4,12 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from devices.errors import DeviceConnectionError, DeviceTimeoutError
-from devices.factory import make_device
-from devices.visa import InstrumentError, interleave_order
-from sims.plate import PlateSim
-from sims.plate import interleave_order as sim_order
-from sims.scpi.plate import start_plate_bench, visa_uri
+from pat_runtime.devices.errors import DeviceConnectionError, DeviceTimeoutError
+from pat_runtime.devices.factory import make_device
+from pat_runtime.devices.visa import InstrumentError, interleave_order
+from pat_runtime.sims.plate import PlateSim
+from pat_runtime.sims.plate import interleave_order as sim_order
+from pat_runtime.sims.scpi.plate import start_plate_bench, visa_uri
 
 pytest.importorskip("pyvisa_py")
 
@@ -123,8 +123,8 @@ def test_bad_visa_options_are_refused():
 
 async def test_pat_training_on_the_visa_plate(bench, tmp_path):
     """A short PAT run end to end: grey-box twin from the plate physics, forward passes through PyVISA."""
-    from runtime.datasets import load_task
-    from runtime.trainers.run import ExperimentConfig, run_experiment
+    from pat_runtime.datasets import load_task
+    from pat_runtime.trainers.run import ExperimentConfig, run_experiment
 
     _, awg, dig = bench
     cfg = ExperimentConfig(device=visa_uri(awg, dig), task="digits", method="pat", twin="greybox",

@@ -8,7 +8,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "devices.md"
 
 
 def test_devices_guide_python_blocks_run(capsys):
-    from devices.registry import unregister_scheme
+    from pat_runtime.devices.registry import unregister_scheme
 
     blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
     assert len(blocks) >= 4

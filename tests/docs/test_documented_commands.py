@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import typer
 
-from devices.factory import make_device
-from runtime.cli import app
+from pat_runtime.devices.factory import make_device
+from pat_runtime.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

@@ -1,1 +1,1 @@
-from runtime.testing.fleet import fleet_factory  # noqa: F401  (fixture)
+from pat_runtime.testing.fleet import fleet_factory  # noqa: F401  (fixture)

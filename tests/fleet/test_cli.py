@@ -3,7 +3,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from runtime.cli import app
+from pat_runtime.cli import app
 
 pytestmark = pytest.mark.timeout(120)
 

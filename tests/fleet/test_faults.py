@@ -4,9 +4,9 @@ import time
 import numpy as np
 import pytest
 
-from edge.service import NodeService
-from runtime import wire
-from sims.fleet import FaultInjector, FaultPlan, FaultSpec, node_device
+from pat_runtime.edge.service import NodeService
+from pat_runtime import wire
+from pat_runtime.sims.fleet import FaultInjector, FaultPlan, FaultSpec, node_device
 
 
 def test_parse_and_str_roundtrip():

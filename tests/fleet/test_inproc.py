@@ -4,12 +4,12 @@ import asyncio
 import numpy as np
 import pytest
 
-from devices.errors import DeviceConnectionError, DeviceTimeoutError, RemoteDeviceError
-from edge.service import NodeService
-from runtime import wire
-from runtime.testing import sim_device
-from runtime.transport.inproc import InprocCoordinator, InprocEdgeTransport, from_frames, to_frames
-from sims.fleet import FaultInjector, FaultSpec
+from pat_runtime.devices.errors import DeviceConnectionError, DeviceTimeoutError, RemoteDeviceError
+from pat_runtime.edge.service import NodeService
+from pat_runtime import wire
+from pat_runtime.testing import sim_device
+from pat_runtime.transport.inproc import InprocCoordinator, InprocEdgeTransport, from_frames, to_frames
+from pat_runtime.sims.fleet import FaultInjector, FaultSpec
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -158,7 +158,7 @@ async def test_close_fails_pending_requests():
 
 
 async def test_bye_fails_requests_in_flight_at_once():
-    from sims.fleet import node_device
+    from pat_runtime.sims.fleet import node_device
 
     async with InprocCoordinator(timeout=5.0, retries=0) as coord:
         dev = node_device("echo:?latency=2.0", 0)

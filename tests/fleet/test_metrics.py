@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from runtime.fleet.metrics import FleetMetrics, LatencyHistogram, NodeMetrics
+from pat_runtime.fleet.metrics import FleetMetrics, LatencyHistogram, NodeMetrics
 
 
 def test_histogram_quantiles_within_one_bucket():

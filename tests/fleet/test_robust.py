@@ -4,12 +4,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from runtime.calibration import calibration_param_names
-from runtime.fleet.robust import MultiUnitTrainer, evaluate_units
-from runtime.pat import build_pnn
-from runtime.testing import sim_device
-from runtime.testing.calibration import CIRCUIT
-from runtime.twins import make_twin
+from pat_runtime.calibration import calibration_param_names
+from pat_runtime.fleet.robust import MultiUnitTrainer, evaluate_units
+from pat_runtime.pat import build_pnn
+from pat_runtime.testing import sim_device
+from pat_runtime.testing.calibration import CIRCUIT
+from pat_runtime.twins import make_twin
 
 torch.set_num_threads(1)
 

@@ -5,8 +5,8 @@ from collections import Counter, defaultdict
 import numpy as np
 import pytest
 
-from devices.errors import RemoteDeviceError
-from runtime.fleet import FleetError, Shard, ShardScheduler
+from pat_runtime.devices.errors import RemoteDeviceError
+from pat_runtime.fleet import FleetError, Shard, ShardScheduler
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from runtime.datasets import load_task
-from runtime.fleet.training import (ExactlyOnceLedger, FittedTwins, FleetTrainer, LedgerError, NominalTwins,
+from pat_runtime.datasets import load_task
+from pat_runtime.fleet.training import (ExactlyOnceLedger, FittedTwins, FleetTrainer, LedgerError, NominalTwins,
                                     PipelineTrainer, twin_sim_options)
-from runtime.pat import build_pnn
-from runtime.testing.fleet import sim_fleet
-from runtime.twins import make_twin
+from pat_runtime.pat import build_pnn
+from pat_runtime.testing.fleet import sim_fleet
+from pat_runtime.twins import make_twin
 
 DEVICE = "sim:plate"
 TOL = 0.06

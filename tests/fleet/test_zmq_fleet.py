@@ -4,9 +4,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from runtime.fleet import Shard, ShardScheduler
-from runtime.testing.fleet import FAST_DEVICE, sim_fleet
-from sims.fleet import SimFleet
+from pat_runtime.fleet import Shard, ShardScheduler
+from pat_runtime.testing.fleet import FAST_DEVICE, sim_fleet
+from pat_runtime.sims.fleet import SimFleet
 
 pytestmark = pytest.mark.timeout(120)
 TH = np.zeros(4, np.float32)

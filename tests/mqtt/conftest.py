@@ -13,10 +13,10 @@ from typing import Any, AsyncIterator
 
 import pytest
 
-from edge.service import NodeService
-from runtime.testing import sim_device
-from runtime.testing.mosquitto import Broker, mosquitto_broker
-from runtime.transport.mqtt import MqttCoordinator, MqttEdgeTransport
+from pat_runtime.edge.service import NodeService
+from pat_runtime.testing import sim_device
+from pat_runtime.testing.mosquitto import Broker, mosquitto_broker
+from pat_runtime.transport.mqtt import MqttCoordinator, MqttEdgeTransport
 
 HERE = Path(__file__).parent
 

@@ -13,9 +13,9 @@ async def main(url: str, node_id: str, heartbeat: float, latency: float) -> None
     import torch
 
     torch.set_num_threads(1)
-    from edge.service import NodeService
-    from runtime.testing import sim_device
-    from runtime.transport.mqtt import MqttEdgeTransport
+    from pat_runtime.edge.service import NodeService
+    from pat_runtime.testing import sim_device
+    from pat_runtime.transport.mqtt import MqttEdgeTransport
 
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)

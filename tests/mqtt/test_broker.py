@@ -1,4 +1,4 @@
-"""The Mosquitto launcher (runtime.testing.mosquitto): start/stop, auth files, limits, missing binary."""
+"""The Mosquitto launcher (pat_runtime.testing.mosquitto): start/stop, auth files, limits, missing binary."""
 from __future__ import annotations
 
 import asyncio
@@ -7,8 +7,8 @@ import socket
 import aiomqtt
 import pytest
 
-from runtime.testing import mosquitto as mq
-from runtime.testing.mosquitto import mosquitto_broker, mosquitto_broker_sync
+from pat_runtime.testing import mosquitto as mq
+from pat_runtime.testing.mosquitto import mosquitto_broker, mosquitto_broker_sync
 
 
 def _port_open(port: int) -> bool:

@@ -1,4 +1,4 @@
-"""End to end through the public entry points: ``make_device("mqtt://...")`` + ``edge.agent.run_edge``."""
+"""End to end through the public entry points: ``make_device("mqtt://...")`` + ``pat_runtime.edge.agent.run_edge``."""
 from __future__ import annotations
 
 import asyncio
@@ -6,10 +6,10 @@ import asyncio
 import numpy as np
 import pytest
 
-from devices.errors import OutOfRangeError
-from devices.factory import make_device
-from edge.agent import run_edge
-from sims import make_sim
+from pat_runtime.devices.errors import OutOfRangeError
+from pat_runtime.devices.factory import make_device
+from pat_runtime.edge.agent import run_edge
+from pat_runtime.sims import make_sim
 
 
 async def test_remote_device_over_mqtt_matches_the_local_simulator(broker):
@@ -38,7 +38,7 @@ async def test_remote_device_over_mqtt_matches_the_local_simulator(broker):
 
 
 async def test_remote_device_with_credentials_in_the_url():
-    from runtime.testing.mosquitto import mosquitto_broker
+    from pat_runtime.testing.mosquitto import mosquitto_broker
 
     async with mosquitto_broker(users={"u": "p@ss"}) as b:
         stop = asyncio.Event()

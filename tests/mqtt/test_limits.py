@@ -9,12 +9,12 @@ import msgpack
 import numpy as np
 import pytest
 
-from devices.errors import DeviceConnectionError, RemoteDeviceError
-from runtime import wire
-from runtime.testing.mosquitto import mosquitto_broker
-from runtime.transport.mqtt import MqttAuthError, MqttCoordinator, MqttEdgeTransport, PayloadTooLargeError
-from edge.service import NodeService
-from runtime.testing import sim_device
+from pat_runtime.devices.errors import DeviceConnectionError, RemoteDeviceError
+from pat_runtime import wire
+from pat_runtime.testing.mosquitto import mosquitto_broker
+from pat_runtime.transport.mqtt import MqttAuthError, MqttCoordinator, MqttEdgeTransport, PayloadTooLargeError
+from pat_runtime.edge.service import NodeService
+from pat_runtime.testing import sim_device
 
 
 async def _next(client: aiomqtt.Client, timeout: float = 5.0) -> aiomqtt.Message:
@@ -130,7 +130,7 @@ async def test_credentials(edge_node, coordinator):
 
 
 async def test_unreachable_broker_is_a_connection_error(coordinator):
-    from runtime.testing import free_port
+    from pat_runtime.testing import free_port
 
     with pytest.raises(DeviceConnectionError, match=r"\[coordinator\] cannot connect to MQTT broker mqtt://127"):
         await MqttCoordinator(f"mqtt://127.0.0.1:{free_port()}").start()

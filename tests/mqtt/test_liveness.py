@@ -14,8 +14,8 @@ import aiomqtt
 import numpy as np
 import pytest
 
-from devices.errors import DeviceConnectionError
-from runtime.testing.mosquitto import mosquitto_broker
+from pat_runtime.devices.errors import DeviceConnectionError
+from pat_runtime.testing.mosquitto import mosquitto_broker
 
 EDGE_PROC = Path(__file__).with_name("edge_proc.py")
 ROOT = Path(__file__).resolve().parents[2]

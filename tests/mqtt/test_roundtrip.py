@@ -6,9 +6,9 @@ import asyncio
 import numpy as np
 import pytest
 
-from devices.errors import DeviceConnectionError, DeviceTimeoutError, RemoteDeviceError
-from runtime.transport.mqtt import MqttCoordinator, MqttEdgeTransport, MqttUrl, split_device_url
-from sims import make_sim
+from pat_runtime.devices.errors import DeviceConnectionError, DeviceTimeoutError, RemoteDeviceError
+from pat_runtime.transport.mqtt import MqttCoordinator, MqttEdgeTransport, MqttUrl, split_device_url
+from pat_runtime.sims import make_sim
 
 
 def _batch(b=32, n=16, seed=0):

@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from runtime.transport.mqtt.shared import SharedMqttCoordinator
+from pat_runtime.transport.mqtt.shared import SharedMqttCoordinator
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from runtime.testing.ray_cluster import LocalRayCluster
+from pat_runtime.testing.ray_cluster import LocalRayCluster
 
 try:
     import ray

@@ -14,13 +14,13 @@ import torch
 
 ray = pytest.importorskip("ray", reason="the 'ray' extra is not installed")
 
-from runtime.datasets import load_task  # noqa: E402
-from runtime.fleet import Shard, ShardScheduler  # noqa: E402
-from runtime.fleet.ray_backend import RayFleet  # noqa: E402
-from runtime.fleet.training import FleetTrainer, NominalTwins, twin_sim_options  # noqa: E402
-from runtime.pat import build_pnn  # noqa: E402
-from runtime.testing.fleet import sim_fleet  # noqa: E402
-from runtime.twins import make_twin  # noqa: E402
+from pat_runtime.datasets import load_task  # noqa: E402
+from pat_runtime.fleet import Shard, ShardScheduler  # noqa: E402
+from pat_runtime.fleet.ray_backend import RayFleet  # noqa: E402
+from pat_runtime.fleet.training import FleetTrainer, NominalTwins, twin_sim_options  # noqa: E402
+from pat_runtime.pat import build_pnn  # noqa: E402
+from pat_runtime.testing.fleet import sim_fleet  # noqa: E402
+from pat_runtime.twins import make_twin  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 TH = np.zeros(4, np.float32)
@@ -73,7 +73,7 @@ def test_pat_fleet_cli_on_the_ray_cluster(ray_cluster, tmp_path):
     """``pat fleet --backend ray --address ...``: 4 nodes in 2 actors on the running cluster."""
     from typer.testing import CliRunner
 
-    from runtime.cli import app
+    from pat_runtime.cli import app
 
     cluster, _ = ray_cluster
     out = tmp_path / "fleet.json"

@@ -5,9 +5,9 @@ import json
 
 from typer.testing import CliRunner
 
-from runtime.cli import app
-from runtime.cli.results import write_report
-from runtime.results.render import cells, gaps, render
+from pat_runtime.cli import app
+from pat_runtime.cli.results import write_report
+from pat_runtime.results.render import cells, gaps, render
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from runtime.datasets import split_task, with_validation
-from runtime.trainers import METHODS, TrainConfig, build_digital, train_loop
-from runtime.trainers.common import _score
-from runtime.trainers.run import ExperimentConfig, near_chance_warning
+from pat_runtime.datasets import split_task, with_validation
+from pat_runtime.trainers import METHODS, TrainConfig, build_digital, train_loop
+from pat_runtime.trainers.common import _score
+from pat_runtime.trainers.run import ExperimentConfig, near_chance_warning
 
 
 def _task(seed=0, scramble_test=False):
@@ -76,7 +76,7 @@ def test_near_chance_warning():
 def test_one_default_twin_for_cli_and_config():
     import typer
 
-    from runtime.cli import app
+    from pat_runtime.cli import app
 
     train = typer.main.get_command(app).commands["train"]
     cli_default = next(p.default for p in train.params if p.name == "twin")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from runtime.trainers.spsa import minimize_spsa, spall_gains
+from pat_runtime.trainers.spsa import minimize_spsa, spall_gains
 
 
 def test_spall_gains_decay_with_the_standard_exponents():

@@ -1,11 +1,11 @@
-"""t-intervals over runs and paired differences (runtime.stats)."""
+"""t-intervals over runs and paired differences (pat_runtime.stats)."""
 from __future__ import annotations
 
 import math
 
 import pytest
 
-from runtime.stats import paired_difference, t_interval
+from pat_runtime.stats import paired_difference, t_interval
 
 
 def test_t_interval_matches_the_textbook_value():

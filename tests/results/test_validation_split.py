@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.datasets import load_task, split_task, with_validation
+from pat_runtime.datasets import load_task, split_task, with_validation
 
 
 def _toy(n_per_class=(40, 60, 100)):

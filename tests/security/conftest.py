@@ -20,9 +20,9 @@ from typing import AsyncIterator, Callable
 
 import pytest
 
-from runtime.testing.core import free_port
-from runtime.testing.mosquitto import Broker, mosquitto_broker
-from runtime.transport.mqtt.acl import AclSpec, write_broker_config
+from pat_runtime.testing.core import free_port
+from pat_runtime.testing.mosquitto import Broker, mosquitto_broker
+from pat_runtime.transport.mqtt.acl import AclSpec, write_broker_config
 
 HERE = Path(__file__).parent
 NODES = ["node-1", "node-2"]
@@ -73,11 +73,11 @@ async def secure_broker(tmp: Path, nodes=NODES, **kw) -> AsyncIterator[SecureBro
 
 
 class Edge:
-    """``python -m edge`` (== ``pat edge``) as a child process, its output in a file (no pipe to fill)."""
+    """``python -m pat_runtime.edge`` (== ``pat edge``) as a child process, its output in a file (no pipe to fill)."""
 
     def __init__(self, tmp: Path, device: str, connect: str, node_id: str, *extra: str, heartbeat: float = 0.2):
         self.log_path = tmp / f"edge-{node_id}-{os.urandom(3).hex()}.log"
-        self.args = [sys.executable, "-m", "edge", "--device", device, "--connect", connect, "--node-id", node_id,
+        self.args = [sys.executable, "-m", "pat_runtime.edge", "--device", device, "--connect", connect, "--node-id", node_id,
                      "--heartbeat", str(heartbeat), *extra]
         self.proc: subprocess.Popen | None = None
 

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from devices.remote import RemoteDevice
-from runtime import wire
-from runtime.cli import app
-from runtime.transport.mqtt import MqttAuthError, MqttCoordinator
-from runtime.transport.mqtt.credentials import CredentialsError, read_credentials_file
-from sims import make_sim
+from pat_runtime.devices.remote import RemoteDevice
+from pat_runtime import wire
+from pat_runtime.cli import app
+from pat_runtime.transport.mqtt import MqttAuthError, MqttCoordinator
+from pat_runtime.transport.mqtt.credentials import CredentialsError, read_credentials_file
+from pat_runtime.sims import make_sim
 
 from .conftest import secure_broker, until
 

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import aiomqtt
 
-from runtime import wire
-from runtime.testing.core import free_port
-from runtime.testing.mosquitto import mosquitto_broker
-from runtime.transport.mqtt import MqttCoordinator
-from runtime.transport.mqtt.acl import AclSpec, write_broker_config
+from pat_runtime import wire
+from pat_runtime.testing.core import free_port
+from pat_runtime.testing.mosquitto import mosquitto_broker
+from pat_runtime.transport.mqtt import MqttCoordinator
+from pat_runtime.transport.mqtt.acl import AclSpec, write_broker_config
 
 from .conftest import until
 

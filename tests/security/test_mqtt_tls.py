@@ -6,13 +6,13 @@ import asyncio
 import numpy as np
 import pytest
 
-from devices.errors import DeviceConnectionError
-from edge.service import NodeService
-from runtime.testing import sim_device
-from runtime.testing.core import free_port
-from runtime.testing.tls import make_pki
-from runtime.transport.mqtt import MqttCoordinator, MqttEdgeTransport
-from runtime.transport.mqtt.acl import TlsFiles
+from pat_runtime.devices.errors import DeviceConnectionError
+from pat_runtime.edge.service import NodeService
+from pat_runtime.testing import sim_device
+from pat_runtime.testing.core import free_port
+from pat_runtime.testing.tls import make_pki
+from pat_runtime.transport.mqtt import MqttCoordinator, MqttEdgeTransport
+from pat_runtime.transport.mqtt.acl import TlsFiles
 
 from .conftest import secure_broker
 

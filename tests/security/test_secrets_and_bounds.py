@@ -7,14 +7,14 @@ import zipfile
 
 import pytest
 
-from runtime.redact import has_secret, redact_uri, strip_credentials
-from runtime.testing import sim_device
-from runtime.transport.backoff import Backoff
-from runtime.transport.meta import FIELDS, node_meta
-from runtime.transport.mqtt.acl import AclSpec, broker_conf, write_broker_config
-from runtime.transport.mqtt.common import MqttUrl
-from runtime.transport.mqtt.credentials import resolve_credentials
-from runtime.transport.zmq.identity import IdentityError, NodeIdentities, load_keys
+from pat_runtime.redact import has_secret, redact_uri, strip_credentials
+from pat_runtime.testing import sim_device
+from pat_runtime.transport.backoff import Backoff
+from pat_runtime.transport.meta import FIELDS, node_meta
+from pat_runtime.transport.mqtt.acl import AclSpec, broker_conf, write_broker_config
+from pat_runtime.transport.mqtt.common import MqttUrl
+from pat_runtime.transport.mqtt.credentials import resolve_credentials
+from pat_runtime.transport.zmq.identity import IdentityError, NodeIdentities, load_keys
 
 SECRET = "S3cretPW-xyz"
 URI = f"mqtt://coordinator:{SECRET}@127.0.0.1:1883/node-1?prefix=lab&token=tok-{SECRET}"
@@ -29,11 +29,11 @@ def test_redaction_helpers():
 
 async def test_a_training_run_records_no_secret_from_the_device_uri(tmp_path, monkeypatch):
     """summary.json, model.json, the .pnn manifest and the plot title of a run whose device URI has a password."""
-    import runtime.plots as plots
-    from runtime.pat import build_pnn
-    from runtime.trainers.common import EpochMetrics
-    from runtime.trainers.run import ExperimentConfig, RunResult, write_outputs
-    from runtime.twins import make_twin
+    import pat_runtime.plots as plots
+    from pat_runtime.pat import build_pnn
+    from pat_runtime.trainers.common import EpochMetrics
+    from pat_runtime.trainers.run import ExperimentConfig, RunResult, write_outputs
+    from pat_runtime.twins import make_twin
 
     titles = []
     real = plots.plot_curves
@@ -67,7 +67,7 @@ def test_credentials_come_from_file_then_environment_and_url_passwords_warn(tmp_
     assert "from-file" not in repr(c)
     c = resolve_credentials("u", None, {}, env={"PAT_MQTT_PASSWORD": "from-env"})
     assert (c.username, c.password, c.source) == ("u", "from-env", "env")
-    with caplog.at_level("WARNING", "runtime.transport.mqtt"):
+    with caplog.at_level("WARNING", "pat_runtime.transport.mqtt"):
         c = resolve_credentials("u", "in-url", {}, where="broker-x", env={})
     assert c.source == "url" and "carries a password" in caplog.text and "in-url" not in caplog.text
 
@@ -132,7 +132,7 @@ def test_generated_broker_config_has_limits_acl_and_no_anonymous(tmp_path):
 
 
 def test_edge_status_lines_never_print_a_password_from_the_url():
-    from edge.status import EdgeStatus
+    from pat_runtime.edge.status import EdgeStatus
 
     lines: list[str] = []
     st = EdgeStatus("node-1", "mqtt://user:s3cret@127.0.0.1:1883", echo=lines.append)

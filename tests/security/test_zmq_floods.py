@@ -11,15 +11,15 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from devices.errors import RemoteDeviceError
-from devices.remote import RemoteDevice
-from runtime import wire
-from runtime.testing import sim_device
-from runtime.testing.core import free_port
-from runtime.testing.zmq import start_node
-from runtime.transport.meta import FIELDS
-from runtime.transport.zmq import ZmqCoordinator
-from runtime.wire import Limits
+from pat_runtime.devices.errors import RemoteDeviceError
+from pat_runtime.devices.remote import RemoteDevice
+from pat_runtime import wire
+from pat_runtime.testing import sim_device
+from pat_runtime.testing.core import free_port
+from pat_runtime.testing.zmq import start_node
+from pat_runtime.transport.meta import FIELDS
+from pat_runtime.transport.zmq import ZmqCoordinator
+from pat_runtime.wire import Limits
 
 from .conftest import until
 

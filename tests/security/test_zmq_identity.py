@@ -13,13 +13,13 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from devices.remote import RemoteDevice
-from runtime import wire
-from runtime.testing import sim_device
-from runtime.testing.core import free_port
-from runtime.testing.zmq import start_node
-from runtime.transport.zmq import CurveClient, CurveServer, ZmqCoordinator, ZmqEdgeTransport, load_cert
-from sims import make_sim
+from pat_runtime.devices.remote import RemoteDevice
+from pat_runtime import wire
+from pat_runtime.testing import sim_device
+from pat_runtime.testing.core import free_port
+from pat_runtime.testing.zmq import start_node
+from pat_runtime.transport.zmq import CurveClient, CurveServer, ZmqCoordinator, ZmqEdgeTransport, load_cert
+from pat_runtime.sims import make_sim
 
 from .conftest import until
 
@@ -157,7 +157,7 @@ def test_non_loopback_without_curve_needs_an_explicit_opt_in(caplog):
         ZmqCoordinator(f"tcp://0.0.0.0:{port}")
     with pytest.raises(ValueError, match="--insecure"):
         ZmqEdgeTransport(f"tcp://10.1.2.3:{port}", "node-1")
-    with caplog.at_level(logging.WARNING, "runtime.transport.zmq"):
+    with caplog.at_level(logging.WARNING, "pat_runtime.transport.zmq"):
         ZmqCoordinator(f"tcp://0.0.0.0:{port}", insecure=True)
     assert "insecure opt-in" in caplog.text
     ZmqCoordinator(f"tcp://127.0.0.1:{port}"), ZmqCoordinator(f"tcp://[::1]:{port}"), ZmqCoordinator("ipc:///tmp/x")

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from devices.factory import make_device
-from sims import SIMS, make_sim
-from sims.quality import random_inputs, rel_error
+from pat_runtime.devices.factory import make_device
+from pat_runtime.sims import SIMS, make_sim
+from pat_runtime.sims.quality import random_inputs, rel_error
 
 KINDS = sorted(SIMS)
 
@@ -105,8 +105,8 @@ def test_a_datasheet_only_simulator_refuses_the_true_forward():
 def test_effect_names_never_shadow_construction_options(kind):
     import inspect
 
-    from sims import sim_class
-    from sims.base import Simulator
+    from pat_runtime.sims import sim_class
+    from pat_runtime.sims.base import Simulator
 
     cls = sim_class(kind)
     taken = set(inspect.signature(cls.make_spec).parameters) | set(inspect.signature(Simulator.__init__).parameters)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sims import SIMS, make_sim
-from sims.quality import random_inputs
+from pat_runtime.sims import SIMS, make_sim
+from pat_runtime.sims.quality import random_inputs
 
 KINDS = sorted(SIMS)
 

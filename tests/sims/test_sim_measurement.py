@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from devices.errors import OutOfRangeError
-from devices.factory import make_device
-from sims import SIMS, make_sim
-from sims.quality import random_inputs
+from pat_runtime.devices.errors import OutOfRangeError
+from pat_runtime.devices.factory import make_device
+from pat_runtime.sims import SIMS, make_sim
+from pat_runtime.sims.quality import random_inputs
 
 KINDS = sorted(SIMS)
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from sims import SIMS, make_sim
-from sims.quality import (linear_residual, mismatch, output_stats, random_inputs, rel_error, theta_effect,
+from pat_runtime.sims import SIMS, make_sim
+from pat_runtime.sims.quality import (linear_residual, mismatch, output_stats, random_inputs, rel_error, theta_effect,
                           true_physics)
 
 KINDS = sorted(SIMS)

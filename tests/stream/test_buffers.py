@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from runtime.stream.checkpoint import CheckpointManager, rng_state, set_rng_state
-from runtime.stream.replay import ReplayBuffer
-from runtime.stream.sources import IteratorSource, Sample, SeqTracker, decode_sample, encode_sample, task_stream
+from pat_runtime.stream.checkpoint import CheckpointManager, rng_state, set_rng_state
+from pat_runtime.stream.replay import ReplayBuffer
+from pat_runtime.stream.sources import IteratorSource, Sample, SeqTracker, decode_sample, encode_sample, task_stream
 
 
 def test_replay_is_a_bounded_fifo():

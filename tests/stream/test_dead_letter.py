@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from runtime.pat import build_pnn
-from runtime.stream.checkpoint import CheckpointManager
-from runtime.stream.sources import IteratorSource, MqttSource, Sample, publish_samples
-from runtime.stream.trainer import StreamConfig, StreamTrainer
-from runtime.testing import sim_device
-from runtime.twins import make_twin, sim_options_of
+from pat_runtime.pat import build_pnn
+from pat_runtime.stream.checkpoint import CheckpointManager
+from pat_runtime.stream.sources import IteratorSource, MqttSource, Sample, publish_samples
+from pat_runtime.stream.trainer import StreamConfig, StreamTrainer
+from pat_runtime.testing import sim_device
+from pat_runtime.twins import make_twin, sim_options_of
 
 torch.set_num_threads(1)
 N_FEAT, N_CLS = 16, 4
@@ -68,7 +68,7 @@ async def test_poison_samples_are_dead_lettered_and_skipped(tmp_path):
 
 @pytest.mark.mqtt
 async def test_a_poison_sample_spooled_before_a_crash_does_not_crash_the_restart(tmp_path):
-    from runtime.testing.mosquitto import mosquitto_broker, require_mosquitto
+    from pat_runtime.testing.mosquitto import mosquitto_broker, require_mosquitto
 
     require_mosquitto()
     rng = np.random.default_rng(1)

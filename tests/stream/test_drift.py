@@ -1,6 +1,6 @@
 """Under drift, online PAT with twin refresh keeps its accuracy while a frozen model decays.
 
-Setup = ``runtime.stream.drift.DriftExperiment()`` defaults (the same run as docs/drift.png): sim:plate unit 0,
+Setup = ``pat_runtime.stream.drift.DriftExperiment()`` defaults (the same run as docs/drift.png): sim:plate unit 0,
 noise 0.01, hidden parameters drifting 0.0015 (log-std) per device call after pretraining, digits, 600 stream
 batches of 32, held-out accuracy on 300 test digits every 25 batches. Measured (seed 0, 2 CPU cores):
 pretrained 0.75; after the stream (mean of the last 5 evaluations) online + refresh ~0.68, frozen model
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from runtime.stream.drift import DriftExperiment, end_accuracy, pretrain, run_mode
+from pat_runtime.stream.drift import DriftExperiment, end_accuracy, pretrain, run_mode
 
 torch.set_num_threads(1)
 

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from runtime.pat import build_pnn
-from runtime.stream.checkpoint import CheckpointManager
-from runtime.stream.refresh import RefreshConfig
-from runtime.stream.sources import IteratorSource, MqttSource, Sample, publish_samples, task_stream
-from runtime.stream.trainer import StreamConfig, StreamTrainer
-from runtime.testing import sim_device
-from runtime.twins import make_twin, sim_options_of
+from pat_runtime.pat import build_pnn
+from pat_runtime.stream.checkpoint import CheckpointManager
+from pat_runtime.stream.refresh import RefreshConfig
+from pat_runtime.stream.sources import IteratorSource, MqttSource, Sample, publish_samples, task_stream
+from pat_runtime.stream.trainer import StreamConfig, StreamTrainer
+from pat_runtime.testing import sim_device
+from pat_runtime.twins import make_twin, sim_options_of
 
 torch.set_num_threads(1)
 N_FEAT, N_CLS = 16, 4
@@ -84,7 +84,7 @@ async def test_crash_and_resume_is_exactly_once_and_equals_an_uninterrupted_run(
 
 @pytest.mark.mqtt
 async def test_mqtt_stream_survives_a_crash_without_losing_or_repeating_samples(tmp_path):
-    from runtime.testing.mosquitto import mosquitto_broker, require_mosquitto
+    from pat_runtime.testing.mosquitto import mosquitto_broker, require_mosquitto
 
     require_mosquitto()
     x, y = _data(seed=1)

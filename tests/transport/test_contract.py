@@ -13,13 +13,13 @@ from typing import Any, AsyncIterator
 import numpy as np
 import pytest
 
-from devices.errors import DeviceConnectionError, DeviceTimeoutError, RemoteDeviceError
-from edge.service import NodeService
-from runtime.testing import free_port, sim_device
-from runtime.testing.mosquitto import mosquitto_broker, require_mosquitto
-from runtime.transport.inproc import InprocCoordinator, InprocEdgeTransport
-from runtime.transport.mqtt import MqttCoordinator, MqttEdgeTransport
-from runtime.transport.zmq import ZmqCoordinator, ZmqEdgeTransport
+from pat_runtime.devices.errors import DeviceConnectionError, DeviceTimeoutError, RemoteDeviceError
+from pat_runtime.edge.service import NodeService
+from pat_runtime.testing import free_port, sim_device
+from pat_runtime.testing.mosquitto import mosquitto_broker, require_mosquitto
+from pat_runtime.transport.inproc import InprocCoordinator, InprocEdgeTransport
+from pat_runtime.transport.mqtt import MqttCoordinator, MqttEdgeTransport
+from pat_runtime.transport.zmq import ZmqCoordinator, ZmqEdgeTransport
 
 TRANSPORTS = ["inproc", "zmq", pytest.param("mqtt", marks=pytest.mark.mqtt)]
 

@@ -1,13 +1,13 @@
-"""`pat edge` as a separate process (``python -m edge``) serving a RemoteDevice; SIGTERM exits cleanly."""
+"""`pat edge` as a separate process (``python -m pat_runtime.edge``) serving a RemoteDevice; SIGTERM exits cleanly."""
 import asyncio
 
 import numpy as np
 import pytest
 
-from devices.factory import make_device
-from runtime.testing import free_port
-from runtime.testing.zmq import EdgeProcess
-from sims import make_sim
+from pat_runtime.devices.factory import make_device
+from pat_runtime.testing import free_port
+from pat_runtime.testing.zmq import EdgeProcess
+from pat_runtime.sims import make_sim
 
 
 async def test_pat_edge_process_serves_remote_device_and_exits_cleanly_on_sigterm():
@@ -41,7 +41,7 @@ async def test_pat_edge_process_serves_remote_device_and_exits_cleanly_on_sigter
 def test_pat_edge_rejects_bad_arguments():
     from typer.testing import CliRunner
 
-    from runtime.cli import app
+    from pat_runtime.cli import app
 
     url = f"tcp://127.0.0.1:{free_port()}"
     r = CliRunner().invoke(app, ["edge", "--device", "sim:nope", "--connect", url, "--node-id", "x"])
@@ -56,9 +56,9 @@ def test_pat_edge_rejects_bad_arguments():
 async def test_run_edge_in_process_with_curve_certificate_files(tmp_path):
     import zmq.auth
 
-    from edge.agent import run_edge
-    from runtime.cli.edge import _curve_client
-    from runtime.transport.zmq import CurveServer, ZmqCoordinator, load_cert
+    from pat_runtime.edge.agent import run_edge
+    from pat_runtime.cli.edge import _curve_client
+    from pat_runtime.transport.zmq import CurveServer, ZmqCoordinator, load_cert
 
     server_pub_file, server_sec_file = zmq.auth.create_certificates(tmp_path, "server")
     node_pub_file, node_sec_file = zmq.auth.create_certificates(tmp_path, "node")
@@ -80,12 +80,12 @@ async def test_run_edge_in_process_with_curve_certificate_files(tmp_path):
 
 
 def test_transport_is_chosen_by_url_scheme():
-    from edge.agent import make_edge_transport
-    from runtime.transport.zmq import ZmqEdgeTransport
+    from pat_runtime.edge.agent import make_edge_transport
+    from pat_runtime.transport.zmq import ZmqEdgeTransport
 
     t = make_edge_transport("tcp://127.0.0.1:5555", "n1", heartbeat=0.2)
     assert isinstance(t, ZmqEdgeTransport) and t.heartbeat == 0.2 and t.node_id == "n1"
-    mqtt = pytest.importorskip("runtime.transport.mqtt")
+    mqtt = pytest.importorskip("pat_runtime.transport.mqtt")
     t = make_edge_transport("mqtt://127.0.0.1:1883", "n1", heartbeat=0.2)
     assert isinstance(t, mqtt.MqttEdgeTransport)
     with pytest.raises(ValueError, match="unknown coordinator URL"):
@@ -100,7 +100,7 @@ def test_pat_train_on_a_remote_zmq_device(tmp_path):
 
     from typer.testing import CliRunner
 
-    from runtime.cli import app
+    from pat_runtime.cli import app
 
     port = free_port()
     proc = EdgeProcess("sim:circuit?noise=0.01", f"tcp://127.0.0.1:{port}", "trainee", 0.2).start()

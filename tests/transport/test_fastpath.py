@@ -10,17 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from devices.local import LocalDevice
-from devices.remote import RemoteDevice
-from edge.deadline import DeadlineClock
-from edge.service import NodeService
-from runtime import wire
-from runtime.pat import build_pnn
-from runtime.testing import sim_device
-from runtime.testing.mosquitto import mosquitto_broker, require_mosquitto
-from runtime.transport.inproc import InprocCoordinator, InprocEdgeTransport
-from runtime.transport.mqtt import MqttCoordinator, MqttEdgeTransport
-from sims import make_sim
+from pat_runtime.devices.local import LocalDevice
+from pat_runtime.devices.remote import RemoteDevice
+from pat_runtime.edge.deadline import DeadlineClock
+from pat_runtime.edge.service import NodeService
+from pat_runtime import wire
+from pat_runtime.pat import build_pnn
+from pat_runtime.testing import sim_device
+from pat_runtime.testing.mosquitto import mosquitto_broker, require_mosquitto
+from pat_runtime.transport.inproc import InprocCoordinator, InprocEdgeTransport
+from pat_runtime.transport.mqtt import MqttCoordinator, MqttEdgeTransport
+from pat_runtime.sims import make_sim
 
 X = np.full((4, 16), 0.25, np.float32)
 TH = np.zeros(16, np.float32)
@@ -158,7 +158,7 @@ async def test_apply_many_matches_per_channel_apply(inline):
 
 
 async def test_several_shards_in_one_fleet_message():
-    from sims.fleet import SimFleet
+    from pat_runtime.sims.fleet import SimFleet
 
     async with SimFleet(2, "sim:circuit?in_dim=4&param_dim=4&substeps=1&noise=0", cap=2, timeout=5.0) as fleet:
         node = fleet.node_ids[0]

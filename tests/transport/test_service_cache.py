@@ -1,9 +1,9 @@
 """NodeService reply cache bounds (a small change made for the transport hot path)."""
 import numpy as np
 
-from edge.service import NodeService
-from runtime import wire
-from runtime.testing import sim_device
+from pat_runtime.edge.service import NodeService
+from pat_runtime import wire
+from pat_runtime.testing import sim_device
 
 
 async def test_reply_cache_is_bounded_in_bytes():

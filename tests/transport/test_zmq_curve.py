@@ -3,10 +3,10 @@ import asyncio
 
 import pytest
 
-from devices.errors import DeviceTimeoutError
-from runtime.testing import free_port, sim_device
-from runtime.testing.zmq import start_node
-from runtime.transport.zmq import CurveClient, CurveServer, ZmqCoordinator, curve_keypair
+from pat_runtime.devices.errors import DeviceTimeoutError
+from pat_runtime.testing import free_port, sim_device
+from pat_runtime.testing.zmq import start_node
+from pat_runtime.transport.zmq import CurveClient, CurveServer, ZmqCoordinator, curve_keypair
 
 
 async def _node(url, node_id, curve):

@@ -7,11 +7,11 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from devices.errors import DeviceConnectionError
-from runtime import wire
-from runtime.testing import free_port, sim_device
-from runtime.testing.zmq import start_node
-from runtime.transport.zmq import ZmqCoordinator
+from pat_runtime.devices.errors import DeviceConnectionError
+from pat_runtime import wire
+from pat_runtime.testing import free_port, sim_device
+from pat_runtime.testing.zmq import start_node
+from pat_runtime.transport.zmq import ZmqCoordinator
 
 SPEC = {"kind": "fake", "in_dim": 2, "param_dim": 1, "out_dim": 2}
 
@@ -58,7 +58,7 @@ async def test_missed_heartbeats_mark_node_dead_and_heartbeats_revive_it():
             assert await _until(lambda: not coord.nodes["fake"].alive)  # heartbeats stop
             assert 0.2 < time.monotonic() - t0 < 1.5
             assert coord.alive_nodes() == []
-            from devices.errors import DeviceTimeoutError
+            from pat_runtime.devices.errors import DeviceTimeoutError
             with pytest.raises(DeviceTimeoutError):
                 await coord.wait_for_node("fake", timeout=0.05)
             await fake.send("heartbeat", seq=2)  # a known node coming back

@@ -7,9 +7,9 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from runtime import wire
-from runtime.testing import free_port, sim_device
-from runtime.testing.zmq import start_node, zmq_fleet
+from pat_runtime import wire
+from pat_runtime.testing import free_port, sim_device
+from pat_runtime.testing.zmq import start_node, zmq_fleet
 
 
 class RawCoordinator:

@@ -4,10 +4,10 @@ import asyncio
 import numpy as np
 import pytest
 
-from devices.errors import DeviceTimeoutError
-from runtime.testing import free_port, sim_device
-from runtime.testing.zmq import LossyEdgeTransport, start_node
-from runtime.transport.zmq import ZmqCoordinator
+from pat_runtime.devices.errors import DeviceTimeoutError
+from pat_runtime.testing import free_port, sim_device
+from pat_runtime.testing.zmq import LossyEdgeTransport, start_node
+from pat_runtime.transport.zmq import ZmqCoordinator
 
 
 async def _setup(transport_factory, **coord_kw):
@@ -44,7 +44,7 @@ async def test_dropped_reply_is_retried_with_same_id_and_applied_once():
 
 
 async def test_retry_while_first_attempt_still_running_drives_device_once():
-    from runtime.transport.zmq import ZmqEdgeTransport
+    from pat_runtime.transport.zmq import ZmqEdgeTransport
 
     coord, dev, node = await _setup(lambda url: ZmqEdgeTransport(url, "n1", heartbeat=0.1), timeout=0.1, retries=5)
     dev.sim.latency = 0.35  # slower than 3 attempts: duplicates arrive while the first is in flight
@@ -79,7 +79,7 @@ async def test_timeout_after_retries_names_the_node():
 
 
 async def test_cancelled_request_leaves_nothing_pending():
-    from runtime.transport.zmq import ZmqEdgeTransport
+    from pat_runtime.transport.zmq import ZmqEdgeTransport
 
     coord, dev, node = await _setup(lambda url: ZmqEdgeTransport(url, "n1", heartbeat=0.1))
     dev.sim.latency = 0.3

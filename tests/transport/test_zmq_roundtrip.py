@@ -5,11 +5,11 @@ import time
 import numpy as np
 import pytest
 
-from devices.errors import DeviceConnectionError, OutOfRangeError, RemoteDeviceError
-from devices.remote import RemoteDevice
-from runtime.testing import free_port, sim_device
-from runtime.testing.zmq import start_node, zmq_fleet
-from runtime.transport.zmq import ZmqCoordinator
+from pat_runtime.devices.errors import DeviceConnectionError, OutOfRangeError, RemoteDeviceError
+from pat_runtime.devices.remote import RemoteDevice
+from pat_runtime.testing import free_port, sim_device
+from pat_runtime.testing.zmq import start_node, zmq_fleet
+from pat_runtime.transport.zmq import ZmqCoordinator
 
 
 def _batch(spec, b=8, seed=0):
@@ -127,8 +127,8 @@ async def test_unknown_node_fails_fast_with_connection_error():
 
 
 async def test_remote_device_join_timeout_names_node_and_cleans_up():
-    from devices.errors import DeviceTimeoutError
-    from devices.factory import make_device
+    from pat_runtime.devices.errors import DeviceTimeoutError
+    from pat_runtime.devices.factory import make_device
 
     dev = make_device(f"zmq://127.0.0.1:{free_port()}/absent")
     with pytest.raises(DeviceTimeoutError, match="absent"):
@@ -158,7 +158,7 @@ async def test_shared_coordinator_serves_many_remote_devices():
 
 
 def test_remote_device_uri_parsing():
-    from devices.factory import make_device
+    from pat_runtime.devices.factory import make_device
 
     d = make_device("zmq://127.0.0.1:5599/node-7?timeout=3&retries=1&liveness=2")
     assert isinstance(d, RemoteDevice) and d.node_id == "node-7" and d.timeout == 3 and d.retries == 1

@@ -11,7 +11,7 @@ Topic layout under a ``prefix`` (default ``pat``; a node id is one topic level, 
 
 ``SID`` is a random session id per connection: an "offline" for an older session (a late Last Will of a
 connection the node already replaced) is ignored. Every payload except ``status`` is one
-:func:`runtime.wire.pack` message: ``PAT1 | u32 header_len | msgpack header | arrays (8-byte aligned)``.
+:func:`pat_runtime.wire.pack` message: ``PAT1 | u32 header_len | msgpack header | arrays (8-byte aligned)``.
 """
 from __future__ import annotations
 
@@ -27,13 +27,13 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import aiomqtt
 
-from devices.errors import DeviceConnectionError, DeviceError
-from runtime.redact import redact_uri
-from runtime.wire import DEFAULT_LIMITS, MAGIC, Limits, WireError, decode_header
+from pat_runtime.devices.errors import DeviceConnectionError, DeviceError
+from pat_runtime.redact import redact_uri
+from pat_runtime.wire import DEFAULT_LIMITS, MAGIC, Limits, WireError, decode_header
 
 from .credentials import Credentials, resolve_credentials
 
-log = logging.getLogger("runtime.transport.mqtt")
+log = logging.getLogger("pat_runtime.transport.mqtt")
 
 #: MQTT's largest packet is 268,435,455 bytes (remaining length); keep room for topic and packet id
 MQTT_MAX_PACKET = 268_435_455

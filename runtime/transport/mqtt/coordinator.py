@@ -10,7 +10,7 @@ One aiomqtt client subscribes to ``PREFIX/+/status``, ``PREFIX/+/hello``, ``PREF
 * ``hb``                   -> refreshes ``last_seen``; a liveness task marks nodes dead after ``liveness`` s
 * ``rep``                  -> resolves the pending request with the same ``id``
 
-``request`` is the shared engine's (:mod:`runtime.transport.engine`: pending table, one deadline sweep, retries
+``request`` is the shared engine's (:mod:`pat_runtime.transport.engine`: pending table, one deadline sweep, retries
 with the same id, per-node cap ``max_inflight``); this class packs ``header + arrays`` into one payload and hands
 it to paho without waiting for the PUBACK (QoS 1, ``cid`` = this coordinator's id; the node answers on
 ``PREFIX/NODE/rep/CID``). Payloads over ``max_payload`` bytes (or the node's announced limit) raise
@@ -28,11 +28,11 @@ from typing import Any, Sequence
 
 import aiomqtt
 
-from devices.errors import DeviceConnectionError
-from runtime import wire
-from runtime.transport.backoff import Backoff
-from runtime.transport.base import Coordinator
-from runtime.wire import DEFAULT_LIMITS, Limits, WireError
+from pat_runtime.devices.errors import DeviceConnectionError
+from pat_runtime import wire
+from pat_runtime.transport.backoff import Backoff
+from pat_runtime.transport.base import Coordinator
+from pat_runtime.wire import DEFAULT_LIMITS, Limits, WireError
 
 from .common import (DEFAULT_MAX_PAYLOAD, MqttUrl, PayloadTooLargeError, Topics, check_name, connect, disconnect,
                      make_client, publish_nowait)

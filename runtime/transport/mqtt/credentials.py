@@ -17,7 +17,7 @@ The credentials file is named by ``?credentials=FILE`` or ``$PAT_MQTT_CREDENTIAL
 
 Relative TLS paths are relative to the credentials file. A file readable by group/others is refused (it
 holds a password). A password in the URL still works but logs a warning: URLs end up in run folders,
-summaries and manifests (they are redacted there, see :mod:`runtime.redact`, but should not carry it).
+summaries and manifests (they are redacted there, see :mod:`pat_runtime.redact`, but should not carry it).
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-log = logging.getLogger("runtime.transport.mqtt")
+log = logging.getLogger("pat_runtime.transport.mqtt")
 
 ENV_USERNAME = "PAT_MQTT_USERNAME"
 ENV_PASSWORD = "PAT_MQTT_PASSWORD"

@@ -13,7 +13,7 @@ Life cycle of :meth:`MqttEdgeTransport.serve`, per broker connection (session id
 
 A crash (process killed, socket gone) skips the last step; the broker then publishes the Last Will, so the
 coordinator learns at once that the node is offline. A lost connection is re-established after
-``reconnect`` s (doubling up to 5 s, jittered: :mod:`runtime.transport.backoff`); a refused login (:class:`MqttAuthError`) is raised, not retried.
+``reconnect`` s (doubling up to 5 s, jittered: :mod:`pat_runtime.transport.backoff`); a refused login (:class:`MqttAuthError`) is raised, not retried.
 A payload that cannot be unpacked gets an error reply (``ok: false`` with the wire error code; on
 ``PREFIX/NODE/rep/CID`` when its header was readable, else on ``PREFIX/NODE/rep``) and the node keeps serving.
 """
@@ -27,11 +27,11 @@ from typing import Any
 
 import aiomqtt
 
-from devices.errors import DeviceConnectionError
-from runtime import wire
-from runtime.transport.backoff import Backoff
-from runtime.transport.base import EdgeTransport, nowait_handler
-from runtime.wire import DEFAULT_LIMITS, Limits, MessageType, WireError
+from pat_runtime.devices.errors import DeviceConnectionError
+from pat_runtime import wire
+from pat_runtime.transport.backoff import Backoff
+from pat_runtime.transport.base import EdgeTransport, nowait_handler
+from pat_runtime.wire import DEFAULT_LIMITS, Limits, MessageType, WireError
 
 from .common import (DEFAULT_MAX_PAYLOAD, MqttAuthError, MqttUrl, Topics, check_name, connect, disconnect,
                      make_client, peek_header, publish_nowait)

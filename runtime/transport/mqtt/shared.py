@@ -34,9 +34,9 @@ from typing import Any, Awaitable, Callable, Sequence
 
 import numpy as np
 
-from devices.errors import DeviceConnectionError, RemoteDeviceError
-from runtime import wire
-from runtime.wire import WireError
+from pat_runtime.devices.errors import DeviceConnectionError, RemoteDeviceError
+from pat_runtime import wire
+from pat_runtime.wire import WireError
 
 from .common import PayloadTooLargeError, check_name, publish_nowait
 from .coordinator import MqttCoordinator

@@ -1,6 +1,6 @@
 """ZeroMQ transport: :class:`ZmqCoordinator` (ROUTER, training side) and :class:`ZmqEdgeTransport` (DEALER, node side).
 
-Messages are ``[header, *array_buffers]`` multipart frames (:mod:`runtime.wire`, after pyzmq's
+Messages are ``[header, *array_buffers]`` multipart frames (:mod:`pat_runtime.wire`, after pyzmq's
 serialization how-to: a msgpack header frame, then one raw buffer per array, sent with ``copy=False``).
 See docs/protocol.md for the full protocol.
 """

@@ -1,6 +1,6 @@
 """ZmqCoordinator: the training-side ROUTER that talks to many edge nodes (DEALERs).
 
-Frames on the ROUTER are ``[routing_id, header, *array_buffers]`` (see :mod:`runtime.wire`). A routing id is
+Frames on the ROUTER are ``[routing_id, header, *array_buffers]`` (see :mod:`pat_runtime.wire`). A routing id is
 bound to a node id by an accepted hello (:mod:`.identity`: with a CURVE keys map only the key registered for
 that node id may claim it; otherwise the first live claim holds it). Without CURVE the coordinator binds
 loopback endpoints only unless ``insecure=True``. A reader callback (:class:`~.driver.SocketDriver`)
@@ -13,13 +13,13 @@ dispatches everything the nodes send:
                    ("say hello"), so nodes re-announce themselves after a coordinator restart
 * ``bye``       -> marks the node dead and fails its in-flight requests at once
 
-Only known hello/heartbeat fields are kept (:mod:`runtime.transport.meta`). Anything but a hello or a
+Only known hello/heartbeat fields are kept (:mod:`pat_runtime.transport.meta`). Anything but a hello or a
 heartbeat from a connection bound to no node id is counted in ``stats.rejected`` and dropped.
 
 Malformed messages are counted in ``stats.malformed`` and dropped. A liveness task marks nodes dead after
 ``liveness`` seconds without traffic.
 
-Requests go through the shared engine (:mod:`runtime.transport.engine`: pending table, one deadline sweep,
+Requests go through the shared engine (:mod:`pat_runtime.transport.engine`: pending table, one deadline sweep,
 retries with the same id, per-node cap ``max_inflight``); this class only encodes ``[node, header, *arrays]``
 and sends it with ``NOBLOCK``. A node that is not connected (EHOSTUNREACH) or a full send queue counts as
 "not sent now" and is re-tried with back-off within the attempt.
@@ -33,11 +33,11 @@ from typing import Any, Sequence
 import zmq
 import zmq.asyncio
 
-from devices.errors import DeviceConnectionError
-from devices.spec import DeviceSpec
-from runtime import wire
-from runtime.transport.base import Coordinator
-from runtime.wire import DEFAULT_LIMITS, Limits, MessageType, WireError
+from pat_runtime.devices.errors import DeviceConnectionError
+from pat_runtime.devices.spec import DeviceSpec
+from pat_runtime import wire
+from pat_runtime.transport.base import Coordinator
+from pat_runtime.wire import DEFAULT_LIMITS, Limits, MessageType, WireError
 
 from .driver import SocketDriver
 from .identity import IdentityError, NodeIdentities, check_endpoint

@@ -25,9 +25,9 @@ import msgpack
 import zmq
 import zmq.asyncio
 
-from runtime import wire
-from runtime.transport.base import EdgeTransport, nowait_handler
-from runtime.wire import DEFAULT_LIMITS, Limits, MessageType, WireError
+from pat_runtime import wire
+from pat_runtime.transport.base import EdgeTransport, nowait_handler
+from pat_runtime.wire import DEFAULT_LIMITS, Limits, MessageType, WireError
 
 from .driver import SocketDriver
 from .identity import check_endpoint

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 import zmq.auth
 
-log = logging.getLogger("runtime.transport.zmq")
+log = logging.getLogger("pat_runtime.transport.zmq")
 
 #: routing ids are ``NODE~HEX``; the suffix makes them unguessable and unique per edge process
 SEPARATOR = "~"

@@ -25,8 +25,8 @@ from typing import Iterable, Mapping
 
 import zmq
 
-from runtime.transport.backoff import jittered
-from runtime.wire import DEFAULT_LIMITS, Limits
+from pat_runtime.transport.backoff import jittered
+from pat_runtime.wire import DEFAULT_LIMITS, Limits
 
 from .identity import edge_routing_id, load_keys
 

@@ -1,4 +1,4 @@
-"""Kept for imports: :class:`TransportStats` lives in :mod:`runtime.transport.stats` (shared by every transport)."""
-from runtime.transport.stats import TransportStats
+"""Kept for imports: :class:`TransportStats` lives in :mod:`pat_runtime.transport.stats` (shared by every transport)."""
+from pat_runtime.transport.stats import TransportStats
 
 __all__ = ["TransportStats"]
