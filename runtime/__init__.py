@@ -2,8 +2,8 @@
 
 Synchronous entry points for notebooks and scripts (:mod:`pat_runtime.api`)::
 
-    import pat_runtime as runtime
-    result = runtime.train(device="sim:plate", task="digits", method="pat", epochs=5)
+    import pat_runtime
+    result = pat_runtime.train(device="sim:plate", task="digits", method="pat", epochs=5)
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def __getattr__(name: str) -> Any:   # lazy: `import pat_runtime.wire` must not 
         from . import api
 
         return getattr(api, name)
-    raise AttributeError(f"module 'runtime' has no attribute {name!r}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = list(_API)

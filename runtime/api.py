@@ -1,7 +1,7 @@
 """A synchronous facade over the async API, for notebooks and scripts.
 
-    import pat_runtime as runtime
-    result = runtime.train(device="sim:plate", task="digits", method="pat", epochs=5)
+    import pat_runtime
+    result = pat_runtime.train(device="sim:plate", task="digits", method="pat", epochs=5)
     print(result.summary["test_acc"])
 
 Every function runs the async implementation to completion in an event loop of its own. Inside Jupyter,

@@ -31,6 +31,11 @@ def _version(value: bool) -> None:
 def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging"),
           version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                        help="print the version and exit")):
+    configure_logging(verbose)
+
+
+def configure_logging(verbose: bool = False) -> None:
+    """The log format and level of every ``pat`` command (``-v``: debug)."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 

@@ -7,7 +7,7 @@
 datasheet" model an in-silico trainer would use.
 
 The physics is the simulator's **datasheet model** ``physics`` (never its true forward with the
-second-order effects, see :mod:`pat_runtime.sims.effects`): ``sims.sim_class(spec.kind)`` built with
+second-order effects, see :mod:`pat_runtime.sims.effects`): ``pat_runtime.sims.sim_class(spec.kind)`` built with
 ``datasheet_only=True``, no effects, zero variation/noise and the device's
 construction options (``sim_options``: for a :class:`~pat_runtime.devices.local.LocalDevice` use
 :func:`sim_options_of`; remote devices may publish them as ``spec.extra["sim_options"]``).

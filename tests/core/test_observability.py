@@ -122,9 +122,9 @@ def test_stream_resume_with_another_source_is_refused(tmp_path):
 
 
 async def test_sync_facade_works_inside_a_running_loop():
-    import pat_runtime as runtime
+    import pat_runtime
 
     # a notebook cell: an event loop is running, and the synchronous call still completes
-    twin, report = runtime.twin("sim:plate?noise=0", "nominal", samples=64)
+    twin, report = pat_runtime.twin("sim:plate?noise=0", "nominal", samples=64)
     assert report.kind == "nominal" and report.nmse_val >= 0
-    assert runtime.run_sync(asyncio.sleep(0, result=7)) == 7
+    assert pat_runtime.run_sync(asyncio.sleep(0, result=7)) == 7
