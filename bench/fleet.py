@@ -43,7 +43,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pat_runtime.fleet import Shard, ShardScheduler  # noqa: E402
-from pat_runtime.sims.fleet import SimFleet  # noqa: E402
+from pat_runtime.fleet.simfleet import SimFleet  # noqa: E402
 
 CIRCUIT = "sim:circuit?in_dim=4&param_dim=4&substeps=1&latency={latency}"
 ECHO = "echo:?latency={latency}&dim=4"

@@ -9,7 +9,7 @@ store: :class:`pat_runtime.testing.ray_cluster.LocalRayCluster`) and tears it do
 
 1. **throughput and join time vs node count** - echo nodes (``echo:?latency=10ms``: latency only, the
    runtime's own overhead), 2 shards in flight per node, :class:`ShardScheduler`. ``inproc``: virtual nodes
-   on the coordinator's event loop (:class:`pat_runtime.sims.fleet.SimFleet`). ``ray``: the same nodes in Ray actors
+   on the coordinator's event loop (:class:`pat_runtime.fleet.simfleet.SimFleet`). ``ray``: the same nodes in Ray actors
    (``--per-actor`` nodes each, SPREAD over both Ray nodes) on ZeroMQ (:class:`RayFleet`). Paired,
    interleaved repeats (inproc, ray, ray, inproc, ...): the table gives min / median / max of req/s and of
    the per-repeat ratio ray / inproc. Join = fleet start until every node joined (Ray: actors started).
@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pat_runtime.fleet import Shard, ShardScheduler  # noqa: E402
 from pat_runtime.fleet.ray_backend import RayFleet, ray_available  # noqa: E402
 from pat_runtime.testing.ray_cluster import LocalRayCluster  # noqa: E402
-from pat_runtime.sims.fleet import SimFleet  # noqa: E402
+from pat_runtime.fleet.simfleet import SimFleet  # noqa: E402
 
 ECHO = "echo:?latency={latency}&dim=4"
 TH = np.zeros(4, np.float32)

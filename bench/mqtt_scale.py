@@ -38,7 +38,7 @@ from pat_runtime.edge.service import NodeService  # noqa: E402
 from pat_runtime.testing.mosquitto import mosquitto_broker  # noqa: E402
 from pat_runtime.transport.mqtt import MqttCoordinator, MqttEdgeTransport  # noqa: E402
 from pat_runtime.transport.mqtt.shared import SharedMqttCoordinator  # noqa: E402
-from pat_runtime.sims.fleet import EchoDevice  # noqa: E402
+from pat_runtime.fleet.simfleet import EchoDevice  # noqa: E402
 
 TH = np.zeros(4, np.float32)
 X = np.zeros((8, 4), np.float32)

@@ -37,7 +37,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from pat_runtime.devices.local import LocalDevice  # noqa: E402
-from pat_runtime.devices.remote import RemoteDevice  # noqa: E402
+from pat_runtime.transport.remote import RemoteDevice  # noqa: E402
 from pat_runtime.pat import PATFunction, PhysicalLayer, build_pnn, pat_apply  # noqa: E402
 from pat_runtime.testing import free_port  # noqa: E402
 from pat_runtime.testing.zmq import EdgeProcess  # noqa: E402

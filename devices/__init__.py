@@ -1,0 +1,22 @@
+"""Device core: the :class:`Device` protocol, its :class:`DeviceSpec`, the errors that name a device, and
+building a device from a URI (:func:`make_device`; schemes from the ``pat_runtime.devices`` entry points).
+
+Device kinds that need more than numpy live in the layer that provides it: simulators behind ``sim:``
+(:mod:`pat_runtime.sims.uri`), remote nodes behind ``zmq://`` / ``mqtt://`` (:mod:`pat_runtime.transport.remote`),
+SCPI instruments (:mod:`.visa`) and a serial sensor (:mod:`.serial_sensor`).
+"""
+from __future__ import annotations
+
+from .base import Device, as_array
+from .blocking import BlockingDevice
+from .errors import (DeviceConnectionError, DeviceError, DeviceTimeoutError, OutOfRangeError, RemoteDeviceError,
+                     ShapeError)
+from .factory import make_device
+from .local import LocalDevice, Measurable
+from .options import parse_options
+from .registry import register_scheme, schemes, unregister_scheme
+from .spec import DeviceSpec
+
+__all__ = ["BlockingDevice", "Device", "DeviceConnectionError", "DeviceError", "DeviceSpec", "DeviceTimeoutError",
+           "LocalDevice", "Measurable", "OutOfRangeError", "RemoteDeviceError", "ShapeError", "as_array",
+           "make_device", "parse_options", "register_scheme", "schemes", "unregister_scheme"]

@@ -3,12 +3,23 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Protocol
 
 import numpy as np
 
-from pat_runtime.sims.base import Simulator
-
 from .base import Device
+from .spec import DeviceSpec
+
+
+class Measurable(Protocol):
+    """What a :class:`LocalDevice` runs: a simulator (:class:`~pat_runtime.sims.base.Simulator`) or any
+    object with a ``spec``, a ``unit`` number, a ``latency`` (s) and ``measure(x, theta) -> y``."""
+
+    spec: DeviceSpec
+    unit: int
+    latency: float
+
+    def measure(self, x: np.ndarray, theta: np.ndarray) -> np.ndarray: ...
 
 
 class LocalDevice(Device):
@@ -25,7 +36,7 @@ class LocalDevice(Device):
     * ``False``: always inline.
     """
 
-    def __init__(self, sim: Simulator, name: str | None = None, threaded: bool | None = None,
+    def __init__(self, sim: Measurable, name: str | None = None, threaded: bool | None = None,
                  inline_max: float = 0.02):
         super().__init__(name or f"{sim.spec.kind}#{sim.unit}")
         self.sim = sim

@@ -26,12 +26,12 @@ DeviceFactory = Callable[..., Device]
 
 #: fallbacks for a source checkout that was never pip-installed (the entry points win when present)
 BUILTIN: dict[str, str] = {
-    "sim": "pat_runtime.devices.factory:sim_device",
-    "zmq": "pat_runtime.devices.remote:connect_uri",
-    "tcp": "pat_runtime.devices.remote:connect_uri",
-    "ipc": "pat_runtime.devices.remote:connect_uri",
-    "mqtt": "pat_runtime.devices.remote:connect_uri",
-    "mqtts": "pat_runtime.devices.remote:connect_uri",
+    "sim": "pat_runtime.sims.uri:sim_device",
+    "zmq": "pat_runtime.transport.remote:connect_uri",
+    "tcp": "pat_runtime.transport.remote:connect_uri",
+    "ipc": "pat_runtime.transport.remote:connect_uri",
+    "mqtt": "pat_runtime.transport.remote:connect_uri",
+    "mqtts": "pat_runtime.transport.remote:connect_uri",
     "visa": "pat_runtime.devices.visa:visa_device",
     "serial": "pat_runtime.devices.serial_sensor:serial_device",
 }
@@ -74,11 +74,17 @@ def factory_for(uri: str) -> DeviceFactory:
         try:
             return eps[scheme].load()
         except Exception as e:  # a broken plugin must not take the whole CLI down
+            if scheme in BUILTIN:   # e.g. stale metadata of an older install naming a module that moved
+                return _builtin(scheme)
             raise ValueError(f"device scheme {scheme!r} ({eps[scheme].value}) failed to load: "
                              f"{type(e).__name__}: {e}") from None
     if scheme in BUILTIN:
-        mod, _, attr = BUILTIN[scheme].partition(":")
-        return getattr(importlib.import_module(mod), attr)
+        return _builtin(scheme)
     raise ValueError(f"unknown device URI {uri!r}: the scheme must be one of {', '.join(schemes())} "
                      f"(e.g. sim:plate, zmq://HOST:PORT/NODE, visa:plate?awg=...&dig=...); "
                      f"packages add schemes through the {GROUP!r} entry-point group (docs/devices.md)")
+
+
+def _builtin(scheme: str) -> DeviceFactory:
+    mod, _, attr = BUILTIN[scheme].partition(":")
+    return getattr(importlib.import_module(mod), attr)

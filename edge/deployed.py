@@ -125,6 +125,15 @@ class Deployment:
         if self.mqtt_url and self._mqtt_task is None:
             self._mqtt_task = asyncio.create_task(self._mqtt_loop(), name=f"deploy-mqtt-{service.node_id}")
 
+    async def wait_mqtt_ready(self, timeout: float | None = None) -> None:
+        """Until the deploy/infer MQTT subscriptions are in place (``TimeoutError`` after ``timeout`` s)."""
+        await asyncio.wait_for(self._mqtt_ready.wait(), timeout)
+
+    @property
+    def mqtt_serving(self) -> bool:
+        """Is the MQTT deploy service running (started, not ended by an error)?"""
+        return self._mqtt_task is not None and not self._mqtt_task.done()
+
     async def close(self) -> None:
         """Stop the MQTT client (if any). Call when the node stops."""
         task, self._mqtt_task = self._mqtt_task, None

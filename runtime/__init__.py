@@ -7,17 +7,13 @@ Synchronous entry points for notebooks and scripts (:mod:`pat_runtime.api`)::
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
-_API = ("train", "twin", "run_sync")
+from ._lazy import lazy_exports
 
+# lazy (PEP 562): `import pat_runtime.wire` must not import torch
+__getattr__, __dir__ = lazy_exports(__name__, {"train": ".api", "twin": ".api", "run_sync": ".api"})
+__all__ = ["run_sync", "train", "twin"]
 
-def __getattr__(name: str) -> Any:   # lazy: `import pat_runtime.wire` must not import torch
-    if name in _API:
-        from . import api
-
-        return getattr(api, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = list(_API)
+if TYPE_CHECKING:
+    from .api import run_sync, train, twin

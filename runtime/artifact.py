@@ -56,6 +56,7 @@ from pat_runtime.artifact_errors import ArtifactError
 from pat_runtime.artifact_limits import (DEFAULT_LIMITS, MEMBERS, SIGNATURE_MEMBER, ArtifactLimits, check_architecture,
                                      check_finite, check_members, check_normalization, check_tensor_table,
                                      check_theta_ranges, member_cap, parse_manifest, tensor_extent)
+from pat_runtime.files import atomic_write  # re-exported: the one atomic-write helper
 from pat_runtime.signing import (KeyFileError, SigningKey, TrustedKeys, key_id, load_signing_key, parse_public_key,
                              verify)
 
@@ -428,25 +429,6 @@ def normalize(x: np.ndarray, normalization: Mapping[str, Any]) -> np.ndarray:
 
 
 # ----- helpers -------------------------------------------------------------------------------------------
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a fsynced temp file and ``os.replace`` (never a half-written file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    try:
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:  # some filesystems do not support fsync on directories
-        pass
-
-
 def _check_manifest(m: Any) -> None:
     if not isinstance(m, dict):
         raise ArtifactError("bad_manifest", "manifest is not a JSON object")

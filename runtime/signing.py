@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from pat_runtime.artifact_errors import ArtifactError
+from pat_runtime.files import atomic_write
 
 PREFIX = "ed25519:"
 SIGNED_CONTEXT = b"pat-pnn signature v1\n"
@@ -191,15 +192,7 @@ def generate_key(directory: str | os.PathLike | None = None, comment: str = "", 
     private = Ed25519PrivateKey.generate()
     pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
-    tmp = key_path.with_name(f".{KEY_NAME}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # whatever the umask
-        os.write(fd, pem)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, key_path)
+    atomic_write(key_path, pem, mode=0o600)  # 0o600 whatever the umask
     key = SigningKey(private, key_path)
     pub_path.write_text(public_key_text(key.public_raw, comment or f"pat key {key.key_id}") + "\n")
     if trust:

@@ -1,10 +1,14 @@
 """Simulated physical systems (the "hardware" of tests and benchmarks).
 
-``make_sim("plate", unit=3, seed=0, noise=0.01)`` builds one; :data:`SIMS` lists the kinds.
+``make_sim("plate", unit=3, seed=0, noise=0.01)`` builds one; :data:`SIMS` lists the kinds;
+:func:`sim_device` (``sim:plate?unit=3``) puts one behind a :class:`~pat_runtime.devices.LocalDevice`.
 """
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
+
+from pat_runtime._lazy import lazy_exports
 
 from .base import Simulator
 
@@ -30,4 +34,9 @@ def make_sim(kind: str, **kwargs) -> Simulator:
     return sim_class(kind)(**kwargs)
 
 
-__all__ = ["SIMS", "Simulator", "make_sim", "sim_class"]
+_LAZY = {name: ".uri" for name in ("check_sim_uri", "parse_sim_uri", "sim_device", "sim_option_defaults")}
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)   # the sim: device scheme (imports this module)
+__all__ = ["SIMS", "Simulator", "make_sim", "sim_class", *sorted(_LAZY)]
+
+if TYPE_CHECKING:
+    from .uri import check_sim_uri, parse_sim_uri, sim_device, sim_option_defaults

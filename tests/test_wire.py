@@ -55,16 +55,22 @@ def test_limits_enforced():
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=200))
 def test_fuzz_unpack_never_crashes_unexpectedly(data):
+    """Random bytes either decode to a header dict and arrays, or fail with a coded WireError."""
     try:
-        wire.unpack(data)
-    except wire.WireError:
-        pass
+        header, arrays = wire.unpack(data)
+    except wire.WireError as e:
+        assert e.code and str(e).startswith(e.code)
+    else:
+        assert isinstance(header, dict) and all(isinstance(a, np.ndarray) for a in arrays)
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.binary(max_size=64), min_size=1, max_size=4))
 def test_fuzz_decode_never_crashes_unexpectedly(frames):
+    """Random frames either decode to a header dict and arrays, or fail with a coded WireError."""
     try:
-        wire.decode(frames)
-    except wire.WireError:
-        pass
+        header, arrays = wire.decode(frames)
+    except wire.WireError as e:
+        assert e.code and str(e).startswith(e.code)
+    else:
+        assert isinstance(header, dict) and all(isinstance(a, np.ndarray) for a in arrays)

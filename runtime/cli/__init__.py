@@ -52,3 +52,6 @@ def main() -> None:
             raise
         print(f"error: {type(e).__name__}: {e}  (run with pat -v ... for the traceback)", file=sys.stderr)
         sys.exit(1)
+
+
+__all__ = ["COMMAND_MODULES", "app", "configure_logging", "main"]

@@ -6,7 +6,7 @@
 
 Every node is a different unit of the device (own hidden variation) with its own twin. Each epoch line
 says that the exactly-once ledger held; the end prints per-node latency / utilization and fault counts.
-Fault keys: see :class:`pat_runtime.sims.fleet.FaultSpec`.
+Fault keys: see :class:`pat_runtime.fleet.simfleet.FaultSpec`.
 """
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def register(app: typer.Typer) -> None:
         if not lr > 0:
             raise typer.BadParameter(f"must be > 0, got {lr}", param_hint="--lr")
         if device.startswith("sim:"):
-            from pat_runtime.devices.factory import check_sim_uri
+            from pat_runtime.sims.uri import check_sim_uri
 
             try:
                 check_sim_uri(device)
@@ -88,7 +88,7 @@ def register(app: typer.Typer) -> None:
         from pat_runtime.devices.errors import DeviceError
         from pat_runtime.fleet.experiment import FleetConfig, run_fleet
         from pat_runtime.fleet.scheduler import FleetError
-        from pat_runtime.sims.fleet import FaultSpec
+        from pat_runtime.fleet.simfleet import FaultSpec
 
         if transport not in ("inproc", "zmq"):
             raise typer.BadParameter("choose inproc or zmq", param_hint="--transport")

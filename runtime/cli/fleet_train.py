@@ -62,7 +62,7 @@ async def _train(device, units, held_out, task_name, epochs, batch, lr, layers, 
                  version, out):
     import torch
 
-    from pat_runtime.devices.factory import parse_sim_uri
+    from pat_runtime.sims.uri import parse_sim_uri
     from pat_runtime.devices.local import LocalDevice
     from pat_runtime.artifact import pnn_to_artifact, save_artifact
     from pat_runtime.calibration import CalibrationPlan, calibration_param_names

@@ -130,7 +130,7 @@ def _run(ctx, v, resume, config_values, write_toml) -> None:
             _fail(f"--metrics-port {v['metrics_port']}: {e}")
         typer.echo(f"Prometheus metrics on http://127.0.0.1:{port}/metrics")
     try:
-        from pat_runtime.devices.factory import check_sim_uri
+        from pat_runtime.sims.uri import check_sim_uri
         from pat_runtime.devices.registry import factory_for
 
         factory_for(cfg.device)            # an unknown scheme or bad sim options: refused before any folder

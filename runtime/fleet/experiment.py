@@ -53,7 +53,7 @@ async def run_fleet(cfg: FleetConfig, log: Callable[[str], Any] = print) -> dict
     from pat_runtime.datasets import load_task
     from pat_runtime.pat import build_pnn
     from pat_runtime.twins import make_twin
-    from pat_runtime.sims.fleet import SimFleet
+    from pat_runtime.fleet.simfleet import SimFleet
 
     if cfg.backend not in ("local", "ray"):
         raise ValueError(f"backend must be 'local' or 'ray', got {cfg.backend!r}")

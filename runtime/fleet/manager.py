@@ -25,7 +25,7 @@ import numpy as np
 
 from pat_runtime.devices.base import Device
 from pat_runtime.devices.errors import DeviceConnectionError, DeviceTimeoutError, RemoteDeviceError
-from pat_runtime.devices.remote import check_finite
+from pat_runtime.transport.remote import check_finite
 from pat_runtime.devices.spec import DeviceSpec
 from pat_runtime.transport.base import Coordinator
 from pat_runtime.wire import MessageType

@@ -11,13 +11,13 @@ or ``pat fleet --backend ray [--address HOST:PORT] [--nodes-per-actor K]``.
   optional ``memory`` and custom ``resources``; scheduling strategy ``SPREAD`` by default). Each actor
   multiplexes ``nodes_per_actor`` virtual nodes (as Flower multiplexes virtual clients): every virtual
   node is the real edge stack (:class:`pat_runtime.edge.service.NodeService` on a ZeroMQ DEALER whose routing id is
-  the node id, see :mod:`pat_runtime.sims.fleet_zmq`) on the actor's own event loop, and connects to the coordinator.
+  the node id, see :mod:`pat_runtime.fleet.simfleet_zmq`) on the actor's own event loop, and connects to the coordinator.
 * Restarts are Ray's (``max_restarts``): an actor whose process or whole machine dies is started again by
   Ray, on another node when its node is gone. Its nodes come back as the same units (same hidden
   variation), with the next incarnation (a crash fault does not repeat), say hello and rejoin the
   :class:`FleetManager`. Requests that were in flight on the dead actor time out and the scheduler
   reassigns them, so every sample is still applied exactly once.
-* Fault injection (:class:`pat_runtime.sims.fleet.FaultSpec`) runs inside the actors. A crash fault on a node that is
+* Fault injection (:class:`pat_runtime.fleet.simfleet.FaultSpec`) runs inside the actors. A crash fault on a node that is
   alone in its actor with ``restart >= 0`` ends the actor process (``os._exit``) and Ray restarts it (the
   ``restart`` delay is then Ray's restart time); otherwise the node goes silent inside its actor and
   comes back after ``restart`` seconds (``restart < 0``: never).
@@ -39,8 +39,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from pat_runtime.sims.fleet import SimFleet
-from pat_runtime.sims.fleet_zmq import NodeRunner
+from pat_runtime.fleet.simfleet import SimFleet
+from pat_runtime.fleet.simfleet_zmq import NodeRunner
 
 try:  # optional extra
     import ray
@@ -300,7 +300,7 @@ class RayFleet(SimFleet):
         self.host = host
 
     async def _start_zmq(self) -> None:
-        from pat_runtime.testing.core import free_port
+        from pat_runtime.transport.ports import free_port
         from pat_runtime.transport.zmq import ZmqCoordinator
 
         if ray is None:

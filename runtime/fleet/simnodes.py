@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterable
 
-from pat_runtime.devices.factory import parse_sim_uri
+from pat_runtime.sims.uri import parse_sim_uri
 from pat_runtime.devices.local import LocalDevice
 from pat_runtime.edge.calibration import Calibrator
 from pat_runtime.edge.deployed import Deployment

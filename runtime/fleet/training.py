@@ -103,7 +103,7 @@ class ExactlyOnceLedger:
 # ---------------------------------------------------------------------------------------------------
 def twin_sim_options(device_uri: str) -> dict[str, Any]:
     """The physics options (dims, integration steps, ...) of a ``sim:KIND?..`` URI, for twins."""
-    from pat_runtime.devices.factory import parse_sim_uri
+    from pat_runtime.sims.uri import parse_sim_uri
 
     return {k: v for k, v in parse_sim_uri(device_uri)[1].items() if k not in UNIT_OPTIONS}
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from pat_runtime.artifact import atomic_write
+from pat_runtime.trainers.checkpoint import to_tensors
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"^ckpt-(\d{10})\.pt$")
@@ -67,19 +68,6 @@ class CheckpointManager:
             except Exception as e:  # a damaged file: fall back to the previous one
                 log.warning("checkpoint %s is unreadable (%s); trying an older one", p, e)
         return None
-
-
-def to_tensors(obj: Any) -> Any:
-    """Recursively replace numpy arrays by tensors (so ``weights_only`` loading works)."""
-    if isinstance(obj, dict):
-        return {k: to_tensors(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(to_tensors(v) for v in obj)
-    if isinstance(obj, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(obj))
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
 
 
 def rng_state(np_rng: np.random.Generator | None = None) -> dict[str, Any]:

@@ -372,6 +372,11 @@ class MqttSource(Source):
         await self._connect()
         return self
 
+    @property
+    def connected(self) -> bool:
+        """Subscribed to the broker (samples published from now on reach this source)."""
+        return self._client is not None
+
     async def _connect(self) -> None:
         import aiomqtt
 

@@ -2,17 +2,12 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 
 from pat_runtime.devices.local import LocalDevice
 from pat_runtime.sims import make_sim
+from pat_runtime.transport.ports import free_port
 
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A free TCP port on loopback (bound once and released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+__all__ = ["assert_no_leaked_tasks", "free_port", "sim_device"]
 
 
 async def sim_device(kind: str = "circuit", connect: bool = True, **kwargs) -> LocalDevice:

@@ -11,7 +11,7 @@ from typing import Any, AsyncIterator
 
 import pytest
 
-from pat_runtime.sims.fleet import SimFleet
+from pat_runtime.fleet.simfleet import SimFleet
 
 #: a cheap device for fleet tests (unit-to-unit variation as usual)
 FAST_DEVICE = "sim:circuit?in_dim=4&param_dim=4&substeps=1"

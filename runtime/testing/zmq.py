@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Iterable
 
 from pat_runtime.devices.base import Device
-from pat_runtime.devices.remote import RemoteDevice
+from pat_runtime.transport.remote import RemoteDevice
 from pat_runtime.edge.agent import EdgeNode
 from pat_runtime.transport.zmq import ZmqCoordinator, ZmqEdgeTransport
 

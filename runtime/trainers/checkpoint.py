@@ -19,10 +19,23 @@ import numpy as np
 import torch
 
 from pat_runtime.artifact import atomic_write
-from pat_runtime.stream.checkpoint import to_tensors
 
 FORMAT = "pat-train-checkpoint/1"
 FILENAME = "checkpoint.pt"
+
+
+def to_tensors(obj: Any) -> Any:
+    """Recursively replace numpy arrays by tensors (so ``weights_only`` loading works)."""
+    if isinstance(obj, dict):
+        return {k: to_tensors(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_tensors(v) for v in obj)
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
 
 #: settings that must match between a checkpoint and the run resuming it
 MUST_MATCH = ("device", "task", "method", "layers", "hybrid", "channels", "twin", "twin_path", "val_fraction")

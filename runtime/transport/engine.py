@@ -105,6 +105,10 @@ class RequestEngine:
     def _transmit(self, p: Pending) -> str | None:
         raise NotImplementedError
 
+    def pending_ids(self) -> list[str]:
+        """Ids of the requests still waiting for their reply (monitoring and tests)."""
+        return list(self._pending)
+
     # ----- the request path --------------------------------------------------------------------------
     async def request(self, node_id: str, type: str, arrays: Sequence[np.ndarray] = (), *,
                       timeout: float | None = None, retries: int | None = None,

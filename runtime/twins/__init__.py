@@ -11,10 +11,11 @@
 from __future__ import annotations
 
 from .build import BEST_CANDIDATES, DEFAULTS, build_twin, fit_best_twin, twin_choices
-from .base import TWIN_FORMAT, Twin, load_twin, make_twin, save_twin, twin_from_dict, twin_kinds, twin_to_dict
+from .base import TWIN_FORMAT, Twin
 from .collect import TwinData, collect
 from .fit import TwinReport, evaluate_twin, fit_twin, nmse, split3
 from .greybox import GreyBoxTwin, NominalTwin, nominal_sim, sim_options_of
+from .kinds import load_twin, make_twin, save_twin, twin_from_dict, twin_kinds, twin_to_dict
 from .mlp import MLPTwin
 from .residual import ResidualTwin
 

@@ -1,11 +1,10 @@
-"""Twin base class, the registry of twin kinds, and save/load.
+"""Twin base class and the registry its subclasses enter by their ``kind`` (make/save/load: :mod:`.kinds`).
 
 A twin is an ``nn.Module`` with ``forward(x[B, in], theta[P] or [B, P]) -> y[B, out]`` approximating the
 device. ``config()`` returns the constructor keywords (besides ``spec``) so a saved twin can be rebuilt.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -56,41 +55,3 @@ class Twin(nn.Module):
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
         return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
-
-
-def twin_kinds() -> list[str]:
-    from . import greybox, mlp, residual  # noqa: F401  (register the kinds)
-
-    return sorted(_KINDS)
-
-
-def make_twin(kind: str, spec: DeviceSpec, **kwargs: Any) -> Twin:
-    """``make_twin("mlp"|"greybox"|"residual"|"nominal", spec, **options)``."""
-    kinds = twin_kinds()
-    if kind not in _KINDS:
-        raise ValueError(f"unknown twin kind {kind!r}; known: {', '.join(kinds)}")
-    return _KINDS[kind](spec, **kwargs)
-
-
-def twin_to_dict(twin: Twin) -> dict[str, Any]:
-    return {"format": TWIN_FORMAT, "kind": twin.kind, "spec": twin.spec.to_dict(), "config": twin.config(),
-            "state_dict": {k: v.detach().clone() for k, v in twin.state_dict().items()}}
-
-
-def twin_from_dict(d: dict[str, Any]) -> Twin:
-    if d.get("format") != TWIN_FORMAT:
-        raise ValueError(f"not a twin file (format={d.get('format')!r}, expected {TWIN_FORMAT!r})")
-    twin = make_twin(d["kind"], DeviceSpec.from_dict(d["spec"]), **d["config"])
-    twin.load_state_dict(d["state_dict"])
-    return twin
-
-
-def save_twin(twin: Twin, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(twin_to_dict(twin), path)
-    return path
-
-
-def load_twin(path: str | Path) -> Twin:
-    return twin_from_dict(torch.load(Path(path), map_location="cpu", weights_only=True))

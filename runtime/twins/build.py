@@ -19,7 +19,8 @@ import torch
 
 from pat_runtime.devices.base import Device
 
-from .base import Twin, make_twin, twin_kinds
+from .base import Twin
+from .kinds import make_twin, twin_kinds
 from .collect import TwinData, collect
 from .fit import TwinReport, fit_twin
 from .greybox import sim_options_of

@@ -10,6 +10,7 @@ import pytest
 
 from pat_runtime.devices.factory import make_device
 from pat_runtime.metrics_prom import PromMetrics
+from pat_runtime.testing import wait_until
 
 
 def _scrape(port: int) -> str:
@@ -85,11 +86,9 @@ async def test_edge_status_says_what_it_serves_and_when_nobody_talks_to_it():
     try:
         assert "serving sim:plate#0 (sim:plate: x[32] in [-1.0, 1.0] V" in lines[0]
         assert "connecting to the coordinator at tcp://127.0.0.1:1" in lines[1]
-        while not any("no request for" in ln for ln in lines):
-            await asyncio.sleep(0.05)
+        await wait_until(lambda: any("no request for" in ln for ln in lines), what="the idle notice")
         svc.counters["requests"] += 1
-        while not any("coordinator connected" in ln for ln in lines):
-            await asyncio.sleep(0.05)
+        await wait_until(lambda: any("coordinator connected" in ln for ln in lines), what="the connected notice")
     finally:
         st.close()
 

@@ -49,8 +49,9 @@ print(json.dumps(out))
     assert out["old"] == {"runtime": False, "devices": False, "edge": False, "sims": False}
     assert [Path(f).parent.name for f in out["files"]] == ["runtime", "devices", "edge", "sims"]
     assert out["scripts"] == ["pat_runtime.cli:main"]
-    assert out["schemes"]["sim"].startswith("pat_runtime.devices.factory:")
-    assert all(v.startswith("pat_runtime.devices.") for v in out["schemes"].values())
+    assert out["schemes"]["sim"] == "pat_runtime.sims.uri:sim_device"
+    assert out["schemes"]["zmq"] == out["schemes"]["mqtt"] == "pat_runtime.transport.remote:connect_uri"
+    assert all(v.startswith("pat_runtime.") for v in out["schemes"].values())
 
 
 def test_no_source_imports_an_old_top_level_name():

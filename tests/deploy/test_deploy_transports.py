@@ -11,7 +11,7 @@ from pat_runtime.edge.deployed import Deployment
 from pat_runtime.artifact import loads, pnn_from_artifact
 from pat_runtime.deployer import (DeployError, Target, deploy_mqtt, deploy_via, infer_via, node_status_mqtt,
                               rollback_mqtt, rollback_via, run_on_target)
-from pat_runtime.testing import free_port, sim_device
+from pat_runtime.testing import free_port, sim_device, wait_until
 from pat_runtime.testing.deploy import pnn_artifact
 from pat_runtime.testing.zmq import start_node
 from pat_runtime.wire import make_header, pack, unpack
@@ -87,11 +87,9 @@ async def test_retained_deploy_over_mqtt_reaches_late_nodes_and_refusals_keep_se
 
         dep, node = await up()
         try:
-            for _ in range(100):  # the node picks the retained artifact up when it connects
-                if dep.current is not None:
-                    break
-                await asyncio.sleep(0.05)
-            assert dep.current is not None and dep.current.artifact.model_version == "1"
+            # the node picks the retained artifact up when it connects
+            await wait_until(lambda: dep.current is not None, what="the retained deployment installed")
+            assert dep.current.artifact.model_version == "1"
             status = await node_status_mqtt(broker.url, "node1")
             assert status["ok"] and status["artifact_id"] == art1.artifact_id
 
@@ -127,9 +125,17 @@ async def test_retained_deploy_over_mqtt_reaches_late_nodes_and_refusals_keep_se
             # restart: the retained rollback (to v1's id) is replayed and changes nothing
             await node.stop()
             await dep.close()
-            dep, node = await up()
-            await asyncio.sleep(0.5)
+            import aiomqtt
+
+            async with aiomqtt.Client("127.0.0.1", broker.port) as cl:
+                await cl.subscribe("pat/node1/deployed", qos=1)
+                dep, node = await up()
+                async with asyncio.timeout(30):   # the node's answer to the replayed rollback
+                    async for msg in cl.messages:
+                        if bytes(msg.payload) and unpack(bytes(msg.payload))[0].get("unchanged") is True:
+                            break
             assert dep.current.artifact.model_version == "1" and dep.history == [art1.artifact_id]
+            assert dep.counters["rollbacks"] == 0
         finally:
             await node.stop()
             await dep.close()

@@ -18,16 +18,11 @@ from pat_runtime.testing import sim_device
 from pat_runtime.testing.artifact_attacks import attacks
 from pat_runtime.testing.deploy import pnn_artifact
 from pat_runtime.wire import MessageType, make_header, pack, unpack
+from pat_runtime.testing import wait_until
 
 pytestmark = pytest.mark.mqtt
 torch.set_num_threads(1)
 SIM = dict(kind="circuit", unit=2, seed=5, noise=0.0)
-
-
-async def _until(cond, what, timeout=20.0):
-    async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.02)
 
 
 async def _node(tmp_path, url, **kw):
@@ -35,7 +30,7 @@ async def _node(tmp_path, url, **kw):
     svc = NodeService(dev, "node1")
     dep = Deployment(tmp_path / "dep", mqtt=url, **kw)
     await dep(svc)
-    await asyncio.wait_for(dep._mqtt_ready.wait(), 20)
+    await dep.wait_mqtt_ready(20)
     return dev, svc, dep
 
 
@@ -88,7 +83,7 @@ async def test_retained_malformed_artifacts_are_refused_and_the_service_survives
         try:
             assert dep.current.artifact.model_version == "1"
             assert (await predicts("after restart"))["model_version"] == "1"
-            assert dep._mqtt_task is not None and not dep._mqtt_task.done()
+            assert dep.mqtt_serving
         finally:
             await dep.close()
 
@@ -126,7 +121,7 @@ async def test_predictions_during_a_broker_stall_are_bounded_and_drops_are_count
                 raise AssertionError(f"received {got}; outbox {dep.predictions.stats()}") from None
             # everything still queued arrives, in order (a message already in flight may arrive too)
             assert got[-cap:] == [f"r{i}" for i in range(n - cap, n)], got
-            await _until(lambda: len(dep.predictions) == 0, "outbox drained")
+            await wait_until(lambda: len(dep.predictions) == 0, 20.0, "outbox drained")
             models, _ = await svc.handle(make_header("models", node="node1"), [])
             assert models["predictions"]["dropped"] == n - cap and models["predictions"]["queued"] == 0
         finally:

@@ -6,7 +6,7 @@ import pytest
 
 from pat_runtime.edge.service import NodeService
 from pat_runtime import wire
-from pat_runtime.sims.fleet import FaultInjector, FaultPlan, FaultSpec, node_device
+from pat_runtime.fleet.simfleet import FaultInjector, FaultPlan, FaultSpec, node_device
 
 
 def test_parse_and_str_roundtrip():

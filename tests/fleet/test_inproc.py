@@ -1,5 +1,6 @@
 """In-memory transport: round trips through the wire codec, liveness, corruption, drops, crash/restart."""
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -9,7 +10,8 @@ from pat_runtime.edge.service import NodeService
 from pat_runtime import wire
 from pat_runtime.testing import sim_device
 from pat_runtime.transport.inproc import InprocCoordinator, InprocEdgeTransport, from_frames, to_frames
-from pat_runtime.sims.fleet import FaultInjector, FaultSpec
+from pat_runtime.fleet.simfleet import FaultInjector, FaultSpec
+from pat_runtime.testing import wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -50,7 +52,8 @@ async def test_request_reply_and_registry():
         assert e.value.code == "out_of_range"
         with pytest.raises(DeviceConnectionError):
             await coord.request("nobody", "ping")
-        await asyncio.sleep(0.15)
+        t0 = time.monotonic()
+        await wait_until(lambda: coord.nodes["n1"].last_seen > t0 + 0.15)   # a heartbeat 3 periods later
         assert coord.alive_nodes() == ["n1"]       # heartbeats keep it alive
         stop.set()
         await task
@@ -133,8 +136,7 @@ async def test_crash_goes_silent_then_dead_and_restart_rejoins():
         assert coord.alive_nodes() == ["n1"]
         with pytest.raises(DeviceTimeoutError):
             await coord.request("n1", "ping")
-        await asyncio.sleep(0.4)
-        assert coord.alive_nodes() == []
+        await wait_until(lambda: coord.alive_nodes() == [], what="the silent node declared dead")
         svc2, edge2, stop2, task2 = await _node(coord, unit=5)
         await coord.wait_for_nodes(1, timeout=2)
         assert coord.nodes["n1"].meta["session"] != s1
@@ -151,14 +153,14 @@ async def test_close_fails_pending_requests():
     edge.crash()
     await task
     req = asyncio.create_task(coord.request("n1", "ping"))
-    await asyncio.sleep(0.05)
+    await wait_until(lambda: coord.stats.requests >= 1)   # in flight
     await coord.close()
     with pytest.raises(DeviceConnectionError):
         await req
 
 
 async def test_bye_fails_requests_in_flight_at_once():
-    from pat_runtime.sims.fleet import node_device
+    from pat_runtime.fleet.simfleet import node_device
 
     async with InprocCoordinator(timeout=5.0, retries=0) as coord:
         dev = node_device("echo:?latency=2.0", 0)

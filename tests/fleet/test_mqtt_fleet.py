@@ -9,7 +9,7 @@ from pat_runtime.edge.service import NodeService
 from pat_runtime.fleet import FleetManager, Shard, ShardScheduler
 from pat_runtime.testing import mosquitto_broker, require_mosquitto
 from pat_runtime.transport.mqtt import MqttCoordinator, MqttEdgeTransport
-from pat_runtime.sims.fleet import node_device
+from pat_runtime.fleet.simfleet import node_device
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.timeout(60)]
 

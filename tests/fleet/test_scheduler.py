@@ -7,6 +7,7 @@ import pytest
 
 from pat_runtime.devices.errors import RemoteDeviceError
 from pat_runtime.fleet import FleetError, Shard, ShardScheduler
+from pat_runtime.testing import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -55,8 +56,7 @@ async def test_crashed_nodes_work_is_reassigned(fleet_factory):
     # after their crash, crashed nodes completed at most the applies they answered before it
     for n in crashed:
         assert sched.stats.by_node.get(n, 0) <= fleet.plan.crash_after[fleet.nodes[n].index]
-    await asyncio.sleep(0.6)
-    assert set(m.available()) == set(fleet.node_ids) - set(crashed)
+    await wait_until(lambda: set(m.available()) == set(fleet.node_ids) - set(crashed), what="crashed nodes evicted")
 
 
 async def test_restarted_node_rejoins_and_gets_work(fleet_factory):
@@ -70,9 +70,9 @@ async def test_restarted_node_rejoins_and_gets_work(fleet_factory):
 
     first = await sched.run(_shards(20), work)
     assert len(first) == 20 and len(fleet.crashes) == 1
-    await asyncio.sleep(0.5)
     (crashed,) = [n for _, n in fleet.crashes]
-    assert fleet.restarts and m.nodes[crashed].joins == 2 and m.is_available(crashed)
+    await wait_until(lambda: fleet.restarts and m.nodes[crashed].joins == 2 and m.is_available(crashed),
+                     what=f"{crashed} restarted and rejoined")
     await sched.run(_shards(30, seed=1), work)
     assert sched.stats.by_node[crashed] > 0
 

@@ -6,7 +6,7 @@ import pytest
 
 from pat_runtime.fleet import Shard, ShardScheduler
 from pat_runtime.testing.fleet import FAST_DEVICE, sim_fleet
-from pat_runtime.sims.fleet import SimFleet
+from pat_runtime.fleet.simfleet import SimFleet
 
 pytestmark = pytest.mark.timeout(120)
 TH = np.zeros(4, np.float32)

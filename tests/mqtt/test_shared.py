@@ -1,24 +1,15 @@
 """MQTT v5 shared subscriptions through the real Mosquitto: coordinator replicas of one group share a fleet's
 replies (each reply reaches exactly one replica), replicas leave and the others take over; the ordinary
 per-replica request path keeps working beside it."""
-import asyncio
-import time
 from collections import Counter
 
 import numpy as np
 import pytest
 
 from pat_runtime.transport.mqtt.shared import SharedMqttCoordinator
+from pat_runtime.testing import wait_until
 
 pytestmark = pytest.mark.timeout(60)
-
-
-async def until(cond, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def test_replicas_share_one_fleets_replies(broker, edge_node):
@@ -45,7 +36,7 @@ async def test_replicas_share_one_fleets_replies(broker, edge_node):
             theta = np.zeros(spec.param_dim, np.float32)
             ids = [await reps[0].submit(f"n{k % 2}", "apply", [x, theta]) for k in range(60)]
             total = lambda: sum(sum(c.values()) for c in got.values())  # noqa: E731
-            await until(lambda: total() >= 60, 20, "60 group replies")
+            await wait_until(lambda: total() >= 60, 20, "60 group replies")
             per = {k: sum(c.values()) for k, c in got.items()}
             seen = Counter()
             for c in got.values():
@@ -59,7 +50,7 @@ async def test_replicas_share_one_fleets_replies(broker, edge_node):
             await reps[2].close()
             before = dict(got["r2"])
             more = [await reps[1].submit("n0", "apply", [x, theta]) for _ in range(30)]
-            await until(lambda: total() >= 90, 20, "30 more group replies")
+            await wait_until(lambda: total() >= 90, 20, "30 more group replies")
             assert dict(got["r2"]) == before
             seen = Counter()
             for c in got.values():

@@ -4,9 +4,7 @@ coordinator over ZeroMQ; Ray restarts actors that die, on the surviving node whe
 Accuracy tolerance as in tests/fleet/test_training.py: 0.06 absolute on 300 test samples (about 3 binomial
 standard errors; after the loss of a node other units measure the shards, so the runs differ by noise).
 """
-import asyncio
 import json
-import time
 
 import numpy as np
 import pytest
@@ -21,6 +19,7 @@ from pat_runtime.fleet.training import FleetTrainer, NominalTwins, twin_sim_opti
 from pat_runtime.pat import build_pnn  # noqa: E402
 from pat_runtime.testing.fleet import sim_fleet  # noqa: E402
 from pat_runtime.twins import make_twin  # noqa: E402
+from pat_runtime.testing import wait_until
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 TH = np.zeros(4, np.float32)
@@ -30,15 +29,6 @@ EPOCHS = 3
 # Ray actors start in seconds on a quiet machine and much later on a loaded one: generous joins,
 # heartbeats and liveness so that load alone never looks like a death
 RAY_OPTS = dict(timeout=0.5, retries=2, heartbeat=0.1, liveness=1.5, join_timeout=300, num_cpus=0.5)
-
-
-async def until(cond, timeout: float, what: str) -> None:
-    """Wait (bounded) for ``cond()``; fail with ``what`` if it does not happen."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def _shards(n, seed=0):
@@ -62,8 +52,8 @@ async def test_crash_fault_ends_the_actor_and_ray_restarts_it(ray_cluster):
         seen = []
         res = await ShardScheduler(m).run(_shards(40), work, on_result=lambda s, n, r: seen.append(s.id))
         assert len(res) == 40 and sorted(seen) == list(range(40))
-        await until(lambda: m.nodes[victim].joins == 2 and m.is_available(victim) and actor.pid != old_pid,
-                    180, f"{victim}'s actor to be restarted by Ray and rejoin")
+        await wait_until(lambda: m.nodes[victim].joins == 2 and m.is_available(victim) and actor.pid != old_pid,
+                         180, f"{victim}'s actor to be restarted by Ray and rejoin")
         assert [n for _, n in fleet.restarts] == [victim] and victim in [n for _, n in fleet.crashes]
         again = await ShardScheduler(m).run(_shards(20, seed=1), work)
         assert len(again) == 20 and m.nodes[victim].joins == 2       # no second crash
@@ -133,9 +123,9 @@ async def test_pat_across_two_ray_nodes_survives_losing_one(ray_cluster):
         assert killed
         assert [h.ledger["samples"] for h in hist] == [400] * EPOCHS    # exactly once, every epoch
         assert [h.ledger["epoch"] for h in hist] == list(range(EPOCHS))
-        await until(lambda: all(m.nodes[v].joins >= 2 and m.is_available(v) for v in victims)
-                    and all(fleet.placement()[v] != worker_id for v in victims),
-                    240, f"Ray to restart {victims} on the head node")
+        await wait_until(lambda: all(m.nodes[v].joins >= 2 and m.is_available(v) for v in victims)
+                         and all(fleet.placement()[v] != worker_id for v in victims),
+                         240, f"Ray to restart {victims} on the head node")
         after = fleet.placement()
         assert set(after.values()) == set(before.values()) - {worker_id}, after
         assert sorted({n for _, n in fleet.restarts}) == victims

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,16 +31,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if HERE in Path(str(item.fspath)).parents and "mqtt" in item.name:
             item.add_marker(pytest.mark.mqtt)
-
-
-async def until(cond: Callable[[], bool], timeout: float = 15.0, every: float = 0.02) -> bool:
-    """Wait for ``cond()`` (a bound on the wait, not on speed)."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(every)
-    return True
 
 
 @dataclass

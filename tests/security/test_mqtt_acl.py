@@ -13,14 +13,15 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from pat_runtime.devices.remote import RemoteDevice
+from pat_runtime.transport.remote import RemoteDevice
 from pat_runtime import wire
 from pat_runtime.cli import app
 from pat_runtime.transport.mqtt import MqttAuthError, MqttCoordinator
 from pat_runtime.transport.mqtt.credentials import CredentialsError, read_credentials_file
 from pat_runtime.sims import make_sim
+from pat_runtime.testing import wait_until
 
-from .conftest import secure_broker, until
+from .conftest import secure_broker
 
 HONEST = "sim:circuit?unit=1&noise=0"
 
@@ -95,10 +96,10 @@ async def test_mqtt_logged_in_attackers_cannot_read_command_forge_or_deploy(tmp_
                 for _ in range(2):
                     np.testing.assert_allclose(await dev.apply(x, theta),
                                                make_sim("circuit", unit=1, noise=0).measure(x, theta), rtol=1e-5)
-                assert await until(lambda: sum(t == f"pat/node-1/rep/{coord.cid}" for t in spy.topics()) >= 2)
+                await wait_until(lambda: sum(t == f"pat/node-1/rep/{coord.cid}" for t in spy.topics()) >= 2)
                 # barrier 2: a message mallory may read arrives after anything the broker sent her before
                 await coord._client.publish("pat/node-2/req", b"marker", qos=1)
-                assert await until(lambda: ("pat/node-2/req", b"marker") in mallory.got)
+                await wait_until(lambda: ("pat/node-2/req", b"marker") in mallory.got)
                 # nothing the attackers sent was delivered, nothing they subscribed to leaked
                 assert "pat/node-1/rep/evil" not in spy.topics()          # node-1 never saw their request
                 assert coord.stats.unmatched == 0                         # the forged reply never arrived
@@ -110,12 +111,12 @@ async def test_mqtt_logged_in_attackers_cannot_read_command_forge_or_deploy(tmp_
             async with Client(sb.port, "coordinator", sb.password("coordinator")) as check, \
                     Client(sb.port, "node-1", sb.password("node-1")) as as_node:
                 await check.c.subscribe([("pat/node-1/hello", 1), ("pat/node-1/status", 1)])
-                assert await until(lambda: len(check.got) == 2)
+                await wait_until(lambda: len(check.got) == 2)
                 got = dict(check.got)
                 assert got["pat/node-1/status"] == f"online {sid}".encode() and got["pat/node-1/hello"] != b""
                 await as_node.c.subscribe([("pat/node-1/deploy", 1), ("pat/node-1/infer", 1)])
                 await coord._client.publish("pat/node-1/infer", b"", qos=1)  # barrier (an empty, ignored message)
-                assert await until(lambda: as_node.got)
+                await wait_until(lambda: as_node.got)
                 assert as_node.topics() == ["pat/node-1/infer"]               # no retained deploy
             # wrong credentials: `pat edge` exits with a clear error (no traceback), the honest node is untouched
             r = await asyncio.wait_for(bad_login, 60)

@@ -8,8 +8,8 @@ from pat_runtime.testing.core import free_port
 from pat_runtime.testing.mosquitto import mosquitto_broker
 from pat_runtime.transport.mqtt import MqttCoordinator
 from pat_runtime.transport.mqtt.acl import AclSpec, write_broker_config
+from pat_runtime.testing import wait_until
 
-from .conftest import until
 
 
 async def test_mqtt_queue_of_a_dead_stream_consumer_is_bounded_by_the_generated_config(tmp_path):
@@ -49,10 +49,10 @@ async def test_mqtt_status_and_hello_of_ids_that_never_join_are_bounded_and_expi
                     await evil.publish(f"pat/fake-{i}/status", f"online s{i}".encode(), qos=1)
                     await evil.publish(f"pat/fake-{i}/hello", wire.pack(wire.make_header("hello", node=f"fake-{i}")),
                                        qos=1)
-                assert await until(lambda: coord.stats.recv_msgs >= 600)
+                await wait_until(lambda: coord.stats.recv_msgs >= 600)
             assert len(coord._unjoined) <= 50 and len(coord._sessions) <= 50 and len(coord._hellos) <= 50
             assert coord.stats.rejected >= 2 * 250 and coord.nodes == {}
             coord.forget_after = 0.2  # never-joined ids expire
-            assert await until(lambda: not coord._unjoined and not coord._sessions and not coord._hellos)
+            await wait_until(lambda: not coord._unjoined and not coord._sessions and not coord._hellos)
         finally:
             await coord.close()

@@ -12,7 +12,7 @@ import zmq
 import zmq.asyncio
 
 from pat_runtime.devices.errors import RemoteDeviceError
-from pat_runtime.devices.remote import RemoteDevice
+from pat_runtime.transport.remote import RemoteDevice
 from pat_runtime import wire
 from pat_runtime.testing import sim_device
 from pat_runtime.testing.core import free_port
@@ -20,8 +20,8 @@ from pat_runtime.testing.zmq import start_node
 from pat_runtime.transport.meta import FIELDS
 from pat_runtime.transport.zmq import ZmqCoordinator
 from pat_runtime.wire import Limits
+from pat_runtime.testing import wait_until
 
-from .conftest import until
 
 X = np.zeros((1, 16), np.float32)
 THETA = np.zeros(16, np.float32)
@@ -83,7 +83,7 @@ async def test_heartbeat_key_flood_keeps_only_known_typed_fields():
             for seq in range(20):
                 await evil.send_multipart(wire.encode(wire.make_header(
                     "heartbeat", node="flooder", seq=seq, inflight="lots", handlers=["x" * 1000], **junk(seq))))
-            assert await until(lambda: coord.stats.meta_dropped >= 21 * 3000)
+            await wait_until(lambda: coord.stats.meta_dropped >= 21 * 3000)
             meta = coord.nodes["flooder"].meta
             assert set(meta) <= set(FIELDS) and "inflight" not in meta and "handlers" not in meta
             assert meta["seq"] == 19
@@ -103,11 +103,11 @@ async def test_fake_hello_flood_is_bounded_and_never_joined_ids_are_forgotten():
         try:
             for i in range(500):  # one connection claiming 500 ids (without CURVE ids are first come)
                 await evil.send_multipart(wire.encode(wire.make_header("hello", node=f"fake-{i}", spec=spec)))
-            assert await until(lambda: coord.stats.recv_msgs >= 501)
+            await wait_until(lambda: coord.stats.recv_msgs >= 501)
             assert len(coord.nodes) <= 50 and len(coord._ids) <= 50
             assert coord.stats.malformed >= 450  # refused beyond max_nodes (counted)
             # the fakes never heartbeat: dead after `liveness`, forgotten after `forget_after`
-            assert await until(lambda: set(coord.nodes) == {"node-1"}, 20)
+            await wait_until(lambda: set(coord.nodes) == {"node-1"}, 20)
             assert len(coord._node_events) == 1 and len(coord._ids) <= 2
             await coord.request("node-1", "apply", [X, THETA])
         finally:

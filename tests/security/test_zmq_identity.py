@@ -13,15 +13,15 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from pat_runtime.devices.remote import RemoteDevice
+from pat_runtime.transport.remote import RemoteDevice
 from pat_runtime import wire
 from pat_runtime.testing import sim_device
 from pat_runtime.testing.core import free_port
 from pat_runtime.testing.zmq import start_node
 from pat_runtime.transport.zmq import CurveClient, CurveServer, ZmqCoordinator, ZmqEdgeTransport, load_cert
 from pat_runtime.sims import make_sim
+from pat_runtime.testing import wait_until
 
-from .conftest import until
 
 HONEST, OTHER = "sim:circuit?unit=1&noise=0", "sim:circuit?unit=7&noise=0"
 
@@ -61,15 +61,16 @@ async def test_curve_impostor_and_stranger_processes_fail_honest_node_served(tmp
             server_key, *load_cert(k / "stranger.key_secret")))
         try:
             await coord.wait_for_node("node-1", timeout=60)
-            assert await until(lambda: "refused this node id" in impostor.output(), 60), impostor.output()
+            await wait_until(lambda: "refused this node id" in impostor.output(), 60,
+                             lambda: f"the impostor to be refused; its output: {impostor.output()}")
             await _measure_is_honest(coord)
             assert coord.stats.rejected >= 1 and coord.nodes["node-1"].meta["pid"] == honest.pid
             # the stranger's handshake is refused by ZAP: nothing it sends reaches the coordinator (barrier:
             # the honest node's heartbeats keep arriving while the stranger keeps sending its own)
             seq0 = coord.nodes["node-1"].meta.get("seq", 0)
             hb0 = stranger.node.transport.counters["heartbeats"]
-            assert await until(lambda: coord.nodes["node-1"].meta.get("seq", 0) >= seq0 + 3
-                               and stranger.node.transport.counters["heartbeats"] >= hb0 + 3)
+            await wait_until(lambda: coord.nodes["node-1"].meta.get("seq", 0) >= seq0 + 3
+                             and stranger.node.transport.counters["heartbeats"] >= hb0 + 3)
             assert "node-9" not in coord.nodes and coord.alive_nodes() == ["node-1"]
         finally:
             await stranger.stop()
@@ -92,7 +93,7 @@ async def test_curve_impostor_that_comes_first_does_not_block_the_honest_node(tm
         impostor = await _in_process_node(url, "node-1", 7, curve=client("node-2"))
         honest = None
         try:
-            assert await until(lambda: impostor.node.transport.counters["refused"] >= 1)
+            await wait_until(lambda: impostor.node.transport.counters["refused"] >= 1)
             assert "node-1" not in coord.nodes
             honest = await _in_process_node(url, "node-1", 1, curve=client("node-1"))
             await _measure_is_honest(coord)
@@ -111,14 +112,14 @@ async def test_without_curve_a_second_claim_of_a_live_id_is_refused_until_the_ho
         try:
             await coord.wait_for_node("node-1", timeout=10)
             impostor = await _in_process_node(url, "node-1", 7)
-            assert await until(lambda: impostor.node.transport.counters["refused"] >= 1)
+            await wait_until(lambda: impostor.node.transport.counters["refused"] >= 1)
             await _measure_is_honest(coord)
             assert impostor.device.calls == 0
             await honest.stop()  # bye: the id is free; the waiting node's next hello takes it (recovery)
-            assert await until(lambda: coord.alive_nodes() == ["node-1"]
-                               and coord.nodes["node-1"].meta.get("seq", 0) > 0
-                               and coord._ids.route("node-1") == impostor.node.transport._driver.sock.getsockopt(
-                                   zmq.IDENTITY), 15)
+            await wait_until(lambda: coord.alive_nodes() == ["node-1"]
+                             and coord.nodes["node-1"].meta.get("seq", 0) > 0
+                             and coord._ids.route("node-1") == impostor.node.transport._driver.sock.getsockopt(
+                                 zmq.IDENTITY), 15)
         finally:
             for n in (impostor, honest):
                 if n is not None and not n.task.done():

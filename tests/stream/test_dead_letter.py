@@ -14,6 +14,7 @@ from pat_runtime.stream.sources import IteratorSource, MqttSource, Sample, publi
 from pat_runtime.stream.trainer import StreamConfig, StreamTrainer
 from pat_runtime.testing import sim_device
 from pat_runtime.twins import make_twin, sim_options_of
+from pat_runtime.testing import wait_until
 
 torch.set_num_threads(1)
 N_FEAT, N_CLS = 16, 4
@@ -87,9 +88,10 @@ async def test_a_poison_sample_spooled_before_a_crash_does_not_crash_the_restart
             if rec["seq"] == 6:
                 raise Crash("simulated crash before the next checkpoint")
 
-        a = await _trainer(MqttSource(url, spool, fsync=False), spool, on_step=crash_at)
+        src = MqttSource(url, spool, fsync=False)
+        a = await _trainer(src, spool, on_step=crash_at)
         task = asyncio.create_task(a.run())
-        await asyncio.sleep(0.3)
+        await wait_until(lambda: src.connected, what="the trainer's source subscribed")
         await publish_samples(url, good[:4] + [wrong_width] + good[5:8])
         async with aiomqtt.Client("127.0.0.1", broker.port) as cl:  # undecodable payloads, one with a seq
             await cl.publish("lab/samples", b'{"seq": 8, "x": [[NaN]], "y": [0]}', qos=1)
@@ -98,10 +100,10 @@ async def test_a_poison_sample_spooled_before_a_crash_does_not_crash_the_restart
             await asyncio.wait_for(task, 30)
         # restart: the spool replays seq 4 (poison) before the crash point; it is dead-lettered again, no crash
         stop = asyncio.Event()
-        b = await _trainer(MqttSource(url, spool, fsync=False), spool,
-                           on_step=lambda rec: stop.set() if rec["seq"] == 11 else None)
+        src = MqttSource(url, spool, fsync=False)
+        b = await _trainer(src, spool, on_step=lambda rec: stop.set() if rec["seq"] == 11 else None)
         task = asyncio.create_task(b.run(stop=stop))
-        await asyncio.sleep(0.3)
+        await wait_until(lambda: src.connected, what="the restarted trainer's source subscribed")
         await publish_samples(url, good[9:12])
         summary = await asyncio.wait_for(task, 30)
     assert summary["offset"] == 12

@@ -14,6 +14,7 @@ from pat_runtime.stream.sources import IteratorSource, MqttSource, Sample, publi
 from pat_runtime.stream.trainer import StreamConfig, StreamTrainer
 from pat_runtime.testing import sim_device
 from pat_runtime.twins import make_twin, sim_options_of
+from pat_runtime.testing import wait_until
 
 torch.set_num_threads(1)
 N_FEAT, N_CLS = 16, 4
@@ -93,19 +94,21 @@ async def test_mqtt_stream_survives_a_crash_without_losing_or_repeating_samples(
         url = f"{broker.url}/lab/samples"
         spool = tmp_path / "ckpt"
         # the trainer subscribes first (persistent session), then the producer publishes 40 samples
-        a = await _trainer(MqttSource(url, spool, fsync=False), spool, on_step=_crash_at(23), refresh=False)
+        src = MqttSource(url, spool, fsync=False)
+        a = await _trainer(src, spool, on_step=_crash_at(23), refresh=False)
         task = asyncio.create_task(a.run())
-        await asyncio.sleep(0.3)
+        await wait_until(lambda: src.connected, what="the trainer's source subscribed")
         await publish_samples(url, msgs[:30])
         with pytest.raises(Crash):
             await asyncio.wait_for(task, 30)
         await publish_samples(url, msgs[30:40] + msgs[5:8])  # while it is down; plus 3 stale duplicates
 
         stop = asyncio.Event()
-        b = await _trainer(MqttSource(url, spool, fsync=False), spool, model_seed=7,
+        src = MqttSource(url, spool, fsync=False)
+        b = await _trainer(src, spool, model_seed=7,
                            on_step=lambda rec: stop.set() if rec["seq"] == 49 else None, refresh=False)
         task = asyncio.create_task(b.run(stop=stop))
-        await asyncio.sleep(0.5)
+        await wait_until(lambda: src.connected, what="the restarted trainer's source subscribed")
         await publish_samples(url, msgs[40:50])
         summary = await asyncio.wait_for(task, 30)
     assert b.resumed_from == 20 and summary["offset"] == 50

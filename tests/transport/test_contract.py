@@ -104,7 +104,7 @@ async def test_roundtrip_apply_and_apply_many(kind):
         _, (ys,) = await coord.request("n1", "apply_many", [xs, ths])
         assert ys.shape == (2, 4, dev.spec.out_dim)
         np.testing.assert_array_equal(ys[1], dev.sim.measure(-X, TH + 0.5))
-        assert coord.stats.round_trips == 2 and coord.stats.timeouts == 0 and coord._pending == {}
+        assert coord.stats.round_trips == 2 and coord.stats.timeouts == 0 and coord.pending_ids() == []
 
 
 @pytest.mark.parametrize("kind", TRANSPORTS)
@@ -115,7 +115,7 @@ async def test_timeout_after_all_attempts(kind):
         await start(svc)
         with pytest.raises(DeviceTimeoutError, match="3 attempt"):
             await coord.request("n1", "apply", [X, TH])
-        assert coord.stats.timeouts == 1 and coord.stats.retries == 2 and coord._pending == {}
+        assert coord.stats.timeouts == 1 and coord.stats.retries == 2 and coord.pending_ids() == []
         assert dev.calls == 0
 
 
@@ -166,7 +166,7 @@ async def test_in_flight_cap_per_node(kind):
         await start(svc)
         outs = await asyncio.gather(*(coord.request("n1", "apply", [X, TH]) for _ in range(6)))
         assert all(h["ok"] for h, _ in outs) and dev.calls == 6
-        assert svc.peak <= 2 and coord.stats.queued == 4 and coord._pending == {}
+        assert svc.peak <= 2 and coord.stats.queued == 4 and coord.pending_ids() == []
 
 
 @pytest.mark.parametrize("kind", TRANSPORTS)
@@ -181,5 +181,5 @@ async def test_node_loss_fails_its_requests_at_once(kind):
         await halt()   # bye / offline: the 60 s timeout is not waited for
         with pytest.raises(DeviceConnectionError):
             await req
-        assert coord._pending == {} and "n1" not in coord.alive_nodes()
+        assert coord.pending_ids() == [] and "n1" not in coord.alive_nodes()
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pat_runtime.devices.local import LocalDevice
-from pat_runtime.devices.remote import RemoteDevice
+from pat_runtime.transport.remote import RemoteDevice
 from pat_runtime.edge.deadline import DeadlineClock
 from pat_runtime.edge.service import NodeService
 from pat_runtime import wire
@@ -158,7 +158,7 @@ async def test_apply_many_matches_per_channel_apply(inline):
 
 
 async def test_several_shards_in_one_fleet_message():
-    from pat_runtime.sims.fleet import SimFleet
+    from pat_runtime.fleet.simfleet import SimFleet
 
     async with SimFleet(2, "sim:circuit?in_dim=4&param_dim=4&substeps=1&noise=0", cap=2, timeout=5.0) as fleet:
         node = fleet.node_ids[0]

@@ -1,6 +1,5 @@
 """Node liveness (heartbeats, bye) and recovery after node or coordinator restarts."""
 import asyncio
-import time
 
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ from pat_runtime import wire
 from pat_runtime.testing import free_port, sim_device
 from pat_runtime.testing.zmq import start_node
 from pat_runtime.transport.zmq import ZmqCoordinator
+from pat_runtime.testing import wait_until
 
 SPEC = {"kind": "fake", "in_dim": 2, "param_dim": 1, "out_dim": 2}
 
@@ -35,15 +35,6 @@ class FakeNode:
         self.ctx.term()
 
 
-async def _until(cond, timeout=3.0):
-    t0 = time.monotonic()
-    while not cond():
-        if time.monotonic() - t0 > timeout:
-            return False
-        await asyncio.sleep(0.01)
-    return True
-
-
 async def test_missed_heartbeats_mark_node_dead_and_heartbeats_revive_it():
     async with ZmqCoordinator(f"tcp://127.0.0.1:{free_port()}", liveness=0.3) as coord:
         fake = FakeNode(coord.bind)
@@ -54,15 +45,14 @@ async def test_missed_heartbeats_mark_node_dead_and_heartbeats_revive_it():
                 await asyncio.sleep(0.1)
                 await fake.send("heartbeat", seq=1)
             assert coord.alive_nodes() == ["fake"] and coord.nodes["fake"].alive
-            t0 = time.monotonic()
-            assert await _until(lambda: not coord.nodes["fake"].alive)  # heartbeats stop
-            assert 0.2 < time.monotonic() - t0 < 1.5
+            took = await wait_until(lambda: not coord.nodes["fake"].alive)  # heartbeats stop
+            assert took > 0.2   # dead only once `liveness` has passed in silence
             assert coord.alive_nodes() == []
             from pat_runtime.devices.errors import DeviceTimeoutError
             with pytest.raises(DeviceTimeoutError):
                 await coord.wait_for_node("fake", timeout=0.05)
             await fake.send("heartbeat", seq=2)  # a known node coming back
-            assert await _until(lambda: coord.alive_nodes() == ["fake"])
+            await wait_until(lambda: coord.alive_nodes() == ["fake"])
             assert coord.nodes["fake"].meta["seq"] == 2
         finally:
             fake.close()
@@ -89,11 +79,10 @@ async def test_bye_marks_dead_at_once_and_fails_inflight_requests():
             await coord.wait_for_node("fake", timeout=3)
             req = asyncio.create_task(coord.request("fake", "ping", timeout=10))
             await asyncio.wait_for(fake.sock.recv_multipart(), 3)  # the request arrived; never answer it
-            t0 = time.monotonic()
             await fake.send("bye")
-            with pytest.raises(DeviceConnectionError, match=r"\[fake\].*bye"):
+            with pytest.raises(DeviceConnectionError, match=r"\[fake\].*bye"):   # the bye, not the 10 s timeout
                 await req
-            assert time.monotonic() - t0 < 1.0
+            assert coord.stats.timeouts == 0 and coord.stats.retries == 0
             assert not coord.nodes["fake"].alive and coord.alive_nodes() == []
         finally:
             fake.close()
@@ -106,11 +95,11 @@ async def test_node_restart_recovers_and_a_waiting_request_gets_through():
         await coord.wait_for_node("n1", timeout=5)
         await coord.request("n1", "ping")
         await node.stop()
-        assert await _until(lambda: not coord.nodes["n1"].alive)  # bye, long before liveness
+        await wait_until(lambda: not coord.nodes["n1"].alive)  # bye, long before liveness
         # a request issued while the node is away waits (EHOSTUNREACH back-off) until it is back
         x = np.zeros((2, 16), np.float32)
         req = asyncio.create_task(coord.request("n1", "apply", [x, np.zeros(16, np.float32)]))
-        await asyncio.sleep(0.3)
+        await wait_until(lambda: coord.stats.unreachable >= 1)   # tried, refused by the socket, waiting
         assert not req.done()
         dev2 = await sim_device("circuit", noise=0.0)
         node2 = await start_node(dev2, url, "n1")

@@ -134,7 +134,7 @@ async def test_replies_from_the_wrong_node_are_not_accepted():
         try:
             task = asyncio.create_task(c.request("node0", "apply", [np.zeros((1, 16), np.float32), np.zeros(16, np.float32)]))
             await asyncio.sleep(0.05)
-            (rid,) = list(c._pending)
+            (rid,) = c.pending_ids()
             await evil.send_multipart(wire.encode(wire.reply_header({"id": rid, "type": "apply"}, node="node0"),
                                                   [np.full((1, 16), 9.0, np.float32)]))
             hdr, (y,) = await task

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pat_runtime.devices.errors import DeviceConnectionError, OutOfRangeError, RemoteDeviceError
-from pat_runtime.devices.remote import RemoteDevice
+from pat_runtime.transport.remote import RemoteDevice
 from pat_runtime.testing import free_port, sim_device
 from pat_runtime.testing.zmq import start_node, zmq_fleet
 from pat_runtime.transport.zmq import ZmqCoordinator
@@ -119,11 +119,9 @@ async def test_edge_concurrency_bound():
 async def test_unknown_node_fails_fast_with_connection_error():
     port = free_port()
     async with ZmqCoordinator(f"tcp://127.0.0.1:{port}") as coord:
-        t0 = time.perf_counter()
-        with pytest.raises(DeviceConnectionError, match="ghost"):
+        with pytest.raises(DeviceConnectionError, match="ghost"):   # not a DeviceTimeoutError after the retries
             await coord.request("ghost", "ping", timeout=0.2, retries=1)
-        assert time.perf_counter() - t0 < 2.0
-        assert coord.stats.unreachable > 0
+        assert coord.stats.unreachable > 0 and coord.stats.timeouts == 0
 
 
 async def test_remote_device_join_timeout_names_node_and_cleans_up():

@@ -28,8 +28,9 @@ import numpy as np
 from pat_runtime.transport.base import Coordinator
 from pat_runtime.wire import MessageType
 
-from .base import Device
-from .errors import RemoteDeviceError, ShapeError
+from pat_runtime.devices.base import Device
+from pat_runtime.devices.errors import RemoteDeviceError, ShapeError
+from pat_runtime.devices.options import coerce
 
 
 def check_finite(name: str, y: np.ndarray) -> np.ndarray:
@@ -109,15 +110,13 @@ def connect_uri(uri: str, **kwargs: Any) -> RemoteDevice:
     go to the coordinator (e.g. ``liveness``, ``max_inflight``). Other query options go to the ZeroMQ
     coordinator as keywords, or stay in the MQTT URL (which has its own, e.g. ``prefix``).
     """
-    from .factory import _coerce
-
     parts = urlsplit(uri)
     scheme = parts.scheme.lower()
     node = unquote(parts.path.strip("/"))
     if not node or "/" in node:
         raise ValueError(f"device URI {uri!r} must name exactly one node: {scheme}://HOST:PORT/NODE")
     query = parse_qsl(parts.query)
-    dev_kw = {k: _coerce(v) for k, v in query if k in _DEVICE_OPTIONS}
+    dev_kw = {k: coerce(v) for k, v in query if k in _DEVICE_OPTIONS}
     rest = [(k, v) for k, v in query if k not in _DEVICE_OPTIONS]
     dev_kw.update({k: kwargs.pop(k) for k in _DEVICE_OPTIONS if k in kwargs})
     if scheme in ("zmq", "tcp"):
@@ -130,7 +129,7 @@ def connect_uri(uri: str, **kwargs: Any) -> RemoteDevice:
         if not parts.hostname or port is None:
             raise ValueError(f"device URI {uri!r} needs HOST:PORT")
         host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
-        opts = {k: _coerce(v) for k, v in rest}
+        opts = {k: coerce(v) for k, v in rest}
         opts.update(kwargs)
         cert, keys = opts.pop("curve_cert", None), opts.pop("curve_keys", None)
         if cert is not None:  # file paths, not secrets: the URI may be recorded

@@ -1,7 +1,7 @@
 """Simulated fleet nodes on ZeroMQ: in this process, or in Ray actors (one or many nodes each).
 
 Each node is a :class:`pat_runtime.edge.service.NodeService` on a :class:`pat_runtime.transport.zmq.ZmqEdgeTransport`
-(one DEALER per node, routing id = node id) behind the fault wrapper of :mod:`pat_runtime.sims.fleet`:
+(one DEALER per node, routing id = node id) behind the fault wrapper of :mod:`pat_runtime.fleet.faults`:
 
 * a dropped reply: the service returns :data:`LOST` and :class:`FaultyZmqEdge` sends nothing;
 * a crash: the node goes silent at once (no replies, no heartbeats, no bye). A node alone in its
@@ -26,7 +26,8 @@ import zmq.asyncio
 from pat_runtime.edge.service import NodeService
 from pat_runtime.transport.zmq import ZmqEdgeTransport
 
-from .fleet import FaultPlan, FaultSpec, node_device
+from .faults import FaultPlan, FaultSpec
+from .simdevice import node_device
 
 log = logging.getLogger(__name__)
 
