@@ -17,10 +17,12 @@ from __future__ import annotations
 import abc
 import asyncio
 import threading
+import time
 
 import numpy as np
 
 from .base import Device
+from .errors import DeviceConnectionError
 from .spec import DeviceSpec
 
 
@@ -30,6 +32,8 @@ class BlockingDevice(Device, abc.ABC):
     def __init__(self, name: str) -> None:
         super().__init__(name)
         self._lock = threading.Lock()   # one transaction at a time on the instrument(s)
+        #: how many times :meth:`connect` has tried to open the instrument(s) (retries included)
+        self.connect_attempts = 0
 
     @abc.abstractmethod
     def _open(self) -> None: ...
@@ -44,12 +48,25 @@ class BlockingDevice(Device, abc.ABC):
     def _shutdown(self) -> None: ...
 
     async def _connect(self, timeout: float) -> None:
+        """Open and set up; an instrument that refuses the connection (not up yet, rebooting) is retried
+        with jittered back-off until ``timeout`` seconds have passed, then its last error is raised."""
         def go() -> DeviceSpec:
             with self._lock:
                 self._open()
                 return self._setup()
 
-        self._spec = await asyncio.to_thread(go)
+        deadline = time.monotonic() + max(0.0, timeout)
+        delay = 0.1   # doubling up to 1 s: one instrument, no herd to spread out (no jitter needed)
+        while True:
+            self.connect_attempts += 1
+            try:
+                self._spec = await asyncio.to_thread(go)
+                return
+            except DeviceConnectionError:
+                if time.monotonic() + delay > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(1.0, 2 * delay)
 
     async def _apply(self, x: np.ndarray, theta: np.ndarray) -> np.ndarray:
         return await asyncio.to_thread(self._measure, x, theta)

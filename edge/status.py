@@ -15,9 +15,13 @@ from pat_runtime.redact import redact_uri
 
 
 class EdgeStatus:
-    def __init__(self, node_id: str, connect: str, echo: Callable[[str], Any] = print, quiet: float = 10.0):
+    def __init__(self, node_id: str, connect: str, echo: Callable[[str], Any] = print, quiet: float = 10.0,
+                 poll: float = 0.5, clock: Callable[[], float] = time.monotonic):
         # never print a password given in the URL (pat_runtime.redact)
         self.node_id, self.connect, self.echo, self.quiet = node_id, redact_uri(connect), echo, float(quiet)
+        self.poll, self.clock = float(poll), clock
+        #: how many times the watcher has looked at the request counter
+        self.polls = 0
         self._task: asyncio.Task | None = None
 
     def __call__(self, service: Any) -> None:
@@ -29,24 +33,28 @@ class EdgeStatus:
         self._task = asyncio.get_running_loop().create_task(self._watch(service))
 
     async def _watch(self, service: Any) -> None:
-        served, connected, since = 0, False, time.monotonic()
-        waited = 0.0
+        served, connected, since = 0, False, self.clock()
+        waited = 0
+        next_report = since + self.quiet
         while True:
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(self.poll)
+            self.polls += 1
             n = int(service.counters.get("requests", 0))
-            now = time.monotonic()
+            now = self.clock()
             if n > served:
                 if not connected:
                     self.echo(f"node {self.node_id}: coordinator connected (first request after "
                               f"{now - since:.1f} s)")
-                served, connected, since, waited = n, True, now, 0.0
-            elif now - since >= self.quiet * (2 ** min(waited, 6)):
+                served, connected, since, waited = n, True, now, 0
+                next_report = now + self.quiet
+            elif now >= next_report:
+                # a silent edge says so after quiet, 2 quiet, 4 quiet, ... (at most every 64 quiet) seconds
                 waited += 1
+                next_report = now + self.quiet * 2 ** min(waited, 6)
                 state = "no request" if not connected else "no request since the last one"
                 self.echo(f"node {self.node_id}: {state} for {now - since:.0f} s; still trying {self.connect} "
                           f"(is the coordinator running, e.g. pat train --device ...{self.node_id}?)")
-                if connected:
-                    connected = False
+                connected = False
 
     def close(self) -> None:
         if self._task is not None:

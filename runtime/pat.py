@@ -338,12 +338,32 @@ class PNN(nn.Module):
                 layer.observers.remove(fn)
 
     @torch.no_grad()
-    def calibrate(self, x: torch.Tensor) -> None:
-        """Data-dependent init of the rescaling stages using the twin (no device calls)."""
+    def calibrate(self, x: torch.Tensor, spread: float = 2.0) -> None:
+        """Data-dependent init of the rescaling stages using the twin (no device calls); ``spread`` is the
+        std of every :class:`RangeMap`'s pre-sigmoid drive (:meth:`RangeMap.calibrate`)."""
         for s in self.stages:
-            if isinstance(s, (RangeMap, BinReadout)):
+            if isinstance(s, RangeMap):
+                s.calibrate(x, spread)
+            elif isinstance(s, BinReadout):
                 s.calibrate(x)
             x = s(x)
+
+    async def acalibrate(self, x: torch.Tensor, spread: float = 2.0) -> None:
+        """Data-dependent init of the rescaling stages on the *measured* outputs of each physical layer
+        (one forward pass of ``x`` through the device): the rescalings after a layer then match what the
+        device really outputs, including anything its twin does not model. For methods whose forward pass
+        is the device (PAT, SPSA); in-silico training, which never sees the device, uses :meth:`calibrate`."""
+        x = x.detach()
+        for s in self.stages:
+            if isinstance(s, RangeMap):
+                s.calibrate(x, spread)
+            elif isinstance(s, BinReadout):
+                s.calibrate(x)
+            if isinstance(s, PhysicalLayer):
+                x = (await s.aforward(x)).detach()
+            else:
+                with torch.no_grad():
+                    x = s(x)
 
     def n_parameters(self) -> dict[str, int]:
         phys = sum(p.numel() for layer in self.physical_layers for p in layer.parameters())
@@ -388,7 +408,7 @@ def _missing_twin(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------------
 def build_pnn(n_features: int, n_classes: int, twin: nn.Module | TwinFn, device: Device | None = None,
               spec: DeviceSpec | None = None, layers: int = 2, hybrid: bool = False,
-              channels: int | None = None, seed: int = 0) -> PNN:
+              channels: int | None = None, seed: int = 0, init_frac: float = 0.5) -> PNN:
     """Build a PNN for ``n_features`` -> ``n_classes``.
 
     Physical-only (``hybrid=False``, the paper's style)::
@@ -399,7 +419,8 @@ def build_pnn(n_features: int, n_classes: int, twin: nn.Module | TwinFn, device:
 
         u -> Linear(n_features, C·in_dim) -> RangeMap -> Phys_1 -> ... -> Phys_K -> Linear(C·out_dim, n_classes)
 
-    The same ``device`` serves every physical layer (a multi-layer PNN on one system).
+    The same ``device`` serves every physical layer (a multi-layer PNN on one system). ``θ`` starts
+    uniform in the central ``init_frac`` of ``theta_range`` (:class:`PhysicalLayer`).
     """
     if spec is None:
         if device is None:
@@ -410,7 +431,7 @@ def build_pnn(n_features: int, n_classes: int, twin: nn.Module | TwinFn, device:
     C = int(channels or max(1, math.ceil(n_features / spec.in_dim)))
     with torch.random.fork_rng(devices=[]):     # deterministic init without touching the global RNG
         torch.manual_seed(int(seed))
-        stages = _stages(n_features, n_classes, twin, device, spec, layers, hybrid, C)
+        stages = _stages(n_features, n_classes, twin, device, spec, layers, hybrid, C, init_frac)
     config = {"n_features": int(n_features), "n_classes": int(n_classes), "layers": int(layers),
               "hybrid": bool(hybrid), "channels": C, "seed": int(seed)}
     return PNN(stages, spec, config)
@@ -431,7 +452,7 @@ def interleave_index(n_in: int, channels: int, width: int) -> torch.Tensor:
     return torch.where(src < n_in, src, torch.full_like(src, n_in))
 
 
-def _stages(n_features, n_classes, twin, device, spec, layers, hybrid, C) -> list[nn.Module]:
+def _stages(n_features, n_classes, twin, device, spec, layers, hybrid, C, init_frac=0.5) -> list[nn.Module]:
     lo, hi = spec.x_range
     stages: list[nn.Module] = []
     if hybrid:
@@ -443,7 +464,7 @@ def _stages(n_features, n_classes, twin, device, spec, layers, hybrid, C) -> lis
         if k > 0:
             stages.append(RangeMap(C * spec.out_dim, C * spec.in_dim, lo, hi,
                                    index=interleave_index(C * spec.out_dim, C, spec.in_dim)))
-        stages.append(PhysicalLayer(spec, twin, device, channels=C, name=f"phys{k + 1}"))
+        stages.append(PhysicalLayer(spec, twin, device, channels=C, name=f"phys{k + 1}", init_frac=init_frac))
     if hybrid:
         stages.append(nn.Linear(C * spec.out_dim, n_classes))
     else:

@@ -90,7 +90,10 @@ class SHGSim(ToleranceMixin, Simulator):
     #: stray: spectrometer stray light, a broad pedestal ``s * S_tot`` spread over all pixels;
     #: detector: camera response compresses near full well (``effects.compress`` over [dark, 1]);
     #: fringe: fringing fields couple neighbouring SLM blocks, ``phi_b += f (phi_{b-1} + phi_{b+1} - 2 phi_b)``
-    effect_defaults = {"slm": 0.08, "depletion": 0.1, "stray": 0.01, "detector": 0.08, "fringe": 0.03}
+    #: strengths (raised 4x from the first set, which an undertrained twin already absorbed within ~1.5x the noise
+    #: floor): an SLM driven without a per-unit phase look-up table, LCOS fringing between 4-pixel blocks,
+    #: a compact spectrometer's stray light and an unlinearised camera near full well (docs/sims.md)
+    effect_defaults = {"slm": 0.3, "depletion": 0.4, "stray": 0.04, "detector": 0.3, "fringe": 0.12}
 
     def physics_with_effects(self, x, theta, p, effect):
         return self._forward(x, theta, p, effect)

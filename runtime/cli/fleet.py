@@ -43,11 +43,12 @@ def register(app: typer.Typer) -> None:
         batch: int = typer.Option(64, min=1, help="mini-batch size (one synchronous update per batch)"),
         shard: int | None = typer.Option(None, min=1, help="samples per shard / micro-batch "
                                          "(default max(4, batch/nodes))"),
-        lr: float = typer.Option(D.FLEET_LR, min=0.0, help="Adam learning rate"),
+        lr: float | None = typer.Option(None, min=0.0, help=f"Adam learning rate (default {D.LR_HYBRID} hybrid, "
+                                                                 f"{D.LR} --physical)"),
         twin: str = typer.Option("greybox", help="per-device twin: greybox | residual | mlp | nominal (shared)"),
         twin_samples: int = typer.Option(256, min=1, help="measurements per node to fit its twin"),
         twin_epochs: int = typer.Option(5, min=0, help="twin fitting epochs"),
-        layers: int = typer.Option(D.FLEET_LAYERS, min=1, help="physical layers"),
+        layers: int = typer.Option(D.LAYERS, min=1, help="physical layers"),
         hybrid: bool = typer.Option(True, "--hybrid/--physical",
                                     help="digital input/output layers around the device (--physical: as pat train)"),
         cap: int = typer.Option(2, min=1, help="in-flight shards per node"),
@@ -74,7 +75,7 @@ def register(app: typer.Typer) -> None:
                            "device", "task", "n_train", "n_test", "mode", "epochs", "batch", "shard", "lr", "twin",
                            "twin_samples", "twin_epochs", "layers", "hybrid", "cap", "timeout", "seed", "json_out",
                            "threads"))
-        if not lr > 0:
+        if lr is not None and not lr > 0:
             raise typer.BadParameter(f"must be > 0, got {lr}", param_hint="--lr")
         if device.startswith("sim:"):
             from pat_runtime.sims.uri import check_sim_uri

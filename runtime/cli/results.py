@@ -3,6 +3,8 @@
     pat results                      # the full grid (about 45 min on 2 cores), writes docs/RESULTS.md,
                                      # docs/results.json, docs/results_depth.png, docs/results_gap.png
     pat results --render-only        # re-render RESULTS.md and the figures from docs/results.json
+    pat results --resume             # continue an interrupted grid (same options): finished runs are kept
+                                     # (docs/results_runs.jsonl), fitted twins reused (docs/results_twins/)
 
 The grid (:mod:`pat_runtime.results.grid`): devices × hardware units × seeds × depths for PAT and in-silico
 training with the best fitted twin, SPSA (gains tuned on validation) at the SPSA depths, digital baselines,
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,27 @@ def _ints(s: str) -> tuple[int, ...]:
     if not vals:
         raise typer.BadParameter("expected at least one value")
     return vals
+
+
+#: spec fields that may differ between an interrupted grid and its resumption
+_RESUME_FREE = {"runs_log", "twin_cache", "workers"}
+
+
+def _resume_state(state_file: Path, runs_log: Path, spec) -> tuple[list[dict[str, Any]], dict[str, Any], float]:
+    """``(runs, spsa_tuning, started)`` of the interrupted grid beside ``--out`` (same options required)."""
+    if not state_file.exists() or not runs_log.exists():
+        raise ValueError(f"--resume: no interrupted grid here ({state_file} / {runs_log} missing)")
+    state = json.loads(state_file.read_text())
+    if not state.get("partial"):
+        raise ValueError(f"--resume: {state_file} holds a finished grid; run without --resume")
+    old, new = state.get("spec", {}), spec.to_dict()
+    diff = sorted(k for k in new if k not in _RESUME_FREE and json.loads(json.dumps(old.get(k))) !=
+                  json.loads(json.dumps(new[k])))
+    if diff:
+        raise ValueError(f"--resume: options differ from the interrupted grid ({', '.join(diff)}); "
+                                 f"use the same options (its command: {state.get('command')})")
+    runs = [json.loads(line) for line in runs_log.read_text().splitlines() if line.strip()]
+    return runs, state.get("spsa_tuning") or {}, float(state.get("started") or time.time())
 
 
 def write_report(data: dict[str, Any], out: Path, command: str) -> None:
@@ -79,6 +103,11 @@ def register(app: typer.Typer) -> None:
         hybrid: bool = typer.Option(True, "--hybrid/--no-hybrid", help="also hybrid PAT vs digital on mnist5k"),
         workers: int = typer.Option(2, min=1, max=8, help="worker processes"),
         render_only: bool = typer.Option(False, "--render-only", help="re-render from results.json, no training"),
+        resume: bool = typer.Option(False, "--resume", help="continue an interrupted grid with the same options: "
+                                    "keep the runs in results_runs.jsonl beside --out and run only the missing ones"),
+        twin_cache: Path | None = typer.Option(None, help="folder for the fitted best twins (one per device and "
+                                               "unit; reused by --resume); default: results_twins/ beside --out, "
+                                               "removed when the grid finishes"),
     ) -> None:
         """Run the method comparison grid and regenerate docs/RESULTS.md (+ results.json and figures)."""
         from pat_runtime.results.grid import GridSpec, run_grid, run_hybrid
@@ -124,27 +153,44 @@ def register(app: typer.Typer) -> None:
         t0 = time.perf_counter()
         out.parent.mkdir(parents=True, exist_ok=True)
         runs_log = out.parent / "results_runs.jsonl"
-        runs_log.write_text("")
+        state_file = out.parent / "results.json"
+        twin_dir = twin_cache or out.parent / "results_twins"
+        previous: list[dict[str, Any]] = []
+        tuning: dict[str, Any] = {}
+        started = time.time()
+        if resume:
+            try:
+                previous, tuning, started = _resume_state(state_file, runs_log, spec)
+            except ValueError as e:
+                typer.echo(f"error: {e}", err=True)
+                raise typer.Exit(2) from None
+            typer.echo(f"resuming: {len(previous)} runs already done")
+        else:
+            runs_log.write_text("")
         spec.runs_log = str(runs_log.resolve())
-        import tempfile
-
-        twin_dir = tempfile.TemporaryDirectory(prefix="pat-results-twins-")
-        spec.twin_cache = twin_dir.name
+        spec.twin_cache = str(twin_dir)
         t = spec.load(0)
         task_sizes = {"n_train": t.n_train, "n_val": t.n_val, "n_test": t.n_test}
-        start = {"spec": {**spec.to_dict(), "workers": workers, "runs_log": None, "twin_cache": None}, "runs": [], "spsa_tuning": {},
-                 "task": task_sizes, "partial": True, "seconds": 0.0, "started": time.time(), "command": " ".join(cmd),
+        start = {"spec": {**spec.to_dict(), "workers": workers, "runs_log": None, "twin_cache": None}, "runs": [],
+                 "spsa_tuning": tuning, "task": task_sizes, "partial": True, "seconds": 0.0, "started": started,
+                 "command": " ".join(cmd),
                  "machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}"}
-        (out.parent / "results.json").write_text(json.dumps(start, indent=1) + "\n")
-        data = run_grid(spec, workers=workers, log=typer.echo)
+        state_file.write_text(json.dumps(start, indent=1) + "\n")
+
+        def save_tuning(tn: dict[str, Any]) -> None:
+            state_file.write_text(json.dumps({**start, "spsa_tuning": tn}, indent=1, default=float) + "\n")
+
+        data = run_grid(spec, workers=workers, log=typer.echo, previous=previous, tuning=tuning,
+                        on_tuning=save_tuning)
         if hybrid:
             data["hybrid"] = run_hybrid(spec, workers=workers, log=typer.echo)
         data["task"] = task_sizes
         data["partial"] = False
         data["spec"].update(workers=workers, runs_log=None, twin_cache=None)
-        twin_dir.cleanup()
+        if twin_cache is None:
+            shutil.rmtree(twin_dir, ignore_errors=True)
         data["machine"] = f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}"
-        data["seconds"] = time.perf_counter() - t0
+        data["seconds"] = time.time() - started if resume else time.perf_counter() - t0
         write_report(data, out, " ".join(cmd))
         runs_log.unlink(missing_ok=True)
         typer.echo(f"wrote {out} ({data['seconds'] / 60:.1f} min)")

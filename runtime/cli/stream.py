@@ -152,7 +152,8 @@ async def _stream(device_uri, source, task_name, directory, steps, batch, init, 
     if source == "sim-drift":
         src = IteratorSource(task_stream(t.x_train, t.y_train, batch, seed=seed))
     elif source.startswith(("mqtt://", "tcp://")):
-        src = MqttSource(source, directory)
+        src = MqttSource(source, directory,  # the line a publisher (or a script) can wait for
+                         on_subscribed=lambda topic: print(json.dumps({"subscribed": topic}), flush=True))
     else:
         raise ValueError(f"unknown source {source!r}: use sim-drift or mqtt://HOST:PORT/TOPIC")
     refresh = None if no_refresh else RefreshConfig(every=refresh_every,

@@ -29,8 +29,8 @@ def register(app: typer.Typer) -> None:
         method: str = typer.Option("pat", help="pat | insilico | spsa | digital"),
         epochs: int = typer.Option(D.EPOCHS, min=1, help="training epochs"),
         batch: int = typer.Option(D.BATCH, min=1, help="mini-batch size (one θ per device call)"),
-        lr: float | None = typer.Option(None, min=0.0, help=f"Adam learning rate (default {D.LR}; "
-                                                             f"{D.LR_DIGITAL} for digital)"),
+        lr: float | None = typer.Option(None, min=0.0, help=f"Adam learning rate (default {D.LR}; {D.LR_HYBRID} "
+                                                             f"with --hybrid; {D.LR_DIGITAL} for digital)"),
         twin: str = typer.Option(D.TWIN, help="twin for pat/insilico: nominal | greybox | residual | mlp | best"),
         twin_path: Path | None = typer.Option(None, help="load a saved twin (pat twin --save) instead"),
         twin_samples: int | None = typer.Option(None, min=1, help="measurements collected to fit the twin"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import typer
@@ -50,11 +51,18 @@ def register(app: typer.Typer) -> None:
 
         from pat_runtime.devices.errors import DeviceError
         from pat_runtime.devices.factory import make_device
-        from pat_runtime.twins import build_twin, save_twin, twin_choices
+        from pat_runtime.twins import DEFAULTS, build_twin, save_twin, twin_choices
 
         if kind not in twin_choices():
             raise typer.BadParameter(f"unknown kind {kind!r}; choose {', '.join(twin_choices())}", param_hint="--kind")
         torch.set_num_threads(threads)
+        n = int(samples or DEFAULTS.get(kind, DEFAULTS["mlp"])["n_samples"])
+        groups = -(-n // theta_every)
+        ep = epochs if epochs is not None else DEFAULTS.get(kind, DEFAULTS["mlp"])["epochs"]
+        typer.echo(f"measuring {n} (x, θ) rows: {groups * repeats} device calls ({groups} θ, one per {theta_every} "
+                   f"rows, x {repeats} repeats); then fitting {'every candidate' if kind == 'best' else kind}"
+                   f"{'' if kind == 'best' else f' for {ep} epochs'}")
+        t0 = time.perf_counter()
 
         async def go():
             dev = make_device(device)
@@ -71,6 +79,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2) from None
         typer.echo(str(rep))
+        typer.echo(f"total {time.perf_counter() - t0:.0f} s (measuring + fitting)")
         if save:
             save_twin(tw, save)
             typer.echo(f"saved {save}")

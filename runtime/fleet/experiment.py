@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 import torch
 
+from pat_runtime import defaults as D
+
 from .report import failure_counts, format_failures, format_faults
 from .training import (EpochStats, FittedTwins, FleetTrainer, NominalTwins, PipelineTrainer,
                        twin_sim_options)
@@ -36,17 +38,21 @@ class FleetConfig:
     epochs: int = 4
     batch: int = 64
     shard: int | None = None         # default: max(4, ceil(batch / nodes)), so a batch spans the fleet
-    lr: float = 0.02
+    lr: float | None = None          # default: pat_runtime.defaults.default_lr (hybrid nets: LR_HYBRID)
     twin: str = "greybox"
     twin_samples: int = 256
     twin_epochs: int = 5
-    layers: int = 1
+    layers: int = D.LAYERS
     hybrid: bool = True
     cap: int = 2
     timeout: float = 0.3
     heartbeat: float = 0.25
     liveness: float = 1.0
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.lr is None:
+            self.lr = D.default_lr("pat", self.hybrid)
 
 
 async def run_fleet(cfg: FleetConfig, log: Callable[[str], Any] = print) -> dict[str, Any]:

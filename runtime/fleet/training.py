@@ -255,10 +255,23 @@ class _TrainerBase:
         dev = await self.device(node_id)
         return dev, await self.twins.get(node_id, dev)
 
-    async def prepare(self, nodes: Sequence[str] | None = None) -> None:
-        """Build the twins of ``nodes`` (default: all available) up front, concurrently."""
+    async def prepare(self, nodes: Sequence[str] | None = None) -> list[str]:
+        """Build the twins of ``nodes`` (default: all available) up front, concurrently.
+
+        A node whose twin cannot be built now (it timed out, crashed) is left for later: its twin is built
+        when it first takes a shard, and a failure there is the scheduler's to handle (the shard moves to
+        another node). Returns the nodes that failed; raises only when every node failed."""
         nodes = list(nodes or self.manager.available())
-        await asyncio.gather(*(self.node_twin(n) for n in nodes))
+        res = await asyncio.gather(*(self.node_twin(n) for n in nodes), return_exceptions=True)
+        failed = [n for n, r in zip(nodes, res) if isinstance(r, BaseException)]
+        for n, r in zip(nodes, res):
+            if isinstance(r, asyncio.CancelledError):
+                raise r
+            if isinstance(r, BaseException):
+                log.warning("twin for %s not built yet (%s); it is retried when the node takes a shard", n, r)
+        if nodes and len(failed) == len(nodes):
+            raise next(r for r in res if isinstance(r, BaseException))
+        return failed
 
     def _apply_update(self, grads: list[torch.Tensor | None], n: int) -> None:
         for p, g in zip(self.params, grads):

@@ -157,51 +157,78 @@ async def _unit_twin(spec: GridSpec, dev, device: str, unit: int, log):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def run_key(rec: dict[str, Any]) -> tuple:
+    """What identifies one run of the grid (a resumed grid skips the keys it already has)."""
+    return (rec["device"], rec.get("unit"), int(rec["seed"]), int(rec["depth"]), rec["method"],
+            bool(rec.get("hybrid", False)))
+
+
+def _device_runs(spec: GridSpec, device: str, unit: int, seeds: Iterable[int],
+                 depths: Iterable[int] | None = None) -> list[tuple[int, int, str]]:
+    """``(seed, depth, method)`` of every device run of one ``(device, unit)`` (at ``depths``, default all), in
+    the order they run."""
+    return [(seed, depth, method) for seed in seeds for depth in (depths or spec.depths)
+            for method in ("pat", "insilico", "spsa")
+            if method in spec.methods and not (method == "spsa" and depth not in spec.spsa_depths)]
+
+
+def depth_priority(depths: Iterable[int]) -> list[int]:
+    """The order a cached-twin grid runs depths in: the deepest first (the cells the targets are about), then
+    the others from 1 up, so an interrupted grid has its headline cells complete."""
+    ds = sorted(set(depths))
+    return ds[-1:] + ds[:-1]
+
+
 async def _device_job(spec: GridSpec, device: str, unit: int, seeds: tuple[int, ...], spsa: dict[str, float] | None,
-                      log: Callable[[str], None]) -> list[dict[str, Any]]:
+                      log: Callable[[str], None], done: frozenset = frozenset(),
+                      depths: tuple[int, ...] | None = None) -> list[dict[str, Any]]:
     from pat_runtime.devices.factory import make_device
     from pat_runtime.trainers.run import ExperimentConfig, run_experiment
 
+    todo = [r for r in _device_runs(spec, device, unit, seeds, depths) if (device, unit, *r, False) not in done]
+    if not todo:
+        return []
     uri = spec.uri(device, unit)
     dev = make_device(uri)
     await dev.connect()
     out: list[dict[str, Any]] = []
     try:
         twin, rep, info = await _unit_twin(spec, dev, device, unit, log)
-        for seed in seeds:
-            task = spec.load(seed)
-            for depth in spec.depths:
-                for method in ("pat", "insilico", "spsa"):
-                    if method not in spec.methods or (method == "spsa" and depth not in spec.spsa_depths):
-                        continue
-                    gains = {"spsa_a": spsa["a"], "spsa_c": spsa["c"]} if method == "spsa" and spsa else {}
-                    cfg = ExperimentConfig(device=uri, task=spec.task, method=method, twin=spec.twin,
-                                           twin_samples=spec.twin_samples, twin_epochs=spec.twin_epochs,
-                                           epochs=spec.spsa_epochs if method == "spsa" else spec.epochs,
-                                           batch=spec.batch, layers=depth, seed=seed,
-                                           val_fraction=spec.val_fraction, eval_test="final", **gains)
-                    t1 = time.perf_counter()
-                    r = await run_experiment(cfg, task=task, device=dev, twin=twin, twin_report=rep)
-                    rec = _record(spec, device, unit, seed, depth, method, r.summary, info,
-                                  time.perf_counter() - t1,
-                                  {"twin_candidates": info["candidates"], "twin_fit_s": info["seconds"], **gains})
-                    out.append(rec)
-                    spec.log_run(rec)
-                    log(f"{uri} seed {seed} depth {depth} {method}: val {rec['val_acc']:.3f} "
-                        f"test {rec['test_acc']:.3f} ({rec['seconds']:.0f} s)")
+        tasks: dict[int, Any] = {}
+        for seed, depth, method in todo:
+            if seed not in tasks:
+                tasks = {seed: spec.load(seed)}
+            task = tasks[seed]
+            gains = {"spsa_a": spsa["a"], "spsa_c": spsa["c"]} if method == "spsa" and spsa else {}
+            cfg = ExperimentConfig(device=uri, task=spec.task, method=method, twin=spec.twin,
+                                   twin_samples=spec.twin_samples, twin_epochs=spec.twin_epochs,
+                                   epochs=spec.spsa_epochs if method == "spsa" else spec.epochs,
+                                   batch=spec.batch, layers=depth, seed=seed,
+                                   val_fraction=spec.val_fraction, eval_test="final", **gains)
+            t1 = time.perf_counter()
+            r = await run_experiment(cfg, task=task, device=dev, twin=twin, twin_report=rep)
+            rec = _record(spec, device, unit, seed, depth, method, r.summary, info,
+                          time.perf_counter() - t1,
+                          {"twin_candidates": info["candidates"], "twin_fit_s": info["seconds"], **gains})
+            out.append(rec)
+            spec.log_run(rec)
+            log(f"{uri} seed {seed} depth {depth} {method}: val {rec['val_acc']:.3f} "
+                f"test {rec['test_acc']:.3f} ({rec['seconds']:.0f} s)")
     finally:
         await dev.close()
     return out
 
 
-async def _digital_job(spec: GridSpec, seed: int, log) -> list[dict[str, Any]]:
+async def _digital_job(spec: GridSpec, seed: int, log, done: frozenset = frozenset()) -> list[dict[str, Any]]:
     from pat_runtime.devices.factory import make_device
-    from pat_runtime.datasets import load_task, with_validation
     from pat_runtime.trainers.run import ExperimentConfig, run_experiment
 
+    depths = [d for d in spec.depths if ("digital", None, seed, d, "digital", False) not in done]
+    if not depths:
+        return []
     task = spec.load(seed)
     out = []
-    for depth in spec.depths:
+    for depth in depths:
         # the same widths as the PNN on the first device (channels x in_dim)
         cfg = ExperimentConfig(device=spec.uri(spec.devices[0], 0), task=spec.task, method="digital",
                                epochs=spec.epochs, batch=spec.batch, layers=depth, seed=seed,
@@ -223,7 +250,7 @@ async def _tune_job(spec: GridSpec, device: str, log) -> dict[str, Any]:
     from pat_runtime.trainers.run import ExperimentConfig
     from pat_runtime.trainers.spsa_tune import tune_spsa
 
-    # the twin only calibrates the initial rescalings here (SPSA never uses it): the unfitted nominal one
+    # SPSA never uses a twin (its rescalings are calibrated on the device): the unfitted nominal one is enough
     cfg = ExperimentConfig(device=spec.uri(device, spec.units[0]), task=spec.task, method="spsa", twin="nominal",
                            epochs=spec.spsa_epochs, batch=spec.batch, layers=spec.spsa_depths[0],
                            seed=spec.seeds[0], val_fraction=spec.val_fraction)
@@ -266,7 +293,7 @@ async def _hybrid_job(spec: GridSpec, unit: int, seed: int, log) -> list[dict[st
     return out
 
 
-def _run(kind: str, spec_d: dict, args: tuple) -> Any:
+def _run(kind: str, spec_d: dict, args: tuple, done: frozenset = frozenset()) -> Any:
     """Process-pool entry point: one job, one torch thread, its own event loop."""
     import torch
 
@@ -279,9 +306,11 @@ def _run(kind: str, spec_d: dict, args: tuple) -> Any:
 
     
     if kind == "device":
-        res = asyncio.run(_device_job(spec, *args, log=log))
+        dev, unit, seeds, spsa, *depths = args
+        res = asyncio.run(_device_job(spec, dev, unit, seeds, spsa, log=log, done=done,
+                                      depths=depths[0] if depths else None))
     elif kind == "digital":
-        res = asyncio.run(_digital_job(spec, *args, log=log))
+        res = asyncio.run(_digital_job(spec, *args, log=log, done=done))
     elif kind == "hybrid":
         res = asyncio.run(_hybrid_job(spec, *args, log=log))
     elif kind == "tune":
@@ -291,16 +320,17 @@ def _run(kind: str, spec_d: dict, args: tuple) -> Any:
     return res, lines
 
 
-def _pool_map(jobs: list[tuple[str, tuple]], spec: GridSpec, workers: int, log) -> list[Any]:
+def _pool_map(jobs: list[tuple[str, tuple]], spec: GridSpec, workers: int, log,
+              done: frozenset = frozenset()) -> list[Any]:
     results: list[Any] = [None] * len(jobs)
     if workers <= 1:
         for i, (kind, args) in enumerate(jobs):
-            results[i], lines = _run(kind, spec.to_dict(), args)
+            results[i], lines = _run(kind, spec.to_dict(), args, done)
             for ln in lines:
                 log(ln)
         return results
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as ex:
-        futs = {ex.submit(_run, kind, spec.to_dict(), args): i for i, (kind, args) in enumerate(jobs)}
+        futs = {ex.submit(_run, kind, spec.to_dict(), args, done): i for i, (kind, args) in enumerate(jobs)}
         for f in as_completed(futs):
             results[futs[f]], lines = f.result()
             for ln in lines:
@@ -308,24 +338,38 @@ def _pool_map(jobs: list[tuple[str, tuple]], spec: GridSpec, workers: int, log) 
     return results
 
 
-def run_grid(spec: GridSpec, workers: int = 2, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the whole grid; returns ``{"spec", "spsa_tuning", "runs", "seconds"}`` (the results.json body)."""
+def run_grid(spec: GridSpec, workers: int = 2, log: Callable[[str], None] = print,
+             previous: list[dict[str, Any]] | None = None,
+             tuning: dict[str, dict[str, Any]] | None = None,
+             on_tuning: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Run the whole grid; returns ``{"spec", "spsa_tuning", "runs", "seconds"}`` (the results.json body).
+
+    A resumed grid passes the ``previous`` runs (records of an interrupted run of the same spec) and their
+    SPSA ``tuning``: those runs are kept and not run again; only the missing ones are. ``on_tuning(tuning)``
+    is called once the SPSA gains are known (e.g. to save them for a resume)."""
     t0 = time.perf_counter()
-    tuning: dict[str, dict[str, Any]] = {}
-    if "spsa" in spec.methods and spec.spsa_depths:
+    previous = list(previous or [])
+    done = frozenset(run_key(r) for r in previous)
+    tuning = dict(tuning or {})
+    if "spsa" in spec.methods and spec.spsa_depths and not all(d in tuning for d in spec.devices):
         if len(spec.spsa_a_grid) > 1:
-            for t in _pool_map([("tune", (d,)) for d in spec.devices], spec, workers, log):
+            todo = [d for d in spec.devices if d not in tuning]
+            for t in _pool_map([("tune", (d,)) for d in todo], spec, workers, log):
                 tuning[t["device"]] = t
         else:
             tuning = {d: {"device": d, "best": {"a": spec.spsa_a_grid[0], "c": spec.spsa_c}, "trials": []}
                       for d in spec.devices}
+        if on_tuning is not None:
+            on_tuning(tuning)
     jobs: list[tuple[str, tuple]] = []
     if spec.twin_cache:
-        # seed-major (device, unit, seed) jobs: an interrupted grid still has whole seeds on every device and unit
-        for seed in spec.seeds:
-            for unit in spec.units:
-                for dev in spec.devices:
-                    jobs.append(("device", (dev, unit, (seed,), tuning.get(dev, {}).get("best"))))
+        # (device, unit, seed, depth) jobs, the deepest layer first, then seed-major: an interrupted grid has its
+        # headline (deepest) cells complete and whole seeds on every device and unit
+        for depth in depth_priority(spec.depths):
+            for seed in spec.seeds:
+                for unit in spec.units:
+                    for dev in spec.devices:
+                        jobs.append(("device", (dev, unit, (seed,), tuning.get(dev, {}).get("best"), (depth,))))
     else:
         for dev in sorted(spec.devices, key=lambda d: d != "shg"):   # longest jobs first
             for unit in spec.units:
@@ -333,8 +377,8 @@ def run_grid(spec: GridSpec, workers: int = 2, log: Callable[[str], None] = prin
     if "digital" in spec.methods:
         jobs = [("digital", (seed,)) for seed in spec.seeds[:1]] + jobs + \
             [("digital", (seed,)) for seed in spec.seeds[1:]]
-    runs: list[dict[str, Any]] = []
-    for res in _pool_map(jobs, spec, workers, log):
+    runs: list[dict[str, Any]] = list(previous)
+    for res in _pool_map(jobs, spec, workers, log, done):
         runs.extend(res)
     return {"spec": spec.to_dict(), "spsa_tuning": tuning, "runs": runs, "seconds": time.perf_counter() - t0}
 

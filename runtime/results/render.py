@@ -85,7 +85,10 @@ def render(data: dict[str, Any], command: str = "pat results", figures: bool = T
         f"A device cell is **n = {n_seeds * n_units} runs = {n_seeds} seeds × {n_units} units**; "
         f"a digital cell is n = {n_seeds} seeds (no hardware).",
         f"* Physical-only PNNs (`pat_runtime.pat.build_pnn`, `hybrid=False`) with 1–{max(depths)} physical layers on one "
-        "device, trainable elementwise rescaling between layers, fixed bin-sum readout with per-class scale. "
+        "device, trainable elementwise rescaling between layers, fixed bin-sum readout with per-class scale; "
+        "θ starts uniform in 90 % of its range and every rescaling is calibrated on 512 training samples: on the "
+        "device's measured outputs for PAT and SPSA (their forward pass is the device), through the twin for "
+        "in-silico training (which never sees the device before test). "
         f"{spec['epochs']} epochs of batch {spec['batch']} (Adam, cosine LR) for PAT, in-silico and digital; "
         + (f"training subset of {spec['n_train']} samples per seed (before the validation split) to fit the compute "
            "budget; " if spec.get("n_train") else "")
@@ -104,7 +107,7 @@ def render(data: dict[str, Any], command: str = "pat results", figures: bool = T
         f"({spec.get('twin_samples') or 'default'} rows, θ redrawn every 16 rows; `pat_runtime.twins.fit_best_twin`) and "
         "the one with the lowest *validation* NMSE is kept (the **best fitted twin**); every seed and depth on that "
         "unit uses it: PAT for its backward pass, in-silico training for forward and backward. SPSA and digital use "
-        "no twin in training (SPSA's initial rescalings are calibrated through it, like every method's).",
+        "no twin in training.",
         "",
         "## Accuracy against depth",
         "",

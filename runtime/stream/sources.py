@@ -340,8 +340,11 @@ class MqttSource(Source):
     """Labelled samples from an MQTT topic; see the module docstring for the delivery protocol."""
 
     def __init__(self, url: str, spool_dir: str | Path, client_id: str | None = None, qos: int = 1,
-                 fsync: bool = True, reconnect_delay: float = 0.5, connect_timeout: float = 10.0):
+                 fsync: bool = True, reconnect_delay: float = 0.5, connect_timeout: float = 10.0,
+                 on_subscribed: Callable[[str], None] | None = None):
         self.url = MqttUrl.parse(url)
+        #: called with the topic each time the subscription is in place (first connect and reconnects)
+        self.on_subscribed = on_subscribed
         self.client_id = client_id or ("pat-stream-" + self.url.topic.replace("/", "-").replace("#", "all")
                                        .replace("+", "any"))
         self.qos = qos
@@ -390,6 +393,8 @@ class MqttSource(Source):
             await client.__aexit__(None, None, None)
             raise
         self._client = client
+        if self.on_subscribed is not None:
+            self.on_subscribed(self.url.topic)
 
     async def __anext__(self) -> Sample:
         if self._pending:

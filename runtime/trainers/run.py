@@ -54,6 +54,8 @@ from .common import EpochMetrics, History, TrainConfig, chance_level, seed_every
 from .digital import build_digital
 
 METHOD_NAMES = ("pat", "insilico", "spsa", "digital")
+#: training rows that calibrate the PNN's rescalings before training
+CALIBRATION_ROWS = 512
 
 
 @dataclass
@@ -96,7 +98,7 @@ class ExperimentConfig:
             return self.lr
         from pat_runtime.defaults import default_lr
 
-        return default_lr(self.method)
+        return default_lr(self.method, self.hybrid)
 
     def command(self) -> str:
         """The ``pat train`` command line that reproduces this run (shell-quoted: paste it as is)."""
@@ -208,7 +210,8 @@ async def run_experiment(cfg: ExperimentConfig, task: Task | None = None, device
             calls0 = device.calls
             if state is not None and state.get("twin") is not None:   # the run's own twin, not a new fit
                 twin = twin_from_dict(state["twin"]["twin"])
-                report = TwinReport(**state["twin"]["report"])
+                rep_d = state["twin"].get("report")
+                report = TwinReport(**rep_d) if rep_d else None
             elif given_twin is not None:
                 twin = given_twin
             else:
@@ -217,10 +220,14 @@ async def run_experiment(cfg: ExperimentConfig, task: Task | None = None, device
             twin.requires_grad_(False)
             twin.eval()
             model = build_pnn(task.n_features, task.n_classes, twin, device, layers=cfg.layers, hybrid=cfg.hybrid,
-                              channels=cfg.channels, seed=cfg.seed)
-            model.calibrate(torch.from_numpy(task.x_train[:512]))
+                              channels=cfg.channels, seed=cfg.seed, init_frac=D.THETA_INIT_FRAC)
             # a local simulator draws its noise in call order: measure sequentially so runs are reproducible
             model.set_concurrent(not isinstance(device, LocalDevice))
+            if state is None and cfg.method in ("pat", "spsa"):
+                # methods whose forward pass is the device calibrate their rescalings on measured outputs
+                await model.acalibrate(torch.from_numpy(task.x_train[:CALIBRATION_ROWS]), D.DRIVE_SPREAD)
+            else:
+                model.calibrate(torch.from_numpy(task.x_train[:CALIBRATION_ROWS]), D.DRIVE_SPREAD)
             n_params = model.n_parameters()
             train_device = device
         t_setup = time.perf_counter() - t0
@@ -237,7 +244,7 @@ async def run_experiment(cfg: ExperimentConfig, task: Task | None = None, device
             jsonl = (out_dir / "metrics.jsonl").open("a" if state is not None else "w")
         twin_state = None if twin is None else {
             "twin": twin_to_dict(twin),
-            "report": report.to_dict()}
+            "report": None if report is None else report.to_dict()}
         history_rows = [m.to_dict() for m in done]
 
         def on_epoch(m: EpochMetrics) -> None:

@@ -24,13 +24,14 @@ from .kinds import make_twin, twin_kinds
 from .collect import TwinData, collect
 from .fit import TwinReport, fit_twin
 from .greybox import sim_options_of
+from .mlp import MLPTwin
 
 #: default data, epochs and training-row cap per kind (fast enough for 2 CPU cores; docs/sims.md)
 DEFAULTS: dict[str, dict[str, int]] = {
     "nominal": {"n_samples": 1024, "epochs": 0},
     "greybox": {"n_samples": 4096, "epochs": 20},
     "residual": {"n_samples": 32768, "epochs": 40},
-    "mlp": {"n_samples": 65536, "epochs": 40},
+    "mlp": {"n_samples": 65536, "epochs": 12},
     "best": {"n_samples": 65536, "epochs": 40},
 }
 #: rows the grey-box stage is fitted on (its few parameters need little data; the physics is slow)
@@ -47,9 +48,11 @@ def twin_choices() -> list[str]:
 
 def _make(kind: str, device: Device, seed: int, **kw: Any) -> Twin:
     opts = {"sim_options": sim_options_of(device)} if kind in PHYSICS_KINDS else {}
+    if kind == "mlp":
+        opts = dict(MLPTwin.DATA_DEFAULTS)          # square features for the default data sizes
     with torch.random.fork_rng(devices=[]):          # reproducible initial weights
         torch.manual_seed(seed)
-        return make_twin(kind, device.spec, **opts, **kw)
+        return make_twin(kind, device.spec, **{**opts, **kw})
 
 
 def _fit_one(kind: str, device: Device, data: TwinData, seed: int, epochs: int | None,

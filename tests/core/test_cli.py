@@ -87,3 +87,34 @@ def test_results_regenerates_markdown_and_plots(tmp_path):
     runs = json.loads((tmp_path / "results.json").read_text())["runs"]
     assert sorted((x["method"], x["depth"]) for x in runs) == [("digital", 1), ("insilico", 1), ("pat", 1)]
     assert all(x["val_acc"] is not None and x["test_acc"] is not None for x in runs)
+
+
+def test_results_resume_runs_only_the_missing_runs(tmp_path):
+    """An interrupted grid resumed with `--resume` keeps its finished runs and runs only the missing ones;
+    later jobs of a unit reuse the twin the first job fitted (the twin cache)."""
+    md = tmp_path / "RESULTS.md"
+    args = ["results", "--out", str(md), "--device", "plate", "--units", "0", "--seeds", "2", "--depths", "1",
+            "--epochs", "1", "--spsa-depths", "", "--twin", "greybox", "--twin-samples", "256", "--twin-epochs", "1",
+            "--n-train", "100", "--no-hybrid", "--workers", "1", "--twin-cache", str(tmp_path / "twins")]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    state = json.loads((tmp_path / "results.json").read_text())
+    full = state["runs"]
+    assert sorted((x["seed"], x["method"]) for x in full if x["method"] != "digital") == \
+        [(0, "insilico"), (0, "pat"), (1, "insilico"), (1, "pat")]
+    # interrupt it after seed 0: the state file says partial, the log holds seed 0's runs only
+    kept = [x for x in full if x["seed"] == 0]
+    (tmp_path / "results_runs.jsonl").write_text("".join(json.dumps(x) + "\n" for x in kept))
+    (tmp_path / "results.json").write_text(json.dumps({**state, "partial": True}))
+    r = runner.invoke(app, args + ["--resume"])
+    assert r.exit_code == 0, r.output
+    assert f"resuming: {len(kept)} runs already done" in r.output
+    resumed = json.loads((tmp_path / "results.json").read_text())
+    assert not resumed["partial"]
+    assert sorted((x["seed"], x["method"]) for x in resumed["runs"]) == sorted((x["seed"], x["method"]) for x in full)
+    assert [x for x in resumed["runs"] if x["seed"] == 0] == kept          # not run again
+    # other options than the interrupted grid's are refused, with the reason
+    (tmp_path / "results.json").write_text(json.dumps({**state, "partial": True}))
+    (tmp_path / "results_runs.jsonl").write_text("".join(json.dumps(x) + "\n" for x in kept))
+    r = runner.invoke(app, [a if a != "2" else "3" for a in args] + ["--resume"])
+    assert r.exit_code != 0 and "options differ" in r.output

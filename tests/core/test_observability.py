@@ -93,6 +93,30 @@ async def test_edge_status_says_what_it_serves_and_when_nobody_talks_to_it():
         st.close()
 
 
+async def test_edge_status_backs_off_while_nobody_talks_to_it():
+    """A silent edge reports after quiet, 2 quiet, 4 quiet, ... seconds (at most every 64 quiet), not every poll."""
+    from pat_runtime.edge.service import NodeService
+    from pat_runtime.edge.status import EdgeStatus
+    from pat_runtime.testing import wait_until
+
+    now = [0.0]
+    lines: list[str] = []
+    dev = make_device("sim:plate")
+    await dev.connect()
+    st = EdgeStatus("plate1", "tcp://127.0.0.1:1", echo=lines.append, quiet=10.0, poll=0.001, clock=lambda: now[0])
+    st(NodeService(dev, "plate1"))
+    try:
+        for t in range(0, 3000, 5):       # 50 simulated minutes of silence, one poll every 5 s
+            now[0] = float(t)
+            k = st.polls
+            await wait_until(lambda: st.polls > k)
+        quiet = [ln for ln in lines if "no request for" in ln]
+        # reports at 10, 30, 70, 150, 310, 630, then every 640 s: 10 in 3000 s (one per poll would be 598)
+        assert 8 <= len(quiet) <= 11, quiet
+    finally:
+        st.close()
+
+
 def test_fleet_failure_counts_and_readable_faults():
     from pat_runtime.fleet.report import failure_counts, format_failures, format_faults
 

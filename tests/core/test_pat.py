@@ -149,3 +149,27 @@ def test_range_map_stays_in_range_and_routes():
     with pytest.raises(ValueError):
         RangeMap(3, 4, 0, 1)
     np.testing.assert_allclose(float(out[0, 0]), 2.0, atol=1e-6)
+
+
+async def test_acalibrate_uses_measured_outputs():
+    """`acalibrate` sets every rescaling from the device's measured outputs (the toy device has an offset and
+    a term its twin lacks): the next stage's drive is centred with the asked spread on the device, and the
+    readout's logits are centred on the device; `calibrate` (twin only) is not centred there."""
+    dev = await _device()
+    x = torch.rand(256, 10)
+
+    async def second_drive(model):
+        with torch.no_grad():
+            y1 = await model.physical_layers[0].aforward(model.stages[0](x))    # measured on the device
+            rm = model.stages[2]
+            return rm.a * rm._gather(y1) + rm.b
+
+    on_device = build_pnn(10, 3, toy_twin, dev, layers=2, seed=0)
+    await on_device.acalibrate(x, spread=1.5)
+    z = await second_drive(on_device)
+    assert z.mean(0).abs().max() < 1e-4 and abs(float(z.std()) - 1.5) < 0.05
+    with torch.no_grad():
+        assert (await on_device.aforward(x)).mean(0).abs().max() < 1e-4
+    twin_only = build_pnn(10, 3, toy_twin, dev, layers=2, seed=0)
+    twin_only.calibrate(x, spread=1.5)
+    assert (await second_drive(twin_only)).mean(0).abs().max() > 0.05     # the twin lacks the device's offset

@@ -73,7 +73,7 @@ async def test_instrument_error_during_a_measurement_then_recovery(bench):
 
 async def test_timeout_when_the_digitizer_never_triggers_then_recovery(bench):
     b, awg, dig = bench
-    dev = make_device(visa_uri(awg, dig, timeout=0.3))
+    dev = make_device(visa_uri(awg, dig, timeout=1.5))  # long enough for a loaded machine
     await dev.connect()
     try:
         b.trigger_cable = False
@@ -109,7 +109,35 @@ async def test_nothing_listening_is_a_connection_error():
     res = f"TCPIP::127.0.0.1::{port}::SOCKET"
     dev = make_device(f"visa:plate?awg={res}&dig={res}&timeout=1")
     with pytest.raises(DeviceConnectionError, match=r"awg \(TCPIP::.*\): .*Connection ?[Rr]efused"):
-        await dev.connect()
+        await dev.connect(timeout=0.5)
+    assert dev.connect_attempts >= 2  # refused connections are retried until the timeout
+
+
+async def test_connect_waits_for_instruments_that_come_up_later():
+    """`pat instruments ... &` then `pat train --device visa:...` at once: connect retries until they listen."""
+    import asyncio
+    import socket
+
+    from pat_runtime.testing import wait_until
+
+    ports = []
+    for _ in range(2):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        ports.append(s.getsockname()[1])
+        s.close()
+    res = [f"TCPIP::127.0.0.1::{p}::SOCKET" for p in ports]
+    dev = make_device(f"visa:plate?awg={res[0]}&dig={res[1]}&timeout=5")
+    task = asyncio.create_task(dev.connect(timeout=60))
+    await wait_until(lambda: dev.connect_attempts >= 2)      # refused at least once: nothing listens yet
+    _, awg, dig = await start_plate_bench(awg_port=ports[0], dig_port=ports[1], unit=1, seed=0, noise=0.0)
+    try:
+        await task
+        assert dev.spec.in_dim == 32
+    finally:
+        await dev.close()
+        await awg.close()
+        await dig.close()
 
 
 def test_bad_visa_options_are_refused():

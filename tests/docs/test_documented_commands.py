@@ -25,7 +25,13 @@ def documented_commands() -> list[tuple[str, list[str]]]:
             for line in text.splitlines():
                 for part in line.split("&&"):
                     part = re.sub(r"\[[^\]]*\]", "", part)          # [--optional args] in usage lines
-                    words = shlex.split(part, comments=True)
+                    lex = shlex.shlex(part, posix=True, punctuation_chars=True)
+                    lex.whitespace_split, lex.commenters = True, "#"
+                    words = []
+                    for w in lex:                                  # stop at `&`, `>`, `|`, `;`
+                        if w and set(w) <= set("&|;<>()"):
+                            break
+                        words.append(w)
                     if words and words[0] in ("pat", ".venv/bin/pat"):
                         found.append((f"{doc.name}: {part.strip()}", words[1:]))
     return found

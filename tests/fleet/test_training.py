@@ -148,3 +148,23 @@ async def test_pipeline_layers_on_nodes_with_failover():
         assert tr.moves == [(1, b, spare)] and tr.placement == [a, spare]
         assert m.metrics.node(spare).ok > 0
         assert st1.loss < st0.loss
+
+
+async def test_prepare_leaves_a_node_whose_twin_fails_for_later():
+    """One overloaded node timing out while twins are built up front does not end the run; all failing does."""
+    from types import SimpleNamespace
+
+    from pat_runtime.devices.errors import DeviceTimeoutError
+    from pat_runtime.fleet.training import FleetTrainer
+
+    async def node_twin(node):
+        if node in bad:
+            raise DeviceTimeoutError(node, "no reply to 'apply' within 0.3 s after 3 attempt(s)")
+        return None, object()
+
+    fake = SimpleNamespace(manager=SimpleNamespace(available=lambda: ["a", "b", "c"]), node_twin=node_twin)
+    bad = {"b"}
+    assert await FleetTrainer.prepare(fake) == ["b"]
+    bad = {"a", "b", "c"}
+    with pytest.raises(DeviceTimeoutError, match="no reply"):
+        await FleetTrainer.prepare(fake)
