@@ -102,6 +102,11 @@ async def main(args) -> None:
     for b, r in rows.items():
         for mode, t in r.items():
             print(f"{b:5d} {mode:>7} {t * 1e3:11.3f} {b / t:10.0f} {t / r['device']:9.2f}")
+    for b, r in rows.items():
+        if "mqtt" in r and "zmq" in r:
+            goal = "   (goal at batch 1: within 5x)" if b == 1 else ""
+            print(f"batch {b}: MQTT / ZeroMQ latency {r['mqtt'] / r['zmq']:.2f}x{goal}")
+    print(f"load average {os.getloadavg()[0]:.1f}")
 
 
 async def bench_mqtt(tmp, data, rows, args, rng) -> None:

@@ -10,7 +10,11 @@ Workload: a stream of apply shards (``--rows`` x 4 inputs each) scheduled by :cl
 * ``circuit`` — the circuit simulator (``in_dim=4, substeps=1``): about 0.5 ms of physics per call that, for
   in-process nodes, runs on the same CPU as the coordinator
 
-Columns: ``util`` = utilization from throughput, ``req/s x latency / nodes`` (the share of each device's
+The utilization part also runs the echo fleet with ``--group`` shards per message (``ShardScheduler(group=k)``
++ :meth:`FleetManager.apply_many`: one request carries k shards; the echo device measures them one after
+another, so the device time per shard is unchanged and only the per-message runtime work is shared).
+
+Columns: ``req/s`` counts shards; ``util`` = utilization from throughput, ``req/s x latency / nodes`` (the share of each device's
 time that delivered results; unlike time-in-handler it does not count event-loop lag as busy), min / median /
 max over ``--repeats`` runs; ``util(coord)`` = time with >= 1 request outstanding per node / wall (the
 coordinator's view, an upper bound); ``req/s`` completed requests per second; ``ideal`` = nodes / latency;
@@ -58,8 +62,11 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-async def stream(fleet: SimFleet, seconds: float, rows: int, latency: float) -> dict:
-    """Keep every node busy for about ``seconds``; return throughput and utilization."""
+async def stream(fleet: SimFleet, seconds: float, rows: int, latency: float, group: int = 1) -> dict:
+    """Keep every node busy for about ``seconds``; return throughput and utilization (per shard).
+
+    ``group`` > 1 sends that many shards per message (:meth:`FleetManager.apply_many`).
+    """
     m = fleet.manager
     n = len(fleet.node_ids)
     rng = np.random.default_rng(0)
@@ -69,11 +76,15 @@ async def stream(fleet: SimFleet, seconds: float, rows: int, latency: float) -> 
     async def work(node, shard):
         return await m.apply(node, x, TH)
 
-    sched = ShardScheduler(m, speculate=None)
-    await sched.run([Shard(("warm", i)) for i in range(2 * n)], work)      # warm-up round
+    async def work_many(node, shards):
+        return list(await m.apply_many(node, np.stack([x] * len(shards)), np.stack([TH] * len(shards))))
+
+    sched = ShardScheduler(m, speculate=None, group=group)
+    kw = {"work_many": work_many} if group > 1 else {"work": work}
+    await sched.run([Shard(("warm", i)) for i in range(2 * n * group)], **kw)      # warm-up round
     m.metrics.reset()
     t0, c0 = time.perf_counter(), time.process_time()
-    await sched.run([Shard(i) for i in range(total)], work)
+    await sched.run([Shard(i) for i in range(total)], **kw)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     s = m.metrics.summary()
     req_s = total / wall
@@ -96,10 +107,10 @@ async def repeated(repeats: int, fn) -> dict:
 
 
 async def utilization(nodes: int, device: str, latency: float, rows: int, seconds: float,
-                      transport: str = "inproc", cap: int = 2) -> dict:
+                      transport: str = "inproc", cap: int = 2, group: int = 1) -> dict:
     async with SimFleet(nodes, device.format(latency=latency), transport=transport,
                         cap=cap, timeout=5.0, heartbeat=0.5, liveness=5.0, join_timeout=120) as fleet:
-        return await stream(fleet, seconds, rows, latency)
+        return await stream(fleet, seconds, rows, latency, group)
 
 
 async def largest_one(nodes: int, latency: float, rows: int) -> dict:
@@ -158,7 +169,8 @@ async def main(args) -> None:
     lat, rows, sec = args.latency, args.rows, args.seconds
     print(f"# fleet benchmark: device latency {lat * 1e3:.0f} ms, {rows} rows per request, cap 2 shards/node, "
           f"{os.cpu_count()} CPUs\n")
-    util_cols = [("device", "device", ">9"), ("transport", "transport", ">13"), ("req_s", "req/s", ">9.1f"),
+    util_cols = [("device", "device", ">9"), ("transport", "transport", ">13"), ("group", "shards/msg", ">11"),
+                 ("req_s", "req/s", ">9.1f"),
                  ("ideal", "ideal", ">8.0f"), ("util_mmm", "util min/med/max", ">18"),
                  ("util_coord", "util(coord)", ">12.3f"), ("cpu_us", "CPU us/req", ">11.0f"),
                  ("p50_ms", "p50 ms", ">9.2f"), ("p99_ms", "p99 ms", ">9.2f")]
@@ -166,9 +178,12 @@ async def main(args) -> None:
     if args.only in (None, "util"):
         print(f"## utilization from throughput, 16 nodes x {lat * 1e3:.0f} ms (goal >= 0.9), {args.repeats} repeats")
         res = []
-        for name, dev, tr in [("echo", ECHO, "inproc"), ("echo", ECHO, "zmq"), ("circuit", CIRCUIT, "inproc")]:
-            r = await repeated(args.repeats, lambda: utilization(16, dev, lat, rows, sec, tr))
-            res.append({"device": name, "transport": tr, "ideal": 16 / lat, **r})
+        for name, dev, tr, g in [("echo", ECHO, "inproc", 1), ("echo", ECHO, "inproc", args.group),
+                                 ("echo", ECHO, "zmq", 1), ("circuit", CIRCUIT, "inproc", 1)]:
+            if g == 1 and name == "echo" and tr == "inproc" and res:
+                continue  # --group 1: no second inproc echo row
+            r = await repeated(args.repeats, lambda: utilization(16, dev, lat, rows, sec, tr, group=g))
+            res.append({"device": name, "transport": tr, "group": g, "ideal": 16 / lat, **r})
         print(table(res, util_cols))
 
     if args.only in (None, "scale"):
@@ -216,6 +231,7 @@ if __name__ == "__main__":
     ap.add_argument("--seconds", type=float, default=2.0, help="measurement window per configuration")
     ap.add_argument("--quick", action="store_true", help="smaller sweeps")
     ap.add_argument("--repeats", type=int, default=3, help="repeats per configuration (min/median/max)")
+    ap.add_argument("--group", type=int, default=2, help="shards per message in the grouped utilization row")
     ap.add_argument("--only", choices=("util", "scale"), help="run only the utilization or the node-count part")
     ap.add_argument("--largest-one", type=int, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()

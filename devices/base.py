@@ -115,8 +115,7 @@ class Device(abc.ABC):
             raise ShapeError(self.name, f"apply_many needs x[C, B, {self.spec.in_dim}] and theta[C, "
                                         f"{self.spec.param_dim}] with the same C >= 1, got {list(xs.shape)} and "
                                         f"{list(thetas.shape)}")
-        for c in range(xs.shape[0]):
-            self.spec.validate(xs[c], thetas[c], f"{self.name}[{c}]")
+        self.spec.validate_many(xs, thetas, self.name)
         return xs, thetas
 
     async def close(self) -> None:

@@ -169,7 +169,7 @@ class FaultyService:
         inj, spec = self.injector, self.injector.spec
         if self.crashed:
             return self.lost_reply
-        if header.get("type") == MessageType.APPLY:
+        if header.get("type") in (MessageType.APPLY, MessageType.APPLY_MANY):  # requests that drive the device
             inj.counters["applies"] += 1
             if inj.crash_after is not None and inj.counters["applies"] > inj.crash_after:
                 self.crashed = True

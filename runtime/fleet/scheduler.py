@@ -15,6 +15,11 @@ Protocol (one :meth:`ShardScheduler.run` call, e.g. one training batch or one ep
     Free slots are ordered least-used node first (counted over all runs), so work rotates over the fleet.
         if shards are pending, none running and no node available for ``stall_timeout`` s -> FleetError
 
+Several shards per message: with ``group=k`` and a ``work_many(node_id, [shard, ...]) -> [result, ...]``
+callable, one slot (one message, e.g. :meth:`FleetManager.apply_many`) carries up to ``k`` pending shards.
+Each shard is still accepted once: a failed message puts its unfinished shards back, a message whose
+shards all finished elsewhere is cancelled, and straggler copies are started one shard at a time.
+
 Each shard's result is passed to ``on_result`` exactly once, whatever happens to nodes, so callers that
 accumulate gradients there (see :mod:`pat_runtime.fleet.training`) apply every sample exactly once.
 Bookkeeping is O(1) per event: completions arrive through a queue and free slots live in a deque, so the
@@ -28,7 +33,7 @@ import statistics
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Hashable, Iterable
+from typing import Any, Awaitable, Callable, Hashable, Iterable, Sequence
 
 from pat_runtime.devices.errors import DeviceConnectionError, DeviceTimeoutError, RemoteDeviceError
 
@@ -78,8 +83,11 @@ class ShardScheduler:
     """Assign shards to the manager's available nodes under per-node in-flight caps (see module docstring)."""
 
     def __init__(self, manager: FleetManager, *, max_attempts: int = 8, speculate: float | None = 4.0,
-                 stall_timeout: float = 10.0, tick: float = 0.05):
+                 stall_timeout: float = 10.0, tick: float = 0.05, group: int = 1):
+        if group < 1:
+            raise ValueError(f"group must be >= 1 shards per message, got {group}")
         self.manager = manager
+        self.group = int(group)
         self.max_attempts = int(max_attempts)
         self.speculate = speculate
         self.stall_timeout = float(stall_timeout)
@@ -90,9 +98,12 @@ class ShardScheduler:
         self.stats = RunStats()
         self._running = False
 
-    async def run(self, shards: Iterable[Shard], work: Callable[[str, Shard], Awaitable[Any]],
-                  on_result: Callable[[Shard, str, Any], None] | None = None) -> dict[Hashable, Any]:
-        """Run every shard once; return ``{shard.id: result}``. ``work(node_id, shard)`` does one shard.
+    async def run(self, shards: Iterable[Shard], work: Callable[[str, Shard], Awaitable[Any]] | None = None,
+                  on_result: Callable[[Shard, str, Any], None] | None = None, *,
+                  work_many: Callable[[str, list[Shard]], Awaitable[Sequence[Any]]] | None = None,
+                  ) -> dict[Hashable, Any]:
+        """Run every shard once; return ``{shard.id: result}``. ``work(node_id, shard)`` does one shard;
+        ``work_many(node_id, shards)`` does several in one message (up to ``group``; results in order).
 
         One run at a time per scheduler (in-flight counts are shared between runs); use two schedulers
         for concurrent runs on the same fleet.
@@ -101,12 +112,15 @@ class ShardScheduler:
             raise RuntimeError("this ShardScheduler is already running; use another one for concurrent runs")
         self._running = True
         try:
-            return await self._run(list(shards), work, on_result)
+            if work is None and work_many is None:
+                raise TypeError("run() needs work or work_many")
+            return await self._run(list(shards), work, on_result, work_many)
         finally:
             self._running = False
 
-    async def _run(self, shards: list[Shard], work: Callable[[str, Shard], Awaitable[Any]],
-                   on_result: Callable[[Shard, str, Any], None] | None) -> dict[Hashable, Any]:
+    async def _run(self, shards: list[Shard], work: Callable[[str, Shard], Awaitable[Any]] | None,
+                   on_result: Callable[[Shard, str, Any], None] | None,
+                   work_many: Callable[[str, list[Shard]], Awaitable[Sequence[Any]]] | None) -> dict[Hashable, Any]:
         ids = [s.id for s in shards]
         if len(set(ids)) != len(ids):
             raise ValueError("shard ids must be unique within a run")
@@ -114,7 +128,8 @@ class ShardScheduler:
         t_start = time.perf_counter()
         pending: deque[Shard] = deque(shards)
         done: dict[Hashable, Any] = {}
-        running: dict[asyncio.Task, tuple[Shard, str, float]] = {}
+        running: dict[asyncio.Task, tuple[list[Shard], str, float]] = {}
+        group = self.group if work_many is not None else 1
         copies: dict[Hashable, set[asyncio.Task]] = defaultdict(set)
         durations = self.durations
         events: asyncio.Queue = asyncio.Queue()
@@ -132,14 +147,23 @@ class ShardScheduler:
             for k in range(max(spare.values(), default=0)):   # round robin: spread work over nodes
                 free.extend(n for n in avail if spare[n] > k)
 
-        def start(shard: Shard, node: str, speculative: bool = False) -> None:
+        async def many(node: str, batch: list[Shard]) -> list[Any]:
+            if work_many is None:
+                return [await work(node, batch[0])]
+            out = list(await work_many(node, batch))
+            if len(out) != len(batch):
+                raise ValueError(f"work_many returned {len(out)} results for {len(batch)} shards")
+            return out
+
+        def start(batch: list[Shard], node: str, speculative: bool = False) -> None:
             self.inflight[node] += 1
-            self.assigned[node] += 1
-            stats.assignments += 1
+            self.assigned[node] += len(batch)
+            stats.assignments += len(batch)
             stats.speculative += speculative
-            task = asyncio.create_task(work(node, shard))
-            running[task] = (shard, node, time.perf_counter())
-            copies[shard.id].add(task)
+            task = asyncio.create_task(many(node, batch))
+            running[task] = (batch, node, time.perf_counter())
+            for shard in batch:
+                copies[shard.id].add(task)
             task.add_done_callback(events.put_nowait)
 
         def take_slot() -> str | None:
@@ -161,22 +185,29 @@ class ShardScheduler:
                 node = take_slot()
                 if node is None:
                     return
-                start(pick_shard(node), node)
+                batch = [pick_shard(node)]
+                while pending and len(batch) < group:
+                    batch.append(pick_shard(node))
+                start(batch, node)
 
         def maybe_speculate() -> None:
             if not self.speculate or pending or not running or len(durations) < 4:
                 return
             limit = self.speculate * statistics.median(durations)
             now = time.perf_counter()
-            for task, (shard, node, t0) in list(running.items()):
-                if now - t0 > limit and len(copies[shard.id]) == 1:
+            for task, (batch, node, t0) in list(running.items()):
+                if now - t0 <= limit:
+                    continue
+                for shard in batch:
+                    if shard.id in done or len(copies[shard.id]) != 1:
+                        continue
                     other = take_slot()
                     if other is None:
                         return
                     if other == node:
                         free.append(other)
-                        continue
-                    start(shard, other, speculative=True)
+                        break
+                    start([shard], other, speculative=True)
 
         ticker = asyncio.create_task(_ticker(events, self.tick))
         unsubscribe = self.manager.subscribe(lambda node, event: events.put_nowait(None))
@@ -198,8 +229,9 @@ class ShardScheduler:
                     maybe_speculate()
                     continue
                 task: asyncio.Task = item
-                shard, node, t0 = running.pop(task)
-                copies[shard.id].discard(task)
+                batch, node, t0 = running.pop(task)
+                for shard in batch:
+                    copies[shard.id].discard(task)
                 self.inflight[node] -= 1
                 if self.manager.is_available(node) and self.manager.version == seen_version:
                     free.append(node)
@@ -207,29 +239,32 @@ class ShardScheduler:
                     continue
                 exc = task.exception()
                 if exc is None:
-                    if shard.id in done:
-                        stats.duplicates += 1
-                        continue
-                    done[shard.id] = result = task.result()
                     durations.append(time.perf_counter() - t0)
-                    stats.by_node[node] += 1
-                    for other in copies.pop(shard.id, ()):
-                        other.cancel()
-                    if on_result is not None:
-                        on_result(shard, node, result)
+                    for shard, result in zip(batch, task.result()):
+                        if shard.id in done:
+                            stats.duplicates += 1
+                            continue
+                        done[shard.id] = result
+                        stats.by_node[node] += 1
+                        for other in copies.pop(shard.id, ()):   # other copies: cancel once all their shards are done
+                            if all(s.id in done for s in running[other][0]):
+                                other.cancel()
+                        if on_result is not None:
+                            on_result(shard, node, result)
                     continue
                 if not is_retryable(exc):
                     raise exc
                 stats.failures += 1
-                shard.failed_on.add(node)
-                log.debug("shard %s failed on %s: %s", shard.id, node, exc)
-                if shard.id in done or copies[shard.id]:
-                    continue                  # another copy finished or is still running
-                shard.attempts += 1
-                if shard.attempts >= self.max_attempts:
-                    raise FleetError(f"shard {shard.id!r} failed {shard.attempts} times; last: {exc}") from exc
-                stats.reassigned += 1
-                pending.appendleft(shard)
+                for shard in reversed(batch):
+                    shard.failed_on.add(node)
+                    log.debug("shard %s failed on %s: %s", shard.id, node, exc)
+                    if shard.id in done or copies[shard.id]:
+                        continue                  # another copy finished or is still running
+                    shard.attempts += 1
+                    if shard.attempts >= self.max_attempts:
+                        raise FleetError(f"shard {shard.id!r} failed {shard.attempts} times; last: {exc}") from exc
+                    stats.reassigned += 1
+                    pending.appendleft(shard)
         finally:
             unsubscribe()
             ticker.cancel()

@@ -127,7 +127,7 @@ class RequestEngine:
         p = Pending(rid, node_id, type, timeout, retries)
         p.msg, p.nbytes = self._encode_request(p, arrays, fields)
         loop = asyncio.get_running_loop()
-        p.future = loop.create_future()
+        p.future = fut = loop.create_future()
         self.stats.requests += 1
         self._pending[rid] = p
         n = self._inflight.get(node_id, 0)
@@ -139,11 +139,11 @@ class RequestEngine:
             p.queued, p.remake = True, (arrays, fields)
             self._waiting.setdefault(node_id, deque()).append(p)
         try:
-            reply, out = await p.future
+            reply, out = await fut
         finally:
             if not p.finished:  # cancelled by the caller
-                if not p.future.done():
-                    p.future.cancel()
+                if not fut.done():
+                    fut.cancel()
                 self._finish(p)
         self.stats.latency.append(time.perf_counter() - p.t0)
         return self._map_reply(node_id, reply, out)
@@ -249,6 +249,8 @@ class RequestEngine:
         return True
 
     def _fail(self, p: Pending, exc: BaseException) -> None:
+        if p.finished:
+            return
         if not p.future.done():
             p.future.set_exception(exc)
         self._finish(p)
@@ -258,7 +260,8 @@ class RequestEngine:
         if p.finished:
             return
         p.finished = True
-        p.msg = p.remake = None
+        # the heap keeps ``p`` until its deadline: drop what pins buffers (the frames, the reply arrays)
+        p.msg = p.remake = p.future = None
         self._pending.pop(p.id, None)
         node = p.node
         if p.queued:

@@ -143,3 +143,23 @@ async def test_duplicate_shard_ids_rejected(fleet_factory):
     fleet = await fleet_factory(1)
     with pytest.raises(ValueError, match="unique"):
         await ShardScheduler(fleet.manager).run([Shard(1), Shard(1)], lambda n, s: None)
+
+
+async def test_several_shards_per_message_each_once_despite_crashes(fleet_factory):
+    fleet = await fleet_factory(5, faults="crash=2,crash_min=2,crash_max=4,seed=1")
+    m = fleet.manager
+    sched = ShardScheduler(m, speculate=None, group=3)
+    sizes, seen = [], Counter()
+
+    async def work_many(node, shards):
+        sizes.append(len(shards))
+        ys = await m.apply_many(node, np.stack([s.payload for s in shards]), np.stack([TH] * len(shards)))
+        return [(s.id, y) for s, y in zip(shards, ys)]
+
+    res = await sched.run(_shards(61), on_result=lambda s, n, r: seen.update([s.id]), work_many=work_many)
+    assert sorted(res) == list(range(61)) and set(seen.values()) == {1}
+    assert all(r[0] == k and r[1].shape == (4, 4) for k, r in res.items())   # each shard gets its own result
+    assert max(sizes) == 3 and sum(sizes) >= 61            # up to 3 shards per message; failed ones re-sent
+    assert len(fleet.crashed()) == 2 and sched.stats.reassigned >= 1
+    with pytest.raises(ValueError, match="group"):
+        ShardScheduler(m, group=0)
