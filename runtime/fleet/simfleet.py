@@ -1,20 +1,7 @@
 """Simulated fleets: N edge nodes, each a different unit (own hidden variation), with fault injection.
 
-Faults (all seeded; ``FaultSpec.parse("drop=0.05,latency=0.01,jitter=0.005,crash=2,corrupt=0.01,slow=1")``):
-
-==============  ==========================================================================================
-``latency``     extra seconds before each request is handled (on top of the device's own latency)
-``jitter``      plus a uniform random ``[0, jitter)`` s per request
-``drop``        probability that a reply is lost (the node did the work; the coordinator times out and
-                retries with the same request id, which the node answers from its idempotency cache)
-``corrupt``     probability that a request's or a reply's frames get 1-3 bytes flipped on the link
-``crash``       number of nodes that crash; each stops answering (no bye) after a random number of apply
-                requests drawn from ``[crash_min, crash_max]``
-``restart``     seconds after a crash when the node comes back (same unit, same hidden variation, new
-                session); negative: crashed nodes stay down
-``slow``        number of slow nodes; a slow node takes ``slow_factor`` x as long for every request
-``seed``        seed of every random choice above (which nodes crash / are slow, when, which bytes)
-==============  ==========================================================================================
+Faults (drop, latency, jitter, corrupt, crash, restart, slow; all seeded) are described in
+:mod:`pat_runtime.fleet.faults`.
 
 ``SimFleet`` launches the nodes (in-process virtual nodes on the :mod:`pat_runtime.transport.inproc`
 transport, or ZeroMQ nodes in this process) next to a coordinator and a :class:`FleetManager`. Nodes in
