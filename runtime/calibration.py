@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pat_runtime import defaults as D
 from pat_runtime.devices.base import Device
 from pat_runtime.devices.errors import DeviceError
 from pat_runtime.pat import PNN, BinReadout, PhysicalLayer, RangeMap
@@ -184,7 +185,7 @@ class CalibrationPlan:
     twin: str = "nominal"
     sim_options: dict[str, Any] = field(default_factory=dict)
     reference: dict[str, dict[str, list[float]]] = field(default_factory=dict)
-    lr: float = 0.005
+    lr: float = D.LR_CALIBRATION
     batch: int = 32
     trained_on: list[str] = field(default_factory=list)
 

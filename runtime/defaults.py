@@ -18,6 +18,11 @@ DRIVE_SPREAD = 1.5
 #: model: with digital layers in the loop 0.05 overshoots (16-node fleet, 2 layers, 4 epochs: 67 % at 0.05,
 #: 92 % at 0.02)
 LR_HYBRID = 0.02
+#: ``pat train-fleet`` (multi-unit PAT, one model for several units; docs/deploy.md was measured with it)
+LR_MULTI_UNIT = 0.05
+#: Adam learning rate a node uses to calibrate a deployed model on its own unit (docs/deploy.md: 0.02
+#: overshoots on sim:plate)
+LR_CALIBRATION = 0.005
 #: Adam learning rate of the digital baseline
 LR_DIGITAL = 0.01
 #: Adam learning rate for online updates of an already trained PNN on a live stream (small steps)

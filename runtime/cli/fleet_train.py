@@ -18,6 +18,8 @@ from typing import Optional
 
 import typer
 
+from pat_runtime import defaults as D
+
 
 def register(app: typer.Typer) -> None:
     @app.command("train-fleet")
@@ -28,13 +30,13 @@ def register(app: typer.Typer) -> None:
         task: str = typer.Option("digits", help="task name"),
         epochs: int = typer.Option(30, min=1),
         batch: int = typer.Option(64, min=1),
-        lr: float = typer.Option(0.05, min=0.0),
-        layers: int = typer.Option(2, min=1),
+        lr: float = typer.Option(D.LR_MULTI_UNIT, min=0.0, help="Adam learning rate"),
+        layers: int = typer.Option(D.LAYERS, min=1),
         seed: int = typer.Option(0),
         groups: str = typer.Option("ranges,readout", help="per-unit (calibratable) parameters: "
                                                           "input, ranges, readout, theta"),
         per_unit: bool = typer.Option(True, help="train per-unit copies of the --groups parameters"),
-        cal_lr: float = typer.Option(0.005, help="learning rate nodes use for calibration "
+        cal_lr: float = typer.Option(D.LR_CALIBRATION, help="learning rate nodes use for calibration "
                                                  "(docs/deploy.md: 0.02 overshoots on sim:plate)"),
         version: str = typer.Option("1", help="model_version of the artifact"),
         out: Path = typer.Option(Path("runs/fleet"), help="output directory"),

@@ -19,6 +19,7 @@ def _param(command: str, name: str):
 
 def test_layers_default_is_the_same_everywhere():
     assert _param("train", "layers") == _param("fleet", "layers") == _param("stream", "layers") == D.LAYERS
+    assert _param("train-fleet", "layers") == D.LAYERS
     assert inspect.signature(api.train).parameters["layers"].default == D.LAYERS
     assert FleetConfig().layers == D.LAYERS
 
@@ -31,5 +32,7 @@ def test_learning_rate_follows_one_rule():
     assert ExperimentConfig(device="sim:plate", method="digital").default_lr() == D.LR_DIGITAL
     assert FleetConfig().lr == D.LR_HYBRID and FleetConfig(hybrid=False).lr == D.LR
     assert FleetConfig(lr=0.1).lr == 0.1
+    # every other learning rate is named in runtime.defaults with the measurement behind it
+    assert _param("train-fleet", "lr") == D.LR_MULTI_UNIT and _param("train-fleet", "cal_lr") == D.LR_CALIBRATION
     # a stream updates an already trained model: small online steps
     assert _param("stream", "lr") == D.LR_ONLINE
