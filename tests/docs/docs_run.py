@@ -83,7 +83,8 @@ def run_doc(doc: Path, long: bool = False, timeout: float = 3600) -> subprocess.
     before = _entries()
     scratch = Path(tempfile.mkdtemp(prefix="pat-docs-"))
     env = {**os.environ, "PAT_HOME": str(scratch / "pat-home"), "PYTHONUNBUFFERED": "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", ""),
+                                     "/usr/local/sbin", "/usr/sbin", "/sbin"])}  # apt's mosquitto
     env.pop("VIRTUAL_ENV", None)
     log = scratch / "output.log"
     with open(log, "w") as fh:   # a file, not a pipe: background servers keep their stdout open
