@@ -64,7 +64,7 @@ def script(doc: Path, long: bool = False) -> str | None:
         return None
     head = ("set -eE\n"
             "trap 'echo \"docs-run: FAILED ($?) at: $BASH_COMMAND\" >&2' ERR\n")
-    return head + "\n".join(parts) + "\nwait_for_nothing=1\n"
+    return head + "\n".join(parts)
 
 
 def _entries() -> set[Path]:
@@ -98,10 +98,9 @@ def run_doc(doc: Path, long: bool = False, timeout: float = 3600) -> subprocess.
             proc.wait()
             with open(log, "a") as fh:
                 fh.write(f"\ndocs-run: TIMEOUT after {timeout:g} s\n")
-        _stop_group(proc.pid)
-        out = log.read_text(errors="replace")
     finally:
-        _stop_group(proc.pid)
+        _stop_group(proc.pid)                       # servers first, so their last lines are in the log
+        out = log.read_text(errors="replace")
         for path in sorted(_entries() - before, key=lambda p: len(p.parts), reverse=True):
             _remove(path)
         shutil.rmtree(scratch, ignore_errors=True)

@@ -13,12 +13,7 @@ from pat_runtime.sims.quality import random_inputs, rel_error
 KINDS = sorted(SIMS)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _datasheet(sim, x, t):
