@@ -228,10 +228,16 @@ async def connect(client: aiomqtt.Client, url: MqttUrl, who: str) -> aiomqtt.Cli
     return client
 
 
-async def disconnect(client: aiomqtt.Client | None) -> None:
-    """Graceful DISCONNECT (no Last Will); quiet if the connection is already gone."""
+async def disconnect(client: aiomqtt.Client | None, timeout: float = 2.0) -> None:
+    """Graceful DISCONNECT (no Last Will); quiet if the connection is already gone.
+
+    aiomqtt waits for the connection to close for the client's whole ``timeout`` (10 s by default); over
+    TLS that close is occasionally not seen, which stalled an edge's shutdown past its caller's wait. The
+    wait is bounded here (the client is dropped afterwards either way).
+    """
     if client is None:
         return
+    client.timeout = min(client.timeout, timeout)
     with contextlib.suppress(aiomqtt.MqttError, OSError, RuntimeError):
         await client.__aexit__(None, None, None)
 
