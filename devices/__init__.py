@@ -7,6 +7,7 @@ SCPI instruments (:mod:`.visa`) and a serial sensor (:mod:`.serial_sensor`).
 """
 from __future__ import annotations
 
+from ._retry import Backoff, retry
 from .base import Device, as_array
 from .blocking import BlockingDevice
 from .errors import (DeviceConnectionError, DeviceError, DeviceTimeoutError, OutOfRangeError, RemoteDeviceError,
@@ -17,6 +18,6 @@ from .options import parse_options
 from .registry import register_scheme, schemes, unregister_scheme
 from .spec import DeviceSpec
 
-__all__ = ["BlockingDevice", "Device", "DeviceConnectionError", "DeviceError", "DeviceSpec", "DeviceTimeoutError",
+__all__ = ["Backoff", "BlockingDevice", "Device", "DeviceConnectionError", "DeviceError", "DeviceSpec", "DeviceTimeoutError",
            "LocalDevice", "Measurable", "OutOfRangeError", "RemoteDeviceError", "ShapeError", "as_array",
-           "make_device", "parse_options", "register_scheme", "schemes", "unregister_scheme"]
+           "make_device", "parse_options", "register_scheme", "retry", "schemes", "unregister_scheme"]
