@@ -315,6 +315,12 @@ class RayFleet(SimFleet):
         """Kill ``node_id``'s actor; Ray starts it again (same units, next incarnation)."""
         await self._procs.kill_node(node_id)
 
+    def actor_of(self, node_id: str) -> "_Actor":
+        """The actor that runs ``node_id`` (its ``pid`` changes when Ray restarts it)."""
+        if self._procs is None:
+            raise RuntimeError("the fleet is not started")
+        return self._procs.actor_of(node_id)
+
     def placement(self) -> dict[str, str]:
         """node id -> Ray node id where its actor runs (as last seen)."""
         return self._procs.placement() if self._procs is not None else {}

@@ -231,11 +231,17 @@ class InprocEdgeTransport(EdgeTransport):
         self.integrity = True
         self.limits = wire.DEFAULT_LIMITS
         self.last_sent = 0.0   # monotonic time of the last frame to the coordinator (any traffic = alive)
+        #: looking up its coordinator by address (serving, the coordinator not open yet)
+        self.waiting_for_coordinator = False
 
     # coordinator -> node
     def _deliver(self, frames: Frames) -> None:
         if not self.crashed:
             self._inbox.put_nowait(frames)
+
+    def deliver(self, frames: Frames) -> None:
+        """Hand ``frames`` to this edge as if the coordinator had sent them (tests: raw, malformed input)."""
+        self._deliver(frames)
 
     def crash(self) -> None:
         """Stop answering at once, without a bye (the coordinator keeps a dead link until a restart)."""
@@ -246,14 +252,18 @@ class InprocEdgeTransport(EdgeTransport):
         if isinstance(self._coord_ref, InprocCoordinator):
             return self._coord_ref
         deadline = time.monotonic() + self.connect_timeout
-        while not stop.is_set():
-            c = _HUBS.get(self._coord_ref)
-            if c is not None and c._open:
-                return c
-            if time.monotonic() > deadline:
-                raise DeviceConnectionError(self.node_id, f"no coordinator at {self._coord_ref}")
-            await asyncio.sleep(0.05)
-        return None
+        self.waiting_for_coordinator = True
+        try:
+            while not stop.is_set():
+                c = _HUBS.get(self._coord_ref)
+                if c is not None and c._open:
+                    return c
+                if time.monotonic() > deadline:
+                    raise DeviceConnectionError(self.node_id, f"no coordinator at {self._coord_ref}")
+                await asyncio.sleep(0.05)
+            return None
+        finally:
+            self.waiting_for_coordinator = False
 
     def _send(self, header: dict[str, Any], arrays: Sequence[Any] = (), tamper: bool = False) -> None:
         c = self._coord

@@ -145,6 +145,11 @@ class MqttCoordinator(Coordinator):
                 except DeviceConnectionError as e:
                     log.debug("reconnect failed: %s", e)
 
+    def session(self, node_id: str) -> str | None:
+        """The session id (SID) of ``node_id``'s live connection; None when the node said it went offline
+        (its status "offline SID" or Last Will) or was never seen."""
+        return self._sessions.get(node_id)
+
     # ----- requests (the engine calls these) ---------------------------------------------------------
     def _precheck(self, node_id: str) -> None:
         if self._sessions.get(node_id, "?") is None:
