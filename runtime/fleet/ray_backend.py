@@ -118,7 +118,7 @@ class NodeActor:
         r = self.runner
         return {"pid": os.getpid(), "ray_node": self.ray_node, "reconstructed": self.reconstructed,
                 "node_ids": list(r.node_ids), "counters": r.counters(),
-                "crashed": [n for n, node in r.nodes.items() if node["service"].crashed],
+                "crashed": [n for n, node in r.nodes.items() if node["injector"].crashed],
                 "crashes": list(r.crashes), "restarts": list(r.restarts)}
 
     def info(self) -> dict[str, Any]:

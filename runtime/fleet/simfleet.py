@@ -22,8 +22,8 @@ from pat_runtime.transport.inproc import InprocCoordinator, InprocEdgeTransport
 from pat_runtime.transport.ports import free_port
 from pat_runtime.transport.zmq import ZmqCoordinator
 
+from .faults import FaultInjector, FaultPlan, FaultSpec
 from .gcpolicy import fleet_gc
-from .faults import FaultInjector, FaultPlan, FaultSpec, FaultyService
 from .simdevice import EchoDevice, node_device
 from .simfleet_zmq import NodeRunner
 
@@ -35,8 +35,8 @@ class _Node:
     index: int
     node_id: str
     incarnation: int
-    injector: FaultInjector
-    service: FaultyService
+    injector: FaultInjector       # the node transport's fault hook (``transport.faults``)
+    service: NodeService
     transport: Any
     stop: asyncio.Event
     task: asyncio.Task
@@ -138,10 +138,9 @@ class SimFleet:
         node_id = self.node_ids[index]
         dev = node_device(self.device, index, self.seed, threaded=self.threaded, **self.device_options)
         await dev.connect()
-        injector = self.plan.injector(index, incarnation)
-        transport = InprocEdgeTransport(self.coordinator, node_id, heartbeat=self.heartbeat,
-                                        tamper=injector if self.faults.corrupt else None)
-        service = injector.wrap(NodeService(dev, node_id), on_crash=lambda: self._on_crash(node_id))
+        injector = self.plan.injector(index, incarnation, on_crash=lambda: self._on_crash(node_id))
+        transport = InprocEdgeTransport(self.coordinator, node_id, heartbeat=self.heartbeat, faults=injector)
+        service = NodeService(dev, node_id)
         stop = asyncio.Event()
         task = asyncio.create_task(transport.serve(service, stop), name=f"node-{node_id}")
         node = self.nodes[node_id] = _Node(index, node_id, incarnation, injector, service, transport, stop, task)
@@ -170,15 +169,11 @@ class SimFleet:
             return
         if self._runner is not None:
             node = self._runner.nodes[node_id]
-            if not node["service"].crashed:
-                node["service"].crashed = True
-                self._runner._crashed(node_id)
+            node["injector"].crash()
             await asyncio.gather(node["task"], return_exceptions=True)
             return
         node = self.nodes[node_id]
-        if not node.service.crashed:
-            node.service.crashed = True
-            self._on_crash(node_id)
+        node.injector.crash()
         await asyncio.gather(node.task, return_exceptions=True)
 
     async def restart(self, node_id: str) -> None:
@@ -221,8 +216,8 @@ class SimFleet:
         if self._procs is not None:
             return self._procs.crashed()
         if self._runner is not None:
-            return [n for n, node in self._runner.nodes.items() if node["service"].crashed]
-        return [n for n, node in self.nodes.items() if node.service.crashed]
+            return [n for n, node in self._runner.nodes.items() if node["injector"].crashed]
+        return [n for n, node in self.nodes.items() if node.injector.crashed]
 
     def fault_counters(self) -> dict[str, int]:
         """Fault counts summed over nodes (RayFleet: over live actors and cleanly stopped ones)."""
@@ -245,8 +240,8 @@ class SimFleet:
         """Seconds each node in this process spent handling requests (current incarnation; ``{}`` for
         nodes in other processes)."""
         if self._runner is not None:
-            return {n: node["service"].busy for n, node in self._runner.nodes.items()}
-        return {n: node.service.busy for n, node in self.nodes.items()}
+            return {n: node["injector"].busy for n, node in self._runner.nodes.items()}
+        return {n: node.injector.busy for n, node in self.nodes.items()}
 
 
-__all__ = ["EchoDevice", "FaultInjector", "FaultPlan", "FaultSpec", "FaultyService", "SimFleet", "node_device"]
+__all__ = ["EchoDevice", "FaultInjector", "FaultPlan", "FaultSpec", "SimFleet", "node_device"]

@@ -82,14 +82,14 @@ async def test_dropped_reply_is_retried_and_not_reapplied():
         dev = await sim_device("circuit", in_dim=4, param_dim=4, substeps=1)
         svc = NodeService(dev, "n1")
         inj = FaultInjector(spec)
-        faulty = inj.wrap(svc, on_crash=lambda: None)
-        edge = InprocEdgeTransport(coord, "n1", heartbeat=0.05)
+        edge = InprocEdgeTransport(coord, "n1", heartbeat=0.05, faults=inj)     # the edge's fault hook
         stop = asyncio.Event()
-        task = asyncio.create_task(edge.serve(faulty, stop))
+        task = asyncio.create_task(edge.serve(svc, stop))
         await coord.wait_for_node("n1", timeout=2)
         with pytest.raises(DeviceTimeoutError):
             await coord.request("n1", "apply", [np.zeros((2, 4), np.float32), np.zeros(4, np.float32)])
         assert dev.calls == 1 and svc.counters["duplicates"] == 1 and coord.counters["retries"] == 1
+        assert inj.counters["dropped"] == 2      # the first reply and the retry's cached one
         stop.set()
         await task
 
@@ -97,7 +97,7 @@ async def test_dropped_reply_is_retried_and_not_reapplied():
 async def test_corrupted_frames_recovered_by_retry():
     spec = FaultSpec(corrupt=0.3, seed=3)
     async with InprocCoordinator(timeout=0.05, retries=8) as coord:
-        svc, edge, stop, task = await _node(coord, tamper=FaultInjector(spec))
+        svc, edge, stop, task = await _node(coord, faults=FaultInjector(spec))
         await coord.wait_for_node("n1", timeout=2)
         rng = np.random.default_rng(1)
         th = np.zeros(4, np.float32)
