@@ -10,6 +10,7 @@ other processes or on other machines run as Ray actors: :class:`pat_runtime.flee
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from pat_runtime.transport.ports import free_port
 from pat_runtime.transport.zmq import ZmqCoordinator
 
 from .faults import FaultInjector, FaultPlan, FaultSpec
+from .gcpolicy import fleet_gc
 from .simdevice import EchoDevice, node_device
 from .simfleet_zmq import NodeRunner
 
@@ -53,6 +55,10 @@ class SimFleet:
     :class:`pat_runtime.fleet.ray_backend.RayFleet`, a subclass.
 
     Use as ``async with SimFleet(16, faults="drop=0.05") as fleet: ...`` (``fleet.manager`` schedules work).
+
+    ``gc_policy`` (default on): while the fleet runs, :func:`pat_runtime.fleet.gcpolicy.fleet_gc` freezes the
+    objects alive once the nodes joined and collects garbage in larger, rarer batches (the collector's cost
+    otherwise grows with the node count).
     """
 
     def __init__(self, n_nodes: int, device: str = "sim:circuit", *, faults: FaultSpec | str | None = None,
@@ -60,7 +66,7 @@ class SimFleet:
                  cap: int = 2, timeout: float = 1.0, retries: int = 2, heartbeat: float = 0.25,
                  liveness: float = 1.0, integrity: bool = True, threaded: bool = False, prefix: str = "node",
                  join_timeout: float = 30.0, manager_options: dict[str, Any] | None = None,
-                 device_options: dict[str, Any] | None = None):
+                 device_options: dict[str, Any] | None = None, gc_policy: bool = True):
         if n_nodes < 1:
             raise ValueError(f"a fleet needs at least one node, got {n_nodes}")
         if transport not in ("inproc", "zmq"):
@@ -87,6 +93,8 @@ class SimFleet:
         self._restarts: set[asyncio.Task] = set()
         self.crashes: list[tuple[float, str]] = []
         self.restarts: list[tuple[float, str]] = []
+        self.gc_policy = bool(gc_policy)
+        self._gc = contextlib.ExitStack()
 
     # ----- lifecycle ------------------------------------------------------------------------------------
     async def start(self) -> "SimFleet":
@@ -102,6 +110,8 @@ class SimFleet:
             self.manager = FleetManager(self.coordinator, cap=self.cap, **self.manager_options)
             await self.manager.start()
             await self.manager.wait_for_nodes(self.n, timeout=self.join_timeout)
+            if self.gc_policy:
+                self._gc.enter_context(fleet_gc())
         except BaseException:
             await self.close()
             raise
@@ -178,6 +188,7 @@ class SimFleet:
         self.restarts.append((time.monotonic(), node_id))
 
     async def close(self) -> None:
+        self._gc.close()
         for t in list(self._restarts):
             t.cancel()
         await asyncio.gather(*self._restarts, return_exceptions=True)
