@@ -257,6 +257,21 @@ class NodeService:
         return {"uptime": time.time() - self.started, "counters": dict(self.counters),
                 "handlers": sorted(self.handlers)}, []
 
+    # ----- read-only views of the reply cache (tests, monitoring) ------------------------------------
+    def cached_ids(self) -> list[str]:
+        """Ids of the requests whose replies are cached, least recently used first (the eviction order)."""
+        return list(self._cache)
+
+    @property
+    def cache_nbytes(self) -> int:
+        """Bytes of reply arrays the cache holds (bounded by ``cache_bytes``)."""
+        return self._cache_nbytes
+
+    def cache_expiry(self, rid: str) -> float | None:
+        """``time.monotonic()`` at which the cached reply to ``rid`` expires (its retry window closes; it is
+        dropped at the next insert after that); None when no reply to ``rid`` is cached."""
+        return self._cache_exp.get(rid) if rid in self._cache else None
+
 
 def _two(arrays: list[np.ndarray], what: str, names: str) -> tuple[np.ndarray, np.ndarray]:
     if len(arrays) != 2:

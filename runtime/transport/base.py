@@ -50,6 +50,8 @@ class NodeInfo:
     last_seen: float = field(default_factory=time.monotonic)
     alive: bool = True
     meta: dict[str, Any] = field(default_factory=dict)
+    #: how often this node went from alive to gone (bye, offline/Last Will, missed heartbeats, close)
+    departures: int = 0
 
     def age(self) -> float:
         return time.monotonic() - self.last_seen
@@ -100,6 +102,8 @@ class Coordinator(RequestEngine, abc.ABC):
     def _node_left(self, node_id: str) -> None:
         info = self.nodes.get(node_id)
         if info is not None:
+            if info.alive:
+                info.departures += 1
             info.alive = False
         self._by_age.pop(node_id, None)
         ev = self._node_events.get(node_id)
@@ -201,6 +205,24 @@ class Coordinator(RequestEngine, abc.ABC):
 
     async def __aexit__(self, *exc):
         await self.close()
+
+    # ----- read-only views and an on-demand sweep (tests, operators) ---------------------------------
+    def nodes_by_age(self) -> list[str]:
+        """The alive nodes in the order the liveness sweep looks at them: least recently heard from first."""
+        return list(self._by_age)
+
+    def sweep_now(self) -> list[str]:
+        """Run one liveness sweep now (the background loop runs it every ``liveness / 4`` s, at most 0.25 s);
+        return the nodes it marked dead (silent for more than ``liveness`` s), stalest first."""
+        before = list(self._by_age)
+        self._liveness_sweep(time.monotonic())
+        return [n for n in before if n not in self._by_age]
+
+    def registry_sizes(self) -> dict[str, int]:
+        """How many entries each per-node table holds (all bounded; monitoring, tests): ``nodes`` (known),
+        ``alive`` (in the liveness order), ``events`` (join events kept), ``joiners`` (ids being waited for)."""
+        return {"nodes": len(self.nodes), "alive": len(self._by_age), "events": len(self._node_events),
+                "joiners": len(self._joiners)}
 
 
 #: what ``NodeService.handle`` returns: the reply header and its arrays

@@ -16,10 +16,11 @@ from pat_runtime.edge.deadline import DeadlineClock
 from pat_runtime.edge.service import NodeService
 from pat_runtime import wire
 from pat_runtime.pat import build_pnn
-from pat_runtime.testing import sim_device
+from pat_runtime.testing import sim_device, wait_until
 from pat_runtime.testing.mosquitto import mosquitto_broker, require_mosquitto
 from pat_runtime.transport.inproc import InprocCoordinator, InprocEdgeTransport
 from pat_runtime.transport.mqtt import MqttCoordinator, MqttEdgeTransport
+from pat_runtime.transport.mqtt.common import client_socket
 from pat_runtime.sims import make_sim
 
 X = np.full((4, 16), 0.25, np.float32)
@@ -56,11 +57,13 @@ async def test_reply_cache_lives_for_the_retry_window_only():
     svc = NodeService(dev, "n1")
     now = time.time()
     short = _req(now, 0.05)
+    t0 = time.monotonic()
     await svc.handle(short, [X, TH])
-    assert short["id"] in svc._cache
-    await asyncio.sleep(0.6)                        # past its deadline (+0.5 s margin)
+    expiry = svc.cache_expiry(short["id"])
+    assert short["id"] in svc.cached_ids() and t0 + 0.5 <= expiry <= time.monotonic() + 0.05 + 0.5  # deadline + 0.5 s
+    await wait_until(lambda: time.monotonic() > expiry)   # its retry window closes
     await svc.handle(_req(time.time(), 5.0), [X, TH])   # any insert prunes expired entries
-    assert short["id"] not in svc._cache and len(svc._cache) == 1
+    assert short["id"] not in svc.cached_ids() and len(svc.cached_ids()) == 1
 
 
 async def test_short_sim_calls_run_inline_blocking_ones_in_a_thread():
@@ -120,8 +123,8 @@ async def test_mqtt_sockets_have_tcp_nodelay():
         task = asyncio.create_task(edge.serve(NodeService(await sim_device("circuit"), "n1"), stop))
         try:
             await coord.wait_for_node("n1", timeout=10)
-            for client in (coord._client, edge.client):
-                sock = client._client.socket()
+            for client in (coord.client, edge.client):
+                sock = client_socket(client)
                 assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
             assert "set_tcp_nodelay true" in (b.workdir / "mosquitto.conf").read_text()
         finally:
@@ -131,17 +134,26 @@ async def test_mqtt_sockets_have_tcp_nodelay():
 
 
 async def test_liveness_sweep_only_looks_at_the_stalest_nodes():
-    coord = await InprocCoordinator(liveness=0.5).start()
+    coord = await InprocCoordinator(liveness=60.0).start()
+    stop = asyncio.Event()
+    dev = await sim_device("circuit")
+    ids = [f"n{i}" for i in range(100)]
+    tasks = []
     try:
-        for i in range(100):
-            coord._node_seen(f"n{i}", spec=None)
-        coord.nodes["n0"].last_seen -= 10            # silent for 10 s
-        coord._by_age.move_to_end("n0", last=False)
-        coord._liveness_sweep(time.monotonic())
+        for n in ids:   # joined one after the other; no heartbeat within the test (a 600 s period)
+            edge = InprocEdgeTransport(coord, n, heartbeat=600)
+            tasks.append(asyncio.create_task(edge.serve(NodeService(dev, n), stop)))
+            await coord.wait_for_node(n, timeout=10)
+        assert coord.nodes_by_age() == ids                    # least recently heard from first
+        coord.nodes["n0"].last_seen -= 120                    # silent for two minutes (liveness: 60 s)
+        assert coord.sweep_now() == ["n0"]
         assert not coord.nodes["n0"].alive and all(coord.nodes[f"n{i}"].alive for i in range(1, 100))
-        coord._touch("n1")
-        assert list(coord._by_age)[-1] == "n1"       # replies/heartbeats move a node to the fresh end
+        assert coord.nodes["n0"].departures == 1 and coord.nodes_by_age() == ids[1:]
+        await coord.request("n1", "ping")
+        assert coord.nodes_by_age()[-1] == "n1"       # replies/heartbeats move a node to the fresh end
     finally:
+        stop.set()
+        await asyncio.gather(*tasks)
         await coord.close()
 
 

@@ -14,12 +14,12 @@ async def test_reply_cache_is_bounded_in_bytes():
     for h in hs:
         r, _ = await svc.handle(h, [x, th])
         assert r["ok"]
-    assert list(svc._cache) == [h["id"] for h in hs[-3:]] and svc._cache_nbytes == 3 * x.nbytes
+    assert svc.cached_ids() == [h["id"] for h in hs[-3:]] and svc.cache_nbytes == 3 * x.nbytes
     await svc.handle(hs[-1], [x, th])  # still cached: a duplicate, the device is not driven
     assert dev.calls == 5 and svc.counters["duplicates"] == 1
     big = np.zeros((1000, 100), np.float32)  # a reply larger than the budget evicts all older ones
     h = wire.make_header("ping")
     _, (echo,) = await svc.handle(h, [big])
-    assert echo is big and list(svc._cache) == [h["id"]] and svc._cache_nbytes == big.nbytes
+    assert echo is big and svc.cached_ids() == [h["id"]] and svc.cache_nbytes == big.nbytes
     _, (again,) = await svc.handle(h, [big])
     assert again is big and svc.counters["duplicates"] == 2

@@ -169,14 +169,19 @@ def make_client(url: MqttUrl, identifier: str, *, will: aiomqtt.Will | None = No
         tls_context=creds.ssl_context() if url.tls else None, **session)
 
 
+def client_socket(client: aiomqtt.Client | None) -> Any:
+    """The connected client's socket (paho's public ``Client.socket()``), or None when not connected."""
+    paho = getattr(client, "_client", None)  # aiomqtt keeps the paho client here (no public accessor)
+    return paho.socket() if paho is not None else None
+
+
 def set_nodelay(client: aiomqtt.Client) -> bool:
     """Set TCP_NODELAY on the connected client's socket (paho's public ``Client.socket()``); True if set.
 
     Without it a small PUBLISH waits for the ACK of the previous segment (Nagle) while the peer delays that
     ACK (delayed ACK): 40-90 ms per round trip on Linux. The broker side needs ``set_tcp_nodelay true``.
     """
-    paho = getattr(client, "_client", None)  # aiomqtt keeps the paho client here (no public accessor)
-    sock = paho.socket() if paho is not None else None
+    sock = client_socket(client)
     if sock is None or not hasattr(sock, "setsockopt"):
         return False
     try:

@@ -253,3 +253,9 @@ class MqttCoordinator(Coordinator):
         for node, since in list(self._unjoined.items()):
             if now - since > self.forget_after and node not in self.nodes:
                 self._forget_node(node)
+
+    @property
+    def client(self) -> aiomqtt.Client | None:
+        """The live broker connection (None while disconnected): tests and diagnostics may publish with it
+        as this coordinator's broker user."""
+        return self._client
