@@ -104,11 +104,12 @@ async def test_fake_hello_flood_is_bounded_and_never_joined_ids_are_forgotten():
             for i in range(500):  # one connection claiming 500 ids (without CURVE ids are first come)
                 await evil.send_multipart(wire.encode(wire.make_header("hello", node=f"fake-{i}", spec=spec)))
             await wait_until(lambda: coord.stats.recv_msgs >= 501)
-            assert len(coord.nodes) <= 50 and len(coord._ids) <= 50
+            assert len(coord.nodes) <= 50 and coord.registry_sizes()["routes"] <= 50
             assert coord.stats.malformed >= 450  # refused beyond max_nodes (counted)
             # the fakes never heartbeat: dead after `liveness`, forgotten after `forget_after`
             await wait_until(lambda: set(coord.nodes) == {"node-1"}, 20)
-            assert len(coord._node_events) == 1 and len(coord._ids) <= 2
+            sizes = coord.registry_sizes()
+            assert sizes["events"] == 1 and sizes["routes"] <= 2
             await coord.request("node-1", "apply", [X, THETA])
         finally:
             evil.close()

@@ -118,8 +118,8 @@ async def test_without_curve_a_second_claim_of_a_live_id_is_refused_until_the_ho
             await honest.stop()  # bye: the id is free; the waiting node's next hello takes it (recovery)
             await wait_until(lambda: coord.alive_nodes() == ["node-1"]
                              and coord.nodes["node-1"].meta.get("seq", 0) > 0
-                             and coord._ids.route("node-1") == impostor.node.transport._driver.sock.getsockopt(
-                                 zmq.IDENTITY), 15)
+                             and impostor.node.transport.routing_id is not None
+                             and coord.route_of("node-1") == impostor.node.transport.routing_id, 15)
         finally:
             for n in (impostor, honest):
                 if n is not None and not n.task.done():

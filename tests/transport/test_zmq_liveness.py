@@ -41,19 +41,21 @@ async def test_missed_heartbeats_mark_node_dead_and_heartbeats_revive_it():
         try:
             await fake.send("hello", spec=SPEC)
             await coord.wait_for_node("fake", timeout=3)
-            for _ in range(5):  # heartbeats keep it alive well past `liveness`
-                await asyncio.sleep(0.1)
-                await fake.send("heartbeat", seq=1)
+            for seq in range(1, 6):  # heartbeats keep it alive well past `liveness`
+                await asyncio.sleep(0.1)  # the stimulus: a gap shorter than `liveness`
+                await fake.send("heartbeat", seq=seq)
+                await wait_until(lambda s=seq: coord.nodes["fake"].meta.get("seq") == s)  # the coordinator has it
             assert coord.alive_nodes() == ["fake"] and coord.nodes["fake"].alive
+            assert coord.nodes["fake"].departures == 0  # never marked dead in between
             took = await wait_until(lambda: not coord.nodes["fake"].alive)  # heartbeats stop
             assert took > 0.2   # dead only once `liveness` has passed in silence
             assert coord.alive_nodes() == []
             from pat_runtime.devices.errors import DeviceTimeoutError
             with pytest.raises(DeviceTimeoutError):
                 await coord.wait_for_node("fake", timeout=0.05)
-            await fake.send("heartbeat", seq=2)  # a known node coming back
+            await fake.send("heartbeat", seq=6)  # a known node coming back
             await wait_until(lambda: coord.alive_nodes() == ["fake"])
-            assert coord.nodes["fake"].meta["seq"] == 2
+            assert coord.nodes["fake"].meta["seq"] == 6 and coord.nodes["fake"].departures == 1
         finally:
             fake.close()
 

@@ -251,4 +251,12 @@ class ZmqCoordinator(Coordinator):
         except zmq.ZMQError:  # gone again: it will heartbeat again
             pass
 
+    # ----- read-only views (tests, monitoring) -------------------------------------------------------
+    def route_of(self, node_id: str) -> bytes | None:
+        """The ZeroMQ routing id of the connection bound to ``node_id`` by an accepted hello (None: none)."""
+        route = self._ids.route(node_id)
+        return route if self._ids.node_of(route) == node_id else None
 
+    def registry_sizes(self) -> dict[str, int]:
+        """:meth:`Coordinator.registry_sizes` plus ``routes``: connections bound to a node id."""
+        return {**super().registry_sizes(), "routes": len(self._ids)}

@@ -238,6 +238,13 @@ class ZmqEdgeTransport(EdgeTransport):
         if not ok:
             self.counters["dropped"] += 1
 
+    @property
+    def routing_id(self) -> bytes | None:
+        """The routing id of this node's DEALER socket (random per connection, unguessable); None while not
+        serving."""
+        driver = self._driver
+        return driver.sock.getsockopt(zmq.IDENTITY) if driver is not None else None
+
 
 def _partial_header(frames: list, limits: Limits) -> dict[str, Any] | None:
     """What can be read of a rejected message's header, so the error reply carries its id (None if nothing)."""
