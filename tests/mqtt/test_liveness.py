@@ -16,6 +16,7 @@ import pytest
 from pat_runtime.devices.errors import DeviceConnectionError
 from pat_runtime.testing.mosquitto import mosquitto_broker
 from pat_runtime.testing import wait_until
+from pat_runtime.transport.mqtt.common import client_socket
 
 EDGE_PROC = Path(__file__).with_name("edge_proc.py")
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,12 +91,11 @@ async def test_abrupt_socket_loss_triggers_will_then_node_reconnects(broker, edg
         await sniffer.subscribe("pat/flaky/status", qos=1)
         await coord.wait_for_node("flaky")
         sid1 = coord.nodes["flaky"].meta["sid"]
-        left = []
-        real_left = coord._node_left
-        coord._node_left = lambda n: (left.append(n), real_left(n))  # record the transition (it is brief)
-        node.transport.client._client.socket().shutdown(socket.SHUT_RDWR)
-        await wait_until(lambda: left == ["flaky"], timeout=5)
+        assert coord.nodes["flaky"].departures == 0
+        client_socket(node.transport.client).shutdown(socket.SHUT_RDWR)
+        await wait_until(lambda: coord.nodes["flaky"].departures == 1, timeout=5)  # the transition (it is brief)
         await wait_until(lambda: coord.nodes["flaky"].alive and coord.nodes["flaky"].meta["sid"] != sid1, timeout=10)
+        assert coord.nodes["flaky"].departures == 1 and sorted(coord.nodes) == ["flaky"]
         sid2 = coord.nodes["flaky"].meta["sid"]
         seen = []
         while len(seen) < 3:  # retained "online SID1", the Will "offline SID1", then "online SID2"

@@ -98,7 +98,7 @@ async def test_mqtt_logged_in_attackers_cannot_read_command_forge_or_deploy(tmp_
                                                make_sim("circuit", unit=1, noise=0).measure(x, theta), rtol=1e-5)
                 await wait_until(lambda: sum(t == f"pat/node-1/rep/{coord.cid}" for t in spy.topics()) >= 2)
                 # barrier 2: a message mallory may read arrives after anything the broker sent her before
-                await coord._client.publish("pat/node-2/req", b"marker", qos=1)
+                await coord.client.publish("pat/node-2/req", b"marker", qos=1)
                 await wait_until(lambda: ("pat/node-2/req", b"marker") in mallory.got)
                 # nothing the attackers sent was delivered, nothing they subscribed to leaked
                 assert "pat/node-1/rep/evil" not in spy.topics()          # node-1 never saw their request
@@ -115,7 +115,7 @@ async def test_mqtt_logged_in_attackers_cannot_read_command_forge_or_deploy(tmp_
                 got = dict(check.got)
                 assert got["pat/node-1/status"] == f"online {sid}".encode() and got["pat/node-1/hello"] != b""
                 await as_node.c.subscribe([("pat/node-1/deploy", 1), ("pat/node-1/infer", 1)])
-                await coord._client.publish("pat/node-1/infer", b"", qos=1)  # barrier (an empty, ignored message)
+                await coord.client.publish("pat/node-1/infer", b"", qos=1)  # barrier (an empty, ignored message)
                 await wait_until(lambda: as_node.got)
                 assert as_node.topics() == ["pat/node-1/infer"]               # no retained deploy
             # wrong credentials: `pat edge` exits with a clear error (no traceback), the honest node is untouched
