@@ -12,8 +12,8 @@ import torch
 from pat_runtime.edge.deployed import Deployment
 from pat_runtime.edge.service import NodeService
 from pat_runtime.artifact import ArtifactError, loads, pnn_from_artifact
-from pat_runtime.signing import load_signing_key
-from pat_runtime.testing import sim_device
+from pat_runtime.signing import TrustedKeys, default_trust_path, load_signing_key
+from pat_runtime.testing import sim_device, wait_until
 from pat_runtime.testing.artifact_attacks import attacks
 from pat_runtime.testing.deploy import pnn_artifact
 from pat_runtime.wire import MessageType, make_header
@@ -71,22 +71,30 @@ async def test_signed_attacks_are_refused_at_the_edge_while_version_1_serves(tmp
     assert dep.counters["refused"] == len(hostile) and dep.history == [loads(v1).artifact_id]
 
 
+class _BlockingTrust(TrustedKeys):
+    """The deployer's trusted keys, whose signature check (a step of verification) blocks until released."""
+
+    def __init__(self, base: TrustedKeys):
+        super().__init__(base.keys, base.source)
+        self.released = threading.Event()
+        self.seen: dict = {}
+
+    def check(self, signer):
+        self.seen["thread"] = threading.current_thread()
+        self.seen["released"] = self.released.wait(timeout=30)  # only the event loop can release it
+        return super().check(signer)
+
+
 async def test_verification_runs_off_the_event_loop(tmp_path):
-    dev, svc, dep = await _node(tmp_path)
+    trust = _BlockingTrust(TrustedKeys.from_file(default_trust_path()))
+    dev = await sim_device(**SIM)
+    svc = NodeService(dev, "node1")
+    await Deployment(tmp_path / "dep", trusted_keys=trust)(svc)
     _, v1 = pnn_artifact(dev, version="1", seed=1)
-    released = threading.Event()
-    verify = dep._verify
-    seen = {}
-
-    def blocking_verify(data, expect=None):
-        seen["thread"] = threading.current_thread()
-        seen["released"] = released.wait(timeout=30)  # only the event loop can release it
-        return verify(data, expect)
-
-    dep._verify = blocking_verify
+    released, seen = trust.released, trust.seen
     task = asyncio.create_task(_req(svc, MessageType.DEPLOY, [np.frombuffer(v1, np.uint8)]))
-    while "thread" not in seen:  # the loop keeps running (heartbeats, requests) while verification blocks
-        await asyncio.sleep(0.01)
+    # the loop keeps running (heartbeats, requests) while verification blocks
+    await wait_until(lambda: "thread" in seen, timeout=30)
     h, _ = await _req(svc, MessageType.PING)
     assert h["ok"]
     released.set()
