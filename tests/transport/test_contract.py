@@ -15,7 +15,7 @@ import pytest
 
 from pat_runtime.devices.errors import DeviceConnectionError, DeviceTimeoutError, RemoteDeviceError
 from pat_runtime.edge.service import NodeService
-from pat_runtime.testing import free_port, sim_device
+from pat_runtime.testing import free_port, sim_device, wait_until
 from pat_runtime.testing.mosquitto import mosquitto_broker, require_mosquitto
 from pat_runtime.transport.inproc import InprocCoordinator, InprocEdgeTransport
 from pat_runtime.transport.mqtt import MqttCoordinator, MqttEdgeTransport
@@ -123,19 +123,20 @@ async def test_timeout_after_all_attempts(kind):
 async def test_retry_reuses_the_id_and_the_device_runs_once(kind):
     first: list[str] = []
 
-    async def slow_first(header):
-        if header.get("type") == "apply" and not first:
-            first.append(header["id"])
-            await asyncio.sleep(0.6)   # longer than the attempt: the coordinator re-sends the same id
-
     async with link(kind, timeout=0.25, retries=4) as (coord, start):
+        async def slow_first(header):
+            if header.get("type") == "apply" and not first:
+                first.append(header["id"])
+                # held past its attempt: the coordinator re-sends the same id
+                await wait_until(lambda: coord.stats.retries >= 1, timeout=30)
+
         dev = await sim_device("circuit", noise=0.0)
         svc = Wrapped(NodeService(dev, "n1"), before=slow_first)
         await start(svc)
         hdr, (y,) = await coord.request("n1", "apply", [X, TH])
         assert hdr["id"] == first[0] and coord.stats.retries >= 1
-        while svc.active:   # the first copy may still be sleeping; it then finds the cached reply
-            await asyncio.sleep(0.02)
+        # the re-sent copy reaches the node (in flight or after the first): it gets the first copy's reply
+        await wait_until(lambda: svc.inner.counters["duplicates"] >= 1 and svc.active == 0, timeout=30)
         assert dev.calls == 1 and svc.inner.counters["duplicates"] >= 1
         np.testing.assert_array_equal(y, dev.sim.measure(X, TH))
 
@@ -176,8 +177,7 @@ async def test_node_loss_fails_its_requests_at_once(kind):
         svc = Wrapped(NodeService(dev, "n1"), before=lambda h: asyncio.Event().wait())
         halt = await start(svc)
         req = asyncio.create_task(coord.request("n1", "apply", [X, TH]))
-        while svc.active == 0:
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: svc.active >= 1)   # the node holds it
         await halt()   # bye / offline: the 60 s timeout is not waited for
         with pytest.raises(DeviceConnectionError):
             await req

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from pat_runtime.devices.factory import make_device
-from pat_runtime.testing import free_port
+from pat_runtime.testing import free_port, wait_until
 from pat_runtime.testing.zmq import EdgeProcess
 from pat_runtime.sims import make_sim
 
@@ -27,11 +27,7 @@ async def test_pat_edge_process_serves_remote_device_and_exits_cleanly_on_sigter
         assert coord.alive_nodes() == ["edge-a"]
         rc = await proc.terminate(timeout=30)
         assert rc == 0, proc.output()
-        for _ in range(100):  # the node said bye on its way out
-            if not coord.nodes["edge-a"].alive:
-                break
-            await asyncio.sleep(0.02)
-        assert not coord.nodes["edge-a"].alive
+        await wait_until(lambda: not coord.nodes["edge-a"].alive)   # the node said bye on its way out
     finally:
         proc.kill()
         await dev.close()

@@ -8,7 +8,7 @@ import zmq
 import zmq.asyncio
 
 from pat_runtime import wire
-from pat_runtime.testing import free_port, sim_device
+from pat_runtime.testing import free_port, sim_device, wait_until
 from pat_runtime.testing.zmq import start_node, zmq_fleet
 
 
@@ -109,10 +109,7 @@ async def test_coordinator_drops_and_counts_garbage_and_keeps_serving():
                 await evil.send_multipart(frames)
             # a reply to an id that is not pending, and a spoofed reply to someone else's request
             await evil.send_multipart([_hdr(type="reply", id="not-pending", ok=True)])
-            for _ in range(100):
-                if c.stats.malformed == len(bad) and c.stats.unmatched >= 1:
-                    break
-                await asyncio.sleep(0.01)
+            await wait_until(lambda: c.stats.malformed >= len(bad) and c.stats.unmatched >= 1)
             assert c.stats.malformed == len(bad) and c.stats.unmatched == 1
             assert "evil" not in c.nodes
             hdr, _ = await c.request("node0", "ping")
@@ -132,8 +129,9 @@ async def test_replies_from_the_wrong_node_are_not_accepted():
         evil.setsockopt(zmq.IDENTITY, b"evil")
         evil.connect(c.bind)
         try:
+            sent = c.stats.sent_msgs
             task = asyncio.create_task(c.request("node0", "apply", [np.zeros((1, 16), np.float32), np.zeros(16, np.float32)]))
-            await asyncio.sleep(0.05)
+            await wait_until(lambda: c.stats.sent_msgs > sent)   # on its way to the node (0.2 s latency there)
             (rid,) = c.pending_ids()
             await evil.send_multipart(wire.encode(wire.reply_header({"id": rid, "type": "apply"}, node="node0"),
                                                   [np.full((1, 16), 9.0, np.float32)]))

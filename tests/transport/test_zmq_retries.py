@@ -84,8 +84,9 @@ async def test_cancelled_request_leaves_nothing_pending():
     coord, dev, node = await _setup(lambda url: ZmqEdgeTransport(url, "n1", heartbeat=0.1))
     dev.sim.latency = 0.3
     try:
+        sent = coord.stats.sent_msgs
         t = asyncio.create_task(coord.request("n1", "apply", [np.zeros((1, 16), np.float32), np.zeros(16, np.float32)]))
-        await asyncio.sleep(0.05)
+        await wait_until(lambda: coord.stats.sent_msgs > sent)   # sent: the node runs it (0.3 s latency)
         t.cancel()
         with pytest.raises(asyncio.CancelledError):
             await t
