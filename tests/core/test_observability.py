@@ -8,8 +8,11 @@ import urllib.request
 import numpy as np
 import pytest
 
+from pat_runtime.devices.errors import DeviceTimeoutError
 from pat_runtime.devices.factory import make_device
+from pat_runtime.devices.local import LocalDevice
 from pat_runtime.metrics_prom import PromMetrics
+from pat_runtime.sims import make_sim
 from pat_runtime.testing import wait_until
 
 
@@ -24,6 +27,13 @@ def _value(text: str, name: str) -> float:
     raise AssertionError(f"{name} not in metrics")
 
 
+class _NoAnswer(LocalDevice):
+    """A device whose backend never answers (the documented subclass hook ``_apply`` raises a timeout)."""
+
+    async def _apply(self, x, theta):
+        raise DeviceTimeoutError(self.name, "no answer")
+
+
 async def test_device_metrics_count_calls_latency_and_errors_by_code():
     m = PromMetrics()
     port = m.serve(0)
@@ -33,13 +43,8 @@ async def test_device_metrics_count_calls_latency_and_errors_by_code():
         for _ in range(3):
             await dev.apply(np.zeros((2, 32), np.float32), np.zeros(32, np.float32))
 
-        async def boom(x, theta):
-            from pat_runtime.devices.errors import DeviceTimeoutError
-            raise DeviceTimeoutError(dev.name, "no answer")
-
         m2 = PromMetrics()
-        dev2 = make_device("sim:plate")
-        dev2._apply = boom
+        dev2 = _NoAnswer(make_sim("plate"))
         m2.instrument_device(dev2)
         await dev2.connect()
         with pytest.raises(TimeoutError):
