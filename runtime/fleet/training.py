@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pat_runtime.devices.errors import DeviceConnectionError, DeviceTimeoutError, RemoteDeviceError
+from pat_runtime.devices.errors import DeviceConnectionError, DeviceTimeoutError, PatError, RemoteDeviceError
 from pat_runtime.pat import PNN, PhysicalLayer, measure, pat_apply
 
 from .manager import FleetDevice, FleetManager
@@ -50,8 +50,9 @@ UNIT_OPTIONS = frozenset({"unit", "seed", "variation", "noise", "noise_mult", "d
                           "dac_bits", "adc_bits", "latency", "name"})
 
 
-class LedgerError(AssertionError):
-    """A sample's gradient was applied twice, or not at all, in an epoch."""
+class LedgerError(PatError, RuntimeError):
+    """A sample's gradient was applied twice, or not at all, in an epoch (a real error, not an ``assert``:
+    it must survive ``python -O``)."""
 
 
 class ExactlyOnceLedger:
