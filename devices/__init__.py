@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from .base import Device, as_array
 from .blocking import BlockingDevice
-from .errors import (DeviceConnectionError, DeviceError, DeviceTimeoutError, OutOfRangeError, RemoteDeviceError,
-                     ShapeError)
+from .codes import ErrorCode
+from .errors import (ArtifactFailure, DeviceConnectionError, DeviceError, DeviceTimeoutError, OutOfRangeError,
+                     PatError, ProtocolError, RemoteDeviceError, ShapeError, TransportError)
 from .factory import make_device
 from .local import LocalDevice, Measurable
 from .options import parse_options
 from .registry import register_scheme, schemes, unregister_scheme
 from .spec import DeviceSpec
 
-__all__ = ["BlockingDevice", "Device", "DeviceConnectionError", "DeviceError", "DeviceSpec", "DeviceTimeoutError",
-           "LocalDevice", "Measurable", "OutOfRangeError", "RemoteDeviceError", "ShapeError", "as_array",
-           "make_device", "parse_options", "register_scheme", "schemes", "unregister_scheme"]
+__all__ = ["ArtifactFailure", "BlockingDevice", "Device", "DeviceConnectionError", "DeviceError", "DeviceSpec",
+           "DeviceTimeoutError", "ErrorCode", "LocalDevice", "Measurable", "OutOfRangeError", "PatError",
+           "ProtocolError", "RemoteDeviceError", "ShapeError", "TransportError", "as_array", "make_device",
+           "parse_options", "register_scheme", "schemes", "unregister_scheme"]
