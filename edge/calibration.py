@@ -330,7 +330,7 @@ class Calibrator:
             plan = plan_of(inst.artifact.metadata)
             if plan is None:
                 raise RequestError(ErrorCode.NOT_CALIBRATABLE, "the artifact carries no calibration plan "
-                                                       "(metadata['calibration']); deploy it with plain deploy")
+                                                               "(metadata['calibration']); deploy it with plain deploy")
             feats = normalize(np.asarray(x, np.float32), inst.artifact.normalization)
             serving = self.dep.current.model if self.dep.current else None
             rep = await calibrate_on_unit(inst.model, self.dep._device(), feats, y, plan, budget, threshold,
@@ -412,7 +412,7 @@ class Calibrator:
         y = np.asarray(arrays[2], np.int64) if len(arrays) == 3 else None
         if x.ndim != 2 or (y is not None and y.shape != (len(x),)):
             raise RequestError(ErrorCode.BAD_SHAPE, f"calibration x must be [n, F] and y [n]; got {x.shape}, "
-                                            f"{None if y is None else y.shape}")
+                                                    f"{None if y is None else y.shape}")
         try:
             budget = Budget.from_dict(header.get("budget") if isinstance(header.get("budget"), dict) else None)
             threshold = float(header.get("threshold", 0.0))

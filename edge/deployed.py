@@ -204,8 +204,8 @@ class Deployment:
         dev = self._device()
         art = loads(data, spec=dev.spec, trusted=self._trust())
         if expect and art.artifact_id != expect:
-            raise ArtifactError(ErrorCode.CHECKSUM_MISMATCH, f"artifact id {art.artifact_id[:16]}... is not the expected "
-                                                     f"{str(expect)[:16]}... (damaged in transit?)")
+            raise ArtifactError(ErrorCode.CHECKSUM_MISMATCH, f"artifact id {art.artifact_id[:16]}... is not the "
+                                                             f"expected {str(expect)[:16]}... (damaged in transit?)")
         model = pnn_from_artifact(art, dev)
         return Installed(art, model, time.time())
 
@@ -457,7 +457,8 @@ class Deployment:
                 to = h.get("to")
                 info = await self.rollback(to if isinstance(to, str) else None)
             else:
-                raise RequestError(ErrorCode.BAD_REQUEST, f"unexpected message type {h.get('type')!r} on the deploy topic")
+                raise RequestError(ErrorCode.BAD_REQUEST,
+                                   f"unexpected message type {h.get('type')!r} on the deploy topic")
             return {"ok": True, "request": req, **info}
         except Exception as e:  # ArtifactError, RequestError -- or anything else: a refusal, never a dead task
             code = reply_code(e)

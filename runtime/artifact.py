@@ -194,7 +194,8 @@ def loads(data: bytes | bytearray | memoryview, spec: DeviceSpec | None = None,
         raise ArtifactError(ErrorCode.BAD_MANIFEST, "artifact is nested too deeply") from None
     except Exception as e:  # a defect no check above names: still a refusal with its reason, never a crash
         log.warning("artifact refused by the catch-all (%s: %s); please report this defect", type(e).__name__, e)
-        raise ArtifactError(ErrorCode.MALFORMED, f"artifact could not be parsed ({type(e).__name__}: {str(e)[:200]})") from None
+        raise ArtifactError(ErrorCode.MALFORMED,
+                            f"artifact could not be parsed ({type(e).__name__}: {str(e)[:200]})") from None
 
 
 def _loads(data: bytes, spec: DeviceSpec | None, max_bytes: int, trusted: TrustedKeys | None,
@@ -266,7 +267,7 @@ def _check_signature(sig: bytes, artifact_id: str) -> bytes:
         raise ArtifactError(ErrorCode.BAD_SIGNATURE, f"signature.json is malformed ({str(e)[:200]})") from None
     if not verify(raw, artifact_id, signature):
         raise ArtifactError(ErrorCode.BAD_SIGNATURE, f"the signature by key {key_id(raw)} does not match this artifact "
-                                             "(altered after signing, or forged)")
+                                                     "(altered after signing, or forged)")
     return raw
 
 
@@ -329,7 +330,7 @@ def check_compatible(artifact: Artifact, spec: DeviceSpec) -> None:
     mine = artifact.spec
     if mine.kind != spec.kind:
         raise ArtifactError(ErrorCode.KIND_MISMATCH, f"artifact was trained for device kind {mine.kind!r}, "
-                                             f"this device is {spec.kind!r}")
+                                                     f"this device is {spec.kind!r}")
     a, b = mine.to_dict(), spec.to_dict()
     diffs = [f"{k}: artifact {a[k]} vs device {b[k]}" for k in SPEC_KEYS if a[k] != b[k]]
     if diffs:
@@ -349,8 +350,9 @@ def pnn_to_artifact(pnn: Any, model_version: str | int, normalization: Mapping[s
 
     cfg = dict(getattr(pnn, "config", {}) or {})
     if "n_features" not in cfg or "n_classes" not in cfg:
-        raise ArtifactError(ErrorCode.UNSUPPORTED_MODEL, "only PNNs made by pat_runtime.pat.build_pnn (with a config) can be "
-                                                 "packaged: the artifact must say how to rebuild the model")
+        raise ArtifactError(ErrorCode.UNSUPPORTED_MODEL,
+                            "only PNNs made by pat_runtime.pat.build_pnn (with a config) can be "
+                            "packaged: the artifact must say how to rebuild the model")
     state = pnn.state_dict()
     layers: list[dict[str, Any]] = []
     for i, s in enumerate(pnn.stages):

@@ -70,22 +70,25 @@ def check_members(infolist: list[Any], limits: ArtifactLimits = DEFAULT_LIMITS) 
     import zipfile
 
     if len(infolist) > len(KNOWN_MEMBERS):
-        raise _err(ErrorCode.BAD_MEMBER, f"artifact has {len(infolist)} members; a .pnn has at most {len(KNOWN_MEMBERS)}")
+        raise _err(ErrorCode.BAD_MEMBER,
+                   f"artifact has {len(infolist)} members; a .pnn has at most {len(KNOWN_MEMBERS)}")
     names: dict[str, Any] = {}
     for info in infolist:
         name = info.filename
         if name not in KNOWN_MEMBERS:
-            raise _err(ErrorCode.BAD_MEMBER, f"unknown member {name[:80]!r} (a .pnn holds only {sorted(KNOWN_MEMBERS)}; "
-                                     f"absolute, '../' and extra names are refused)")
+            raise _err(ErrorCode.BAD_MEMBER,
+                       f"unknown member {name[:80]!r} (a .pnn holds only {sorted(KNOWN_MEMBERS)}; "
+                       f"absolute, '../' and extra names are refused)")
         if name in names:
             raise _err(ErrorCode.BAD_MEMBER, f"member {name!r} appears twice")
         if info.compress_type != zipfile.ZIP_STORED:
-            raise _err(ErrorCode.BAD_MEMBER, f"member {name!r} is compressed (method {info.compress_type}); .pnn members "
-                                     f"are stored uncompressed, so a small file cannot inflate into a huge one")
+            raise _err(ErrorCode.BAD_MEMBER,
+                       f"member {name!r} is compressed (method {info.compress_type}); .pnn members "
+                       f"are stored uncompressed, so a small file cannot inflate into a huge one")
         cap = member_cap(name, limits)
         if info.file_size > cap or info.compress_size > cap:
             raise _err(ErrorCode.TOO_LARGE, f"member {name!r} declares {max(info.file_size, info.compress_size)} bytes "
-                                    f"> limit {cap}")
+                                            f"> limit {cap}")
         names[name] = info
     missing = [m for m in MEMBERS if m not in names]
     if missing:
@@ -164,16 +167,18 @@ def tensor_extent(name: Any, meta: Any, payload_nbytes: int, allowed_dtypes: fro
     if (not isinstance(shape, list) or len(shape) > limits.max_ndim
             or not all(type(s) is int and 0 <= s <= payload_nbytes for s in shape)):
         raise _err(ErrorCode.BAD_MANIFEST, f"tensor {name!r}: bad shape {str(shape)[:80]} (at most {limits.max_ndim} "
-                                   f"non-negative ints, none larger than the payload)")
+                                           f"non-negative ints, none larger than the payload)")
     need = math.prod(shape) * np.dtype(dt).itemsize  # Python ints: no overflow
     if type(off) is not int or type(n) is not int or n != need or off < 0 or off + n > payload_nbytes:
-        raise _err(ErrorCode.BAD_MANIFEST, f"tensor {name!r}: offset/size out of bounds (shape {shape} needs {need} bytes)")
+        raise _err(ErrorCode.BAD_MANIFEST,
+                   f"tensor {name!r}: offset/size out of bounds (shape {shape} needs {need} bytes)")
     return dt, tuple(shape), off, n
 
 
 def check_tensor_table(table: Any, limits: ArtifactLimits = DEFAULT_LIMITS) -> None:
     if not isinstance(table, dict) or len(table) > limits.max_tensors:
-        raise _err(ErrorCode.BAD_MANIFEST, f"payload.tensors must be an object with at most {limits.max_tensors} entries")
+        raise _err(ErrorCode.BAD_MANIFEST,
+                   f"payload.tensors must be an object with at most {limits.max_tensors} entries")
 
 
 def check_finite(name: str, a: np.ndarray) -> None:
@@ -185,7 +190,8 @@ def check_finite(name: str, a: np.ndarray) -> None:
 def _int_in(cfg: Mapping[str, Any], key: str, lo: int, hi: int, default: Any = None) -> int:
     v = cfg.get(key, default)
     if type(v) is not int or not lo <= v <= hi:
-        raise _err(ErrorCode.BAD_ARCHITECTURE, f"architecture.config.{key} = {str(v)[:40]} is not an integer in [{lo}, {hi}]")
+        raise _err(ErrorCode.BAD_ARCHITECTURE,
+                   f"architecture.config.{key} = {str(v)[:40]} is not an integer in [{lo}, {hi}]")
     return v
 
 
@@ -202,7 +208,7 @@ def check_architecture(manifest: Mapping[str, Any], limits: ArtifactLimits = DEF
     unknown = sorted(set(cfg) - BUILD_KEYS)
     if unknown:
         raise _err(ErrorCode.BAD_ARCHITECTURE, f"architecture.config has unknown keys {unknown[:5]} "
-                                       f"(known: {sorted(BUILD_KEYS)})")
+                                               f"(known: {sorted(BUILD_KEYS)})")
     spec = manifest["device"]["spec"]
     dims = [_int_in(spec, k, 1, limits.max_spec_dim) for k in ("in_dim", "param_dim", "out_dim")]
     n_in, n_p, n_out = dims
@@ -219,7 +225,7 @@ def check_architecture(manifest: Mapping[str, Any], limits: ArtifactLimits = DEF
         params += f * c * n_in + c * n_in + c * n_out * k
     if params > limits.max_params:
         raise _err(ErrorCode.BAD_ARCHITECTURE, f"the declared model would allocate ~{params} parameters "
-                                       f"> limit {limits.max_params}")
+                                               f"> limit {limits.max_params}")
 
 
 def check_normalization(norm: Any) -> None:
@@ -229,7 +235,8 @@ def check_normalization(norm: Any) -> None:
         raise _err(ErrorCode.BAD_MANIFEST, "manifest 'normalization' is not an object")
     kind = norm.get("type", "identity")
     if kind not in NORMALIZATIONS:
-        raise _err(ErrorCode.BAD_MANIFEST, f"normalization type {str(kind)[:40]!r} unknown (known: {sorted(NORMALIZATIONS)})")
+        raise _err(ErrorCode.BAD_MANIFEST,
+                   f"normalization type {str(kind)[:40]!r} unknown (known: {sorted(NORMALIZATIONS)})")
     n = norm.get("n_features")
     if n is not None and (type(n) is not int or n < 1):
         raise _err(ErrorCode.BAD_MANIFEST, f"normalization.n_features {str(n)[:40]} is not a positive int")
@@ -257,7 +264,8 @@ def check_theta_ranges(manifest: Mapping[str, Any], tensors: Mapping[str, np.nda
         t = tensors.get(layer["theta"]) if isinstance(layer["theta"], str) else None
         if t is None:
             raise _err(ErrorCode.BAD_MANIFEST, f"physical layer {i} names θ tensor {str(layer['theta'])[:60]!r}, "
-                                       f"which the payload lacks")
+                                               f"which the payload lacks")
         if t.size and (float(t.min()) < lo or float(t.max()) > hi):
-            raise _err(ErrorCode.OUT_OF_RANGE, f"physical layer {i}: θ in [{float(t.min()):.4g}, {float(t.max()):.4g}] "
-                                       f"leaves the device's safe theta_range [{lo}, {hi}]")
+            raise _err(ErrorCode.OUT_OF_RANGE,
+                       f"physical layer {i}: θ in [{float(t.min()):.4g}, {float(t.max()):.4g}] "
+                       f"leaves the device's safe theta_range [{lo}, {hi}]")

@@ -192,7 +192,8 @@ async def node_status_mqtt(url: str, node: str, prefix: str = "pat", timeout: fl
                         return unpack(bytes(msg.payload))[0]
         except TimeoutError:
             pass
-    raise DeployError(node, ErrorCode.NO_STATUS, f"{node} has published no deployment status on {prefix}/{node}/deployed")
+    raise DeployError(node, ErrorCode.NO_STATUS,
+                      f"{node} has published no deployment status on {prefix}/{node}/deployed")
 
 
 async def _desired_state(url: str, node: str, prefix: str, payload: bytes, req: str, timeout: float) -> dict:
@@ -220,8 +221,9 @@ async def _desired_state(url: str, node: str, prefix: str, payload: bytes, req: 
                     await client.publish(deploy_topic, b"", qos=1, retain=True)
                     raise DeployError(node, err.get("code", ErrorCode.REFUSED), err.get("message", "refused"))
         except TimeoutError:
-            raise DeployError(node, ErrorCode.PENDING, f"no answer from {node} within {timeout} s; the retained deployment "
-                                               f"stays on {deploy_topic} until the node connects") from None
+            raise DeployError(node, ErrorCode.PENDING,
+                              f"no answer from {node} within {timeout} s; the retained deployment "
+                              f"stays on {deploy_topic} until the node connects") from None
         except aiomqtt.MqttError as e:
             raise DeployError(node, ErrorCode.BROKER, str(e)) from None
     raise DeployError(node, ErrorCode.BROKER, "connection closed")

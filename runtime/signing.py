@@ -157,13 +157,15 @@ class TrustedKeys:
     def check(self, signer: bytes | None) -> None:
         """Raise ArtifactError unless ``signer`` (the verified signing key, or None) is trusted."""
         if signer is None:
-            raise ArtifactError(ErrorCode.UNSIGNED, "artifact is not signed; sign it with `pat keys sign MODEL` (or deploy "
-                                            "with `pat deploy`, which signs with your key) and list the public "
-                                            f"key in this node's trusted keys ({self.source})")
+            raise ArtifactError(ErrorCode.UNSIGNED,
+                                "artifact is not signed; sign it with `pat keys sign MODEL` (or deploy "
+                                "with `pat deploy`, which signs with your key) and list the public "
+                                f"key in this node's trusted keys ({self.source})")
         if signer not in self.keys:
             hint = "no key is trusted" if not self.keys else f"{len(self.keys)} key(s) trusted"
-            raise ArtifactError(ErrorCode.UNTRUSTED_KEY, f"artifact is signed by key {key_id(signer)}, which is not in this "
-                                                 f"node's trusted keys ({self.source}; {hint})")
+            raise ArtifactError(ErrorCode.UNTRUSTED_KEY,
+                                f"artifact is signed by key {key_id(signer)}, which is not in this "
+                                f"node's trusted keys ({self.source}; {hint})")
 
 
 # ----- key files -------------------------------------------------------------------------------------------

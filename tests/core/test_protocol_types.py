@@ -63,7 +63,8 @@ def test_no_free_string_error_code_in_the_source():
             name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
             if name not in CODE_ARG:
                 continue
-            args = list(node.args[CODE_ARG[name]:CODE_ARG[name] + 1]) + [k.value for k in node.keywords if k.arg == "code"]
+            at = CODE_ARG[name]
+            args = list(node.args[at:at + 1]) + [k.value for k in node.keywords if k.arg == "code"]
             for a in args:
                 if isinstance(a, ast.Constant) and isinstance(a.value, str):
                     bad.append(f"{path.relative_to(ROOT)}:{node.lineno}: {name}({a.value!r}, ...)")

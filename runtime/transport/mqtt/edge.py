@@ -162,7 +162,8 @@ class MqttEdgeTransport(EdgeTransport):
             try:
                 if len(payload) > self.max_payload:
                     self.counters["too_large"] += 1
-                    raise WireError(ErrorCode.TOO_LARGE, f"request of {len(payload)} bytes > max_payload {self.max_payload}")
+                    raise WireError(ErrorCode.TOO_LARGE,
+                                    f"request of {len(payload)} bytes > max_payload {self.max_payload}")
                 header, arrays = wire.unpack(payload, self.limits)
             except WireError as e:
                 self.counters["malformed"] += 1

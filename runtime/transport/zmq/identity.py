@@ -156,14 +156,15 @@ class NodeIdentities:
             if owner != node:
                 self.refused += 1
                 raise IdentityError(ErrorCode.WRONG_KEY, f"a connection claimed node id {node!r} but its CURVE key "
-                                                 f"{(user_id or '?')[:8]}... is registered for "
-                                                 f"{owner!r}: refused", node)
+                                                         f"{(user_id or '?')[:8]}... is registered for "
+                                                         f"{owner!r}: refused", node)
         else:
             current = self._route_of.get(node)
             if current is not None and current != routing_id and alive(node):
                 self.refused += 1
-                raise IdentityError(ErrorCode.ID_IN_USE, f"node id {node!r} is in use by a live connection; a second "
-                                                 f"claim is refused until that node leaves or goes silent", node)
+                raise IdentityError(ErrorCode.ID_IN_USE, f"node id {node!r} is in use by a live connection; a "
+                                                         f"second claim is refused until that node leaves or goes "
+                                                         f"silent", node)
         old_node = self._node_of.pop(routing_id, None)  # a connection re-announcing under another id
         if old_node is not None and self._route_of.get(old_node) == routing_id:
             del self._route_of[old_node]
