@@ -7,6 +7,7 @@ SCPI instruments (:mod:`.visa`) and a serial sensor (:mod:`.serial_sensor`).
 """
 from __future__ import annotations
 
+from ._retry import Backoff, retry
 from .base import Device, as_array
 from .blocking import BlockingDevice
 from .codes import ErrorCode
@@ -18,7 +19,7 @@ from .options import parse_options
 from .registry import register_scheme, schemes, unregister_scheme
 from .spec import DeviceSpec
 
-__all__ = ["ArtifactFailure", "BlockingDevice", "Device", "DeviceConnectionError", "DeviceError", "DeviceSpec",
-           "DeviceTimeoutError", "ErrorCode", "LocalDevice", "Measurable", "OutOfRangeError", "PatError",
-           "ProtocolError", "RemoteDeviceError", "ShapeError", "TransportError", "as_array", "make_device",
-           "parse_options", "register_scheme", "schemes", "unregister_scheme"]
+__all__ = ["ArtifactFailure", "Backoff", "BlockingDevice", "Device", "DeviceConnectionError", "DeviceError",
+           "DeviceSpec", "DeviceTimeoutError", "ErrorCode", "LocalDevice", "Measurable", "OutOfRangeError",
+           "PatError", "ProtocolError", "RemoteDeviceError", "ShapeError", "TransportError", "as_array",
+           "make_device", "parse_options", "register_scheme", "retry", "schemes", "unregister_scheme"]

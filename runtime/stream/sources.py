@@ -40,7 +40,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import numpy as np
 
 from pat_runtime.redact import redact_uri
-from pat_runtime.transport.backoff import Backoff
+from pat_runtime.devices import Backoff
 from pat_runtime.transport.mqtt.credentials import resolve_credentials
 from .deadletter import FILENAME as DEAD_LETTER_FILE
 from .deadletter import DeadLetter

@@ -31,7 +31,7 @@ import aiomqtt
 from pat_runtime.devices.codes import ErrorCode
 from pat_runtime.devices.errors import DeviceConnectionError
 from pat_runtime import wire
-from pat_runtime.transport.backoff import Backoff
+from pat_runtime.devices import Backoff
 from pat_runtime.transport.base import Coordinator
 from pat_runtime.wire import DEFAULT_LIMITS, Limits, WireError
 

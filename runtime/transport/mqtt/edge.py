@@ -13,7 +13,7 @@ Life cycle of :meth:`MqttEdgeTransport.serve`, per broker connection (session id
 
 A crash (process killed, socket gone) skips the last step; the broker then publishes the Last Will, so the
 coordinator learns at once that the node is offline. A lost connection is re-established after
-``reconnect`` s (doubling up to 5 s, jittered: :mod:`pat_runtime.transport.backoff`); a refused login (:class:`MqttAuthError`) is raised, not retried.
+``reconnect`` s (doubling up to 5 s, fully jittered: :class:`pat_runtime.devices.Backoff`); a refused login (:class:`MqttAuthError`) is raised, not retried.
 A payload that cannot be unpacked gets an error reply (``ok: false`` with the wire error code; on
 ``PREFIX/NODE/rep/CID`` when its header was readable, else on ``PREFIX/NODE/rep``) and the node keeps serving.
 """
@@ -30,7 +30,7 @@ import aiomqtt
 from pat_runtime.devices.codes import ErrorCode
 from pat_runtime.devices.errors import DeviceConnectionError
 from pat_runtime import wire
-from pat_runtime.transport.backoff import Backoff
+from pat_runtime.devices import Backoff
 from pat_runtime.transport.base import EdgeTransport, nowait_handler
 from pat_runtime.wire import DEFAULT_LIMITS, Limits, MessageType, WireError
 
