@@ -18,8 +18,10 @@ from .local import LocalDevice, Measurable
 from .options import parse_options
 from .registry import register_scheme, schemes, unregister_scheme
 from .spec import DeviceSpec
+from .uri import Uri, parse_query, parse_uri, redact_uri
 
 __all__ = ["ArtifactFailure", "Backoff", "BlockingDevice", "Device", "DeviceConnectionError", "DeviceError",
            "DeviceSpec", "DeviceTimeoutError", "ErrorCode", "LocalDevice", "Measurable", "OutOfRangeError",
-           "PatError", "ProtocolError", "RemoteDeviceError", "ShapeError", "TransportError", "as_array",
-           "make_device", "parse_options", "register_scheme", "retry", "schemes", "unregister_scheme"]
+           "PatError", "ProtocolError", "RemoteDeviceError", "ShapeError", "TransportError", "Uri", "as_array",
+           "make_device", "parse_options", "parse_query", "parse_uri", "redact_uri", "register_scheme", "retry",
+           "schemes", "unregister_scheme"]

@@ -185,8 +185,12 @@ class RangeMap(nn.Module):
             return u
         return torch.cat([u, u.new_zeros(u.shape[0], 1)], dim=1)[:, self.index]
 
+    def drive(self, u: torch.Tensor) -> torch.Tensor:
+        """The pre-sigmoid drive ``a ⊙ u[index] + b`` (what :meth:`calibrate` centres and spreads)."""
+        return self.a * self._gather(u) + self.b
+
     def forward(self, u: torch.Tensor) -> torch.Tensor:
-        z = self.a * self._gather(u) + self.b
+        z = self.drive(u)
         return (self.lo + (self.hi - self.lo) * torch.sigmoid(z)).clamp(self.lo, self.hi)
 
     @torch.no_grad()

@@ -72,7 +72,7 @@ async def test_step_equals_hand_written_pat_update():
     for p, q in zip(model.parameters(), ref.parameters()):
         assert torch.allclose(p, q, atol=1e-6)
     lo, hi = model.spec.theta_range
-    assert all(float(t.theta.min()) >= lo and float(t.theta.max()) <= hi for t in model.physical_layers)
+    assert all(float(t.theta.detach().min()) >= lo and float(t.theta.detach().max()) <= hi for t in model.physical_layers)
 
 
 async def test_sharded_gradients_summed_then_divided_equal_the_whole_batch_step():
