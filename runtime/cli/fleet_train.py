@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
         layers: int = typer.Option(D.LAYERS, min=1),
         seed: int = typer.Option(0),
         groups: str = typer.Option("ranges,readout", help="per-unit (calibratable) parameters: "
-                                                          "input, ranges, readout, theta"),
+                                                          "input, ranges, readout, theta, theta_affine (per-channel θ gain/offset)"),
         per_unit: bool = typer.Option(True, help="train per-unit copies of the --groups parameters"),
         cal_lr: float = typer.Option(D.LR_CALIBRATION, help="learning rate nodes use for calibration "
                                                  "(docs/deploy.md: 0.02 overshoots on sim:plate)"),
