@@ -153,6 +153,7 @@ async def deploy_units(kind, args, task, cache, targets, train_units, sq_art, sq
                        train_calls, train_accs, t_kind, on_row) -> dict:
     xte, yte = task.x_test, task.y_test
     plan.lr, plan.batch = args.cal_lr, args.cal_batch
+    plan.affine_search, plan.spsa_c = args.affine_search, args.spsa_c
     if args.cal_groups:     # calibrate other groups than were per-unit in training
         plan.groups = parse_groups(args.cal_groups)
         plan.params = calibration_param_names(pnn_from_artifact(art), plan.groups)
@@ -312,6 +313,9 @@ async def main() -> None:
     ap.add_argument("--seconds", type=float, default=600.0)
     ap.add_argument("--cal-lr", type=float, default=0.005)
     ap.add_argument("--cal-batch", type=int, default=32)
+    ap.add_argument("--affine-search", default="pat", choices=["pat", "spsa"],
+                    help="gradient of the theta_affine gains/offsets at the node: the twin's (pat) or SPSA")
+    ap.add_argument("--spsa-c", type=float, default=0.05, help="SPSA perturbation of a θ gain/offset")
     ap.add_argument("--threshold", type=float, default=0.7)
     ap.add_argument("--tolerance", type=float, default=0.03)
     ap.add_argument("--seed", type=int, default=0)

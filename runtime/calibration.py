@@ -266,6 +266,12 @@ class CalibrationPlan:
     lr: float = D.LR_CALIBRATION
     batch: int = 32
     trained_on: list[str] = field(default_factory=list)
+    #: how the ``theta_affine`` gains/offsets get their gradient: ``"pat"`` (the twin's, like every other
+    #: parameter) or ``"spsa"`` (simultaneous perturbation on the measured loss: two more forward passes per
+    #: step, model-free; for units whose twin is poor at telling how θ acts)
+    affine_search: str = "pat"
+    #: SPSA perturbation of a gain/offset (``± spsa_c``)
+    spsa_c: float = 0.05
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -275,8 +281,10 @@ class CalibrationPlan:
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "CalibrationPlan":
         d = dict(d or {})
-        known = {k: d[k] for k in ("params", "twin", "sim_options", "reference", "lr", "batch", "trained_on")
-                 if k in d}
+        known = {k: d[k] for k in ("params", "twin", "sim_options", "reference", "lr", "batch", "trained_on",
+                                   "affine_search", "spsa_c") if k in d}
+        if known.get("affine_search", "pat") not in ("pat", "spsa"):
+            raise ValueError(f"affine_search must be 'pat' or 'spsa', not {known['affine_search']!r}")
         return cls(groups=parse_groups(d.get("groups")), **known)
 
     @classmethod
@@ -461,9 +469,11 @@ async def calibrate_pat(model: PNN, dev: BudgetedDevice, x: torch.Tensor, y: tor
     for n, p in named.items():
         p.requires_grad_(n in grad_on)
     opt = torch.optim.Adam(train, lr=plan.lr)
+    spsa = bool(affine) and plan.affine_search == "spsa"
+    gen = torch.Generator().manual_seed(int(seed))
     rep = FitReport()
     t0, c0 = time.perf_counter(), dev.calls
-    per_step = calls_per_pass(model, min(plan.batch, len(x)))
+    per_step = calls_per_pass(model, min(plan.batch, len(x))) * (3 if spsa else 1)
     rng = np.random.default_rng(seed)
     try:
         model.train()
@@ -483,6 +493,8 @@ async def calibrate_pat(model: PNN, dev: BudgetedDevice, x: torch.Tensor, y: tor
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 affine.pull_grad()
+                if spsa:
+                    await _spsa_affine_grad(model, affine, x[idx], y[idx], plan.spsa_c, gen)
                 opt.step()
                 model.project_()
                 affine.apply_()
@@ -502,6 +514,30 @@ async def calibrate_pat(model: PNN, dev: BudgetedDevice, x: torch.Tensor, y: tor
         model.eval()
         rep.calls = dev.calls - c0
         rep.seconds = time.perf_counter() - t0
+
+
+async def _spsa_affine_grad(model: PNN, affine: ThetaAffine, x: torch.Tensor, y: torch.Tensor, c: float,
+                            gen: torch.Generator) -> None:
+    """Replace the θ gains'/offsets' gradients by a simultaneous-perturbation estimate on the measured loss:
+    ``[L(u + cΔ) − L(u − cΔ)] / 2c · Δ`` (Rademacher ``Δ``; two physical forward passes of ``x``)."""
+    params = affine.parameters()
+    deltas = [torch.randint(0, 2, p.shape, generator=gen).float() * 2 - 1 for p in params]
+    losses = []
+    for sign in (1.0, -1.0):
+        with torch.no_grad():
+            for p, d in zip(params, deltas):
+                p.add_(sign * c * d)
+        affine.apply_()
+        out = (await model.aforward(x)).detach()   # (no no_grad() across an await: see measure_on)
+        losses.append(float(F.cross_entropy(out, y)))
+        with torch.no_grad():
+            for p, d in zip(params, deltas):
+                p.sub_(sign * c * d)
+    affine.apply_()
+    for layer in affine.layers.values():
+        layer.theta.grad = None
+    for p, d in zip(params, deltas):
+        p.grad = (losses[0] - losses[1]) / (2 * c) * d
 
 
 # ---------------------------------------------------------------------------------------------------

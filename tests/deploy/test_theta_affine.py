@@ -106,3 +106,26 @@ async def test_multi_unit_training_keeps_a_theta_gain_offset_per_unit():
     assert all(float(s["stages.1.theta"].min()) >= lo and float(s["stages.1.theta"].max()) <= hi for s in (s0, s1))
     plan = CalibrationPlan.for_model(model, "readout,theta_affine")
     assert CalibrationPlan.from_dict(plan.to_dict()).groups == ("readout", "theta_affine")
+
+
+async def test_spsa_search_of_the_theta_gain_offset_costs_two_more_passes_per_step():
+    dev = await sim_device(**SIM)
+    other = await sim_device(**{**SIM, "unit": 5})
+    _, teacher = calibratable_artifact(dev.spec, seed=1)
+    art, _ = calibratable_artifact(dev.spec, seed=2)
+    x = _x(32)
+    y = await teacher_labels(teacher, other, x)
+    plan = plan_of(art.metadata)
+    cand = pnn_from_artifact(art, other)
+    plan.groups, plan.affine_search, plan.batch = parse_groups("theta_affine"), "spsa", 32
+    plan.params = calibration_param_names(cand, plan.groups)
+    assert CalibrationPlan.from_dict(plan.to_dict()).affine_search == "spsa"
+    with pytest.raises(ValueError, match="affine_search"):
+        CalibrationPlan.from_dict({**plan.to_dict(), "affine_search": "guess"})
+    per_pass = sum(layer.channels for layer in cand.physical_layers)
+    bdev = BudgetedDevice(other, Budget(calls=3 * 3 * per_pass + 1, seconds=60, samples=32)).start()
+    cand.attach(device=bdev, twin=twin_for(plan, other.spec))
+    theta0 = _thetas(cand)
+    rep = await calibrate_pat(cand, bdev, torch.from_numpy(x), torch.from_numpy(y), plan, epochs=10)
+    assert rep.steps == 3 and bdev.used == 9 * per_pass and rep.stopped == "calls"
+    assert any(not torch.equal(a, b) for a, b in zip(theta0, _thetas(cand)))
