@@ -18,7 +18,10 @@ Columns: ``req/s`` counts shards; ``util`` = utilization from throughput, ``req/
 time that delivered results; unlike time-in-handler it does not count event-loop lag as busy), min / median /
 max over ``--repeats`` runs; ``util(coord)`` = time with >= 1 request outstanding per node / wall (the
 coordinator's view, an upper bound); ``req/s`` completed requests per second; ``ideal`` = nodes / latency;
-``CPU us/req`` = CPU time of this process per request. Throughput vs node count runs the echo sizes as
+``CPU us/req`` = CPU time of this process per request. The ``ceiling`` line is the util of 16 bare
+tasks that only loop ``asyncio.sleep(latency)`` (no runtime at all): the event loop's timers fire late
+(epoll rounds timeouts up to the next millisecond, plus the OS wake-up), so no asyncio-simulated device
+reaches 1.0. Throughput vs node count runs the echo sizes as
 interleaved repeats (each repeat visits every size, order rotated) and reports each size's median against
 the peak over 16-256 nodes (goal: 1000 nodes >= 80 % of it).
 Largest fleet: inproc virtual circuit nodes, each size in a fresh interpreter (join time, RSS, two requests
@@ -95,6 +98,26 @@ async def stream(fleet: SimFleet, seconds: float, rows: int, latency: float, gro
 
 def _mmm(v: list[float]) -> str:
     return f"{min(v):.2f}/{float(np.median(v)):.2f}/{max(v):.2f}"
+
+
+async def sleep_ceiling(nodes: int, latency: float, seconds: float) -> float:
+    """``util`` of ``nodes`` bare tasks that only loop ``await asyncio.sleep(latency)``: no runtime at all.
+
+    The ceiling of any asyncio-simulated device on this machine: the loop's timers fire late (epoll rounds
+    a timeout up to the next millisecond, plus the OS wake-up latency), so a 10 ms sleep takes ~10.5-11 ms.
+    """
+    count = 0
+    stop = time.perf_counter() + seconds
+
+    async def node() -> None:
+        nonlocal count
+        while time.perf_counter() < stop:
+            await asyncio.sleep(latency)
+            count += 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(node() for _ in range(nodes)))
+    return count * latency / nodes / (time.perf_counter() - t0)
 
 
 async def repeated(repeats: int, fn) -> dict:
@@ -185,6 +208,9 @@ async def main(args) -> None:
             r = await repeated(args.repeats, lambda: utilization(16, dev, lat, rows, sec, tr, group=g))
             res.append({"device": name, "transport": tr, "group": g, "ideal": 16 / lat, **r})
         print(table(res, util_cols))
+        ceil = [await sleep_ceiling(16, lat, sec) for _ in range(args.repeats)]
+        print(f"ceiling: 16 bare tasks looping asyncio.sleep({lat * 1e3:.0f} ms), no runtime: util {_mmm(ceil)} "
+              f"(timer lateness of the event loop on this machine)")
 
     if args.only in (None, "scale"):
         print("\n## echo throughput vs node count (inproc), interleaved repeats")

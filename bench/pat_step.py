@@ -42,6 +42,7 @@ from pat_runtime.pat import PATFunction, PhysicalLayer, build_pnn, pat_apply  # 
 from pat_runtime.testing import free_port  # noqa: E402
 from pat_runtime.testing.zmq import EdgeProcess  # noqa: E402
 from pat_runtime.trainers import PATMethod, TrainConfig  # noqa: E402
+from pat_runtime.trainers.common import make_adam  # noqa: E402
 from pat_runtime.twins import make_twin  # noqa: E402
 from pat_runtime.sims import make_sim  # noqa: E402
 
@@ -106,7 +107,7 @@ async def main(args) -> None:
     cfg = TrainConfig(batch=args.batch, lr=0.01)
     rt = PATMethod(make_model(dev, twin), cfg)
     hand_model = make_model(dev, twin)
-    hand_opt = torch.optim.Adam(hand_model.parameters(), lr=0.01)
+    hand_opt = make_adam(list(hand_model.parameters()), 0.01)   # the same optimizer as the runtime's
 
     async def run_runtime(method):
         for x, y in batches:

@@ -7,6 +7,7 @@ SCPI instruments (:mod:`.visa`) and a serial sensor (:mod:`.serial_sensor`).
 """
 from __future__ import annotations
 
+from ._retry import Backoff, retry
 from .base import Device, as_array
 from .blocking import BlockingDevice
 from .errors import (DeviceConnectionError, DeviceError, DeviceTimeoutError, OutOfRangeError, RemoteDeviceError,
@@ -16,7 +17,8 @@ from .local import LocalDevice, Measurable
 from .options import parse_options
 from .registry import register_scheme, schemes, unregister_scheme
 from .spec import DeviceSpec
+from .uri import Uri, parse_query, parse_uri, redact_uri
 
-__all__ = ["BlockingDevice", "Device", "DeviceConnectionError", "DeviceError", "DeviceSpec", "DeviceTimeoutError",
-           "LocalDevice", "Measurable", "OutOfRangeError", "RemoteDeviceError", "ShapeError", "as_array",
-           "make_device", "parse_options", "register_scheme", "schemes", "unregister_scheme"]
+__all__ = ["Backoff", "BlockingDevice", "Device", "DeviceConnectionError", "DeviceError", "DeviceSpec", "DeviceTimeoutError",
+           "LocalDevice", "Measurable", "OutOfRangeError", "RemoteDeviceError", "ShapeError", "Uri", "as_array",
+           "make_device", "parse_options", "parse_query", "parse_uri", "redact_uri", "register_scheme", "retry", "schemes", "unregister_scheme"]

@@ -17,11 +17,11 @@ from __future__ import annotations
 import abc
 import asyncio
 import threading
-import time
 
 import numpy as np
 
 from .base import Device
+from ._retry import Backoff, retry
 from .errors import DeviceConnectionError
 from .spec import DeviceSpec
 
@@ -49,24 +49,20 @@ class BlockingDevice(Device, abc.ABC):
 
     async def _connect(self, timeout: float) -> None:
         """Open and set up; an instrument that refuses the connection (not up yet, rebooting) is retried
-        with jittered back-off until ``timeout`` seconds have passed, then its last error is raised."""
+        with jittered back-off (:func:`pat_runtime.devices.retry`) until ``timeout`` seconds have passed,
+        then its last error is raised."""
         def go() -> DeviceSpec:
             with self._lock:
                 self._open()
                 return self._setup()
 
-        deadline = time.monotonic() + max(0.0, timeout)
-        delay = 0.1   # doubling up to 1 s: one instrument, no herd to spread out (no jitter needed)
-        while True:
+        async def attempt() -> DeviceSpec:
             self.connect_attempts += 1
-            try:
-                self._spec = await asyncio.to_thread(go)
-                return
-            except DeviceConnectionError:
-                if time.monotonic() + delay > deadline:
-                    raise
-                await asyncio.sleep(delay)
-                delay = min(1.0, 2 * delay)
+            return await asyncio.to_thread(go)
+
+        # doubling up to 1 s, fully jittered (devices on one host rebooting together do not retry in step)
+        self._spec = await retry(attempt, retry_on=DeviceConnectionError, timeout=timeout,
+                                 backoff=Backoff(0.1, 1.0))
 
     async def _apply(self, x: np.ndarray, theta: np.ndarray) -> np.ndarray:
         return await asyncio.to_thread(self._measure, x, theta)

@@ -6,7 +6,8 @@ valid ones) and values of the wrong type or sign with one-line ``ValueError`` me
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl
+
+from .uri import parse_query
 
 
 def coerce(v: str) -> Any:
@@ -47,9 +48,10 @@ def _typed(key: str, raw: str, default: Any, where: str) -> Any:
 
 def parse_options(query: str, valid: dict[str, Any], where: str,
                   non_negative: bool = True) -> dict[str, Any]:
-    """Typed options from a URI query. ``valid`` maps each accepted key to its default (which gives its type)."""
+    """Typed options from a URI query (:func:`pat_runtime.devices.uri.parse_query`: bounded, no key twice).
+    ``valid`` maps each accepted key to its default (which gives its type)."""
     out: dict[str, Any] = {}
-    for key, raw in parse_qsl(query, keep_blank_values=True):
+    for key, raw in parse_query(query, where=where, keep_blank=True):
         if key not in valid:
             raise ValueError(f"{where}: unknown option {key!r}; valid options: {', '.join(sorted(valid))}")
         if raw == "":

@@ -56,7 +56,7 @@ from pat_runtime.edge.service import NodeService, RequestError
 from pat_runtime.artifact import Artifact, ArtifactError, atomic_write, dumps, loads, normalize, pnn_from_artifact
 from pat_runtime.signing import KeyFileError, SigningKey, TrustedKeys, default_trust_path, generate_key, \
     load_signing_key
-from pat_runtime.transport.backoff import Backoff
+from pat_runtime.devices import Backoff
 from pat_runtime.wire import MessageType, WireError, make_header, pack, unpack
 
 log = logging.getLogger(__name__)

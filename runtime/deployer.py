@@ -21,11 +21,11 @@ import logging
 import uuid
 from dataclasses import dataclass
 from typing import Any, Sequence
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 import numpy as np
 
 from pat_runtime.devices.errors import DeviceError, RemoteDeviceError
+from pat_runtime.devices.uri import parse_uri
 from pat_runtime.artifact import loads
 from pat_runtime.wire import MessageType, make_header, pack, unpack
 
@@ -52,16 +52,17 @@ class Target:
         if to == "fleet":
             if not coordinator:
                 raise ValueError("--to fleet needs --coordinator tcp://HOST:PORT or mqtt://HOST:PORT")
-            u = urlsplit(coordinator)
+            u = parse_uri(coordinator, what="--coordinator")
             scheme = "mqtt" if u.scheme in ("mqtt", "mqtts") else "zmq"
             url = coordinator if scheme == "mqtt" else f"tcp://{u.netloc}"
-            return Target(scheme, url, tuple(nodes), dict(parse_qsl(u.query)).get("prefix", "pat"))
-        u = urlsplit(to)
-        node = unquote(u.path.strip("/"))
+            return Target(scheme, url, tuple(nodes), u.option("prefix", "pat"))
+        u = parse_uri(to, what="deploy target")
+        node = u.path
         if u.scheme not in ("zmq", "tcp", "mqtt", "mqtts") or not u.netloc or not node:
-            raise ValueError(f"bad deploy target {to!r}: use zmq://HOST:PORT/NODE, mqtt://HOST:PORT/NODE or fleet")
+            raise ValueError(f"bad deploy target {u.redacted!r}: use zmq://HOST:PORT/NODE, mqtt://HOST:PORT/NODE "
+                             "or fleet")
         if u.scheme in ("mqtt", "mqtts"):
-            return Target("mqtt", u._replace(path="").geturl(), (node,), dict(parse_qsl(u.query)).get("prefix", "pat"))
+            return Target("mqtt", u.geturl(path=""), (node,), u.option("prefix", "pat"))
         return Target("zmq", f"tcp://{u.netloc}", (node,))
 
 

@@ -28,6 +28,11 @@ Building blocks
   layers (deep PNN), with trainable rescaling between them, and digital layers make hybrid nets.
   :meth:`PNN.to_artifact_dict` / :meth:`PNN.from_artifact_dict` serialize θ, digital weights, the device
   spec and the architecture; :meth:`PNN.add_observer` sees every ``(x, θ, y_physical)`` PAT measures.
+* The one physical forward, :meth:`PNN.aforward`: each physical layer is measured on its own device and
+  differentiated through its own twin, or on whatever a :data:`Resolver` names for it (a fleet measures
+  layer ``k`` on some node's device with that node's twin: :func:`per_layer`).
+* :class:`PATStep` — the one training step (forward -> loss -> backward through the twins' VJP ->
+  optimizer -> θ projection) that every trainer, the fleet trainers and the stream trainer run.
 """
 from __future__ import annotations
 
@@ -38,6 +43,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pat_runtime.devices.base import Device
@@ -46,6 +52,9 @@ from pat_runtime.devices.spec import DeviceSpec
 #: ``observer(layer_name, x[b, in], theta[P], y[b, out])`` with float32 numpy arrays
 Observer = Callable[[str, np.ndarray, np.ndarray, np.ndarray], None]
 TwinFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: ``resolver(k, layer) -> (device, twin)``: the device that measures physical layer ``k`` (0-based, in
+#: order) and the twin whose VJP is its backward; ``None`` in either place keeps the layer's own
+Resolver = Callable[[int, "PhysicalLayer"], "tuple[Device | None, nn.Module | TwinFn | None]"]
 
 ARTIFACT_FORMAT = "pat-pnn/1"
 
@@ -176,8 +185,12 @@ class RangeMap(nn.Module):
             return u
         return torch.cat([u, u.new_zeros(u.shape[0], 1)], dim=1)[:, self.index]
 
+    def drive(self, u: torch.Tensor) -> torch.Tensor:
+        """The pre-sigmoid drive ``a ⊙ u[index] + b`` (what :meth:`calibrate` centres and spreads)."""
+        return self.a * self._gather(u) + self.b
+
     def forward(self, u: torch.Tensor) -> torch.Tensor:
-        z = self.a * self._gather(u) + self.b
+        z = self.drive(u)
         return (self.lo + (self.hi - self.lo) * torch.sigmoid(z)).clamp(self.lo, self.hi)
 
     @torch.no_grad()
@@ -257,23 +270,29 @@ class PhysicalLayer(nn.Module):
         xs = self._split(x)
         return torch.cat([self.twin(xs[:, c], self.theta[c]) for c in range(self.channels)], dim=1)
 
-    async def aforward(self, x: torch.Tensor) -> torch.Tensor:
-        """Physical forward through PAT: measured outputs, twin gradients."""
-        if self.device is None:
+    async def aforward(self, x: torch.Tensor, device: Device | None = None,
+                       twin: nn.Module | TwinFn | None = None) -> torch.Tensor:
+        """Physical forward through PAT: measured outputs, twin gradients.
+
+        ``device`` / ``twin`` measure and differentiate this call elsewhere than the layer's own (one shared
+        model served by many fleet nodes at once cannot re-attach its layers)."""
+        device = self.device if device is None else device
+        twin = self.twin if twin is None else twin
+        if device is None:
             raise RuntimeError(f"{self.name}: no device attached (in-silico only model); use forward()")
         xs = self._split(x)
         theta = self.theta.clamp(*self.spec.theta_range)
-        if batches_channels(self.device):  # one call (one request) for all channels
-            ys = await measure_many(self.device, xs, theta, observers=self.observers, name=self.name,
+        if batches_channels(device):  # one call (one request) for all channels
+            ys = await measure_many(device, xs, theta, observers=self.observers, name=self.name,
                                     concurrent=self.concurrent)
-            return torch.cat([pat_apply(xs[:, c], theta[c], ys[c], self.twin) for c in range(self.channels)], dim=1)
-        calls = [measure(self.device, xs[:, c], theta[c], observers=self.observers, name=f"{self.name}[{c}]",
+            return torch.cat([pat_apply(xs[:, c], theta[c], ys[c], twin) for c in range(self.channels)], dim=1)
+        calls = [measure(device, xs[:, c], theta[c], observers=self.observers, name=f"{self.name}[{c}]",
                          concurrent=self.concurrent) for c in range(self.channels)]
         if self.concurrent:
             ys = await asyncio.gather(*calls)
         else:
             ys = [await c for c in calls]
-        return torch.cat([pat_apply(xs[:, c], theta[c], ys[c], self.twin) for c in range(self.channels)], dim=1)
+        return torch.cat([pat_apply(xs[:, c], theta[c], ys[c], twin) for c in range(self.channels)], dim=1)
 
     @torch.no_grad()
     def project_(self) -> None:
@@ -303,9 +322,17 @@ class PNN(nn.Module):
             x = s(x)
         return x
 
-    async def aforward(self, x: torch.Tensor) -> torch.Tensor:
+    async def aforward(self, x: torch.Tensor, resolver: Resolver | None = None) -> torch.Tensor:
+        """The physical network (PAT): digital stages run here, physical layer ``k`` is measured on the
+        device ``resolver(k, layer)`` names (default: the layer's own) with that twin's VJP as backward."""
+        k = 0
         for s in self.stages:
-            x = await s.aforward(x) if isinstance(s, PhysicalLayer) else s(x)
+            if isinstance(s, PhysicalLayer):
+                device, twin = resolver(k, s) if resolver is not None else (None, None)
+                x = await s.aforward(x, device, twin)
+                k += 1
+            else:
+                x = s(x)
         return x
 
     def attach(self, device: Device | None = None, twin: nn.Module | TwinFn | None = None) -> "PNN":
@@ -399,6 +426,78 @@ class PNN(nn.Module):
         return model
 
 
+def per_layer(devices: Sequence[Device], twins: Sequence[nn.Module | TwinFn]) -> Resolver:
+    """A :data:`Resolver` measuring physical layer ``k`` on ``devices[k]`` with twin ``twins[k]``."""
+    if len(devices) != len(twins):
+        raise ValueError(f"per_layer: {len(devices)} devices for {len(twins)} twins")
+
+    def resolve(k: int, layer: PhysicalLayer) -> tuple[Device, nn.Module | TwinFn]:
+        if k >= len(devices):
+            raise ValueError(f"{layer.name}: physical layer {k} has no device ({len(devices)} given)")
+        return devices[k], twins[k]
+    return resolve
+
+
+# ---------------------------------------------------------------------------------------------------
+# The training step
+# ---------------------------------------------------------------------------------------------------
+class PATStep:
+    """One training step, the same for every trainer, the fleet and the stream trainer::
+
+        logits = await model.aforward(x, resolver)   physical forward (PAT), or ``forward(x)`` if given
+        loss   = CE(logits, y)                         mean, or a sum for shards (:meth:`gradients`)
+        grads  = ∂loss/∂w                              through each physical layer's twin VJP
+        w      <- optimizer(w, grads / divisor)        clipped to ``grad_clip``; θ projected into range
+
+    Split in two where a coordinator gathers gradients from several places before one update (the fleet):
+    :meth:`gradients` per shard, :meth:`apply` once per batch. ``forward`` replaces the physical forward
+    (``model(x)`` for in-silico training, a digital baseline); ``optimizer`` defaults to Adam at ``lr``
+    over the parameters that require gradients.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *, lr: float = 0.02,
+                 grad_clip: float | None = None,
+                 forward: Callable[[torch.Tensor], Any] | None = None):
+        self.model = model
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.opt = optimizer if optimizer is not None else torch.optim.Adam(self.params, lr=lr)
+        self.grad_clip = grad_clip
+        self.forward = forward
+
+    async def logits(self, x: torch.Tensor, resolver: Resolver | None = None) -> torch.Tensor:
+        """The forward this step trains through (physical unless ``forward`` was given)."""
+        if self.forward is not None:
+            return await self.forward(x)
+        return await self.model.aforward(x, resolver=resolver)
+
+    def gradients(self, logits: torch.Tensor, y: torch.Tensor,
+                  reduction: str = "mean") -> tuple[torch.Tensor, list[torch.Tensor | None]]:
+        """``(loss, ∂loss/∂w per parameter)``; ``None`` for a parameter the loss does not reach."""
+        loss = F.cross_entropy(logits, y, reduction=reduction)
+        grads = torch.autograd.grad(loss, self.params, allow_unused=True)
+        return loss.detach(), [None if g is None else g.detach() for g in grads]
+
+    def apply(self, grads: Sequence[torch.Tensor | None], divisor: float | None = None) -> None:
+        """One optimizer update with ``grads / divisor``, then θ clamped back into its safe range."""
+        for p, g in zip(self.params, grads):
+            p.grad = None if g is None else (g if divisor is None else g / divisor)
+        if self.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        self.opt.step()
+        project = getattr(self.model, "project_", None)
+        if project is not None:
+            project()
+
+    async def __call__(self, x: torch.Tensor, y: torch.Tensor,
+                       resolver: Resolver | None = None) -> tuple[float, torch.Tensor]:
+        """Forward, loss, backward and update on one batch; ``(loss, detached logits)``."""
+        self.model.train()
+        out = await self.logits(x, resolver)
+        loss, grads = self.gradients(out, y)
+        self.apply(grads)
+        return float(loss), out.detach()
+
+
 def _missing_twin(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     raise RuntimeError("this PNN was loaded without a twin: pass twin= to from_artifact_dict or call attach(twin=...)")
 
@@ -472,5 +571,5 @@ def _stages(n_features, n_classes, twin, device, spec, layers, hybrid, C, init_f
     return stages
 
 
-__all__ = ["ARTIFACT_FORMAT", "BinReadout", "Observer", "PATFunction", "PNN", "PhysicalLayer", "RangeMap",
-           "batches_channels", "build_pnn", "measure", "measure_many", "pat_apply"]
+__all__ = ["ARTIFACT_FORMAT", "BinReadout", "Observer", "PATFunction", "PATStep", "PNN", "PhysicalLayer", "RangeMap",
+           "Resolver", "batches_channels", "build_pnn", "measure", "measure_many", "pat_apply", "per_layer"]

@@ -4,15 +4,20 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
+
+from pat_runtime.devices.uri import parse_uri, strip_credentials
 
 
 def device_slug(device: str, limit: int = 60) -> str:
     """A file-name-safe form of a device URI, options included, credentials dropped."""
     if "://" in device:
-        parts = urlsplit(device)
-        device = f"{parts.scheme}://{parts.hostname or ''}{':' + str(parts.port) if parts.port else ''}" \
-                 f"{parts.path}{'?' + parts.query if parts.query else ''}"
+        try:
+            parts = parse_uri(device, keep_blank=True)
+        except ValueError:           # not a URL we can take apart: never keep its credentials
+            device = strip_credentials(device)
+        else:
+            query = "&".join(f"{k}={v}" for k, v in parts.query)
+            device = f"{parts.scheme}://{parts.hostport}{parts.raw_path}{'?' + query if query else ''}"
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", device).strip("_")
     return slug[:limit].rstrip("_") or "device"
 

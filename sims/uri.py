@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import inspect
 from typing import Any
-from urllib.parse import parse_qsl
 
 from pat_runtime.devices.base import Device
 from pat_runtime.devices.local import LocalDevice
 from pat_runtime.devices.options import coerce as _coerce
 from pat_runtime.devices.options import parse_options
+from pat_runtime.devices.uri import parse_query
 
 from . import SIMS, make_sim, sim_class
 
@@ -22,7 +22,7 @@ def parse_sim_uri(uri: str) -> tuple[str, dict[str, Any]]:
     """``sim:plate?unit=2&noise=0.02`` -> ``("plate", {"unit": 2, "noise": 0.02})`` (untyped, unchecked)."""
     body = uri.removeprefix("sim:")
     kind, _, query = body.partition("?")
-    return kind, {k: _coerce(v) for k, v in parse_qsl(query, keep_blank_values=False)}
+    return kind, {k: _coerce(v) for k, v in parse_query(query, where=uri)}
 
 
 def sim_option_defaults(kind: str) -> dict[str, Any]:

@@ -16,6 +16,8 @@ from typing import Optional
 
 import typer
 
+from pat_runtime.devices.uri import parse_uri
+
 
 def register(app: typer.Typer) -> None:
     """Add the `edge` command to `app`."""
@@ -128,13 +130,11 @@ async def _run_with_deployment(run_edge, device, connect, node_id, heartbeat, kw
 
 def _with_credentials(url: str, credentials: Path) -> str:
     """``url`` with ``credentials=FILE`` in its query (a path, not a secret: see pat_runtime.transport.mqtt.credentials)."""
-    from urllib.parse import parse_qsl, urlencode, urlsplit
-
-    u = urlsplit(url)
+    u = parse_uri(url, what="--connect")
     if u.scheme not in ("mqtt", "mqtts"):
         raise typer.BadParameter("--credentials is for mqtt:// and mqtts:// URLs", param_hint="--credentials")
-    query = [(k, v) for k, v in parse_qsl(u.query) if k != "credentials"]
-    return u._replace(query=urlencode([*query, ("credentials", str(credentials.resolve()))])).geturl()
+    query = [(k, v) for k, v in u.query if k != "credentials"]
+    return u.geturl(query=[*query, ("credentials", str(credentials.resolve()))])
 
 
 def _curve_client(server_key: str | None, cert: Path | None):

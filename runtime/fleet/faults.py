@@ -16,7 +16,10 @@ Faults (all seeded; ``FaultSpec.parse("drop=0.05,latency=0.01,jitter=0.005,crash
 ``seed``        seed of every random choice above (which nodes crash / are slow, when, which bytes)
 ==============  ==========================================================================================
 
-Used by :class:`pat_runtime.fleet.simfleet.SimFleet` in every mode (in-process, ZeroMQ, Ray).
+Used by :class:`pat_runtime.fleet.simfleet.SimFleet` in every mode (in-process, ZeroMQ, Ray) through the one
+fault hook of the edge transports: a node's :class:`FaultInjector` is its transport's ``faults``
+(:class:`pat_runtime.transport.base.EdgeFaults`), consulted for every request it receives; a lost reply is
+``None`` everywhere.
 """
 from __future__ import annotations
 
@@ -24,11 +27,10 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, fields, replace
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import numpy as np
 
-from pat_runtime.edge.service import NodeService
 from pat_runtime.wire import MessageType
 
 log = logging.getLogger(__name__)
@@ -104,26 +106,73 @@ class FaultPlan:
         self.crash_after = {int(i): int(rng.integers(spec.crash_min, spec.crash_max + 1)) for i in crashers}
         self.slow = {int(i) for i in rng.choice(n_nodes, size=spec.slow, replace=False)}
 
-    def injector(self, index: int, incarnation: int = 0) -> "FaultInjector":
+    def injector(self, index: int, incarnation: int = 0,
+                 on_crash: Callable[[], None] | None = None) -> "FaultInjector":
         """The injector for node ``index``; a restarted node (incarnation > 0) does not crash again."""
         return FaultInjector(self.spec, index, incarnation,
                              crash_after=self.crash_after.get(index) if incarnation == 0 else None,
-                             slow=index in self.slow)
+                             slow=index in self.slow, on_crash=on_crash)
 
 
 class FaultInjector:
-    """Per-node faults: wraps a service (:meth:`wrap`) and tampers with link frames (:meth:`tamper`)."""
+    """Per-node faults, the :class:`pat_runtime.transport.base.EdgeFaults` hook of a node's edge transport.
+
+    Set as ``transport.faults``: every request the edge receives goes through :meth:`serve` (delay, slowness,
+    crash, dropped reply) and, on the in-process link, every frame through :meth:`tamper` (corruption).
+    ``on_crash`` is called once when the node crashes (the fleet then silences or restarts it); ``busy`` is
+    the seconds spent handling requests (node-side utilization = busy / wall); ``counters`` count applies
+    and the faults injected.
+    """
 
     def __init__(self, spec: FaultSpec, index: int = 0, incarnation: int = 0, *,
-                 crash_after: int | None = None, slow: bool = False):
+                 crash_after: int | None = None, slow: bool = False,
+                 on_crash: Callable[[], None] | None = None):
         self.spec, self.index = spec, index
         self.crash_after, self.slow = crash_after, slow
+        self.on_crash = on_crash
         self.rng = np.random.default_rng([spec.seed, index, incarnation])
         self.counters = {"applies": 0, "dropped": 0, "corrupted": 0, "crashed": 0}
+        self.crashed = False
+        self.busy = 0.0
 
-    def wrap(self, service: NodeService, on_crash: Callable[[], None],
-             lost_reply: Any = None) -> "FaultyService":
-        return FaultyService(service, self, on_crash, lost_reply)
+    def crash(self) -> None:
+        """Crash the node now: no more replies, heartbeats or bye (``on_crash`` is told once). Counted in
+        ``counters["crashed"]`` only when the plan's ``crash_after`` fires (not for a crash asked for)."""
+        if self.crashed:
+            return
+        self.crashed = True
+        if self.on_crash is not None:
+            self.on_crash()
+
+    async def serve(self, header: dict[str, Any], arrays: list,
+                    handle: Callable[[dict[str, Any], list], Awaitable[Any]]) -> Any:
+        """``handle(header, arrays)`` seen through the faults; ``None`` for a dropped reply or a request that
+        reaches a crashed node (the transport then sends nothing)."""
+        spec = self.spec
+        if self.crashed:
+            return None
+        if header.get("type") in (MessageType.APPLY, MessageType.APPLY_MANY):  # requests that drive the device
+            self.counters["applies"] += 1
+            if self.crash_after is not None and self.counters["applies"] > self.crash_after:
+                self.counters["crashed"] += 1
+                self.crash()
+                return None
+        t0 = time.perf_counter()
+        try:
+            delay = spec.latency + (spec.jitter * self.rng.random() if spec.jitter else 0.0)
+            if delay:
+                await asyncio.sleep(delay)
+            reply = await handle(header, arrays)
+            if self.slow:
+                await asyncio.sleep((spec.slow_factor - 1.0) * (time.perf_counter() - t0))
+        finally:
+            self.busy += time.perf_counter() - t0
+        if self.crashed:
+            return None
+        if spec.drop and self.rng.random() < spec.drop:
+            self.counters["dropped"] += 1
+            return None
+        return reply
 
     def tamper(self, frames: list[bytes], direction: str) -> list[bytes] | None:
         """With probability ``corrupt``, flip 1-3 random bytes in one random frame."""
@@ -141,57 +190,4 @@ class FaultInjector:
         return frames
 
 
-class FaultyService:
-    """A :class:`NodeService` seen through faults: delays, slowness, dropped replies and a crash.
-
-    ``handle`` returns ``lost_reply`` (default ``None``: the inproc transport then sends nothing) for a
-    dropped reply or a request that reaches a crashed node.
-    """
-
-    def __init__(self, inner: NodeService, injector: FaultInjector, on_crash: Callable[[], None],
-                 lost_reply: Any = None):
-        self.inner, self.injector, self.on_crash, self.lost_reply = inner, injector, on_crash, lost_reply
-        self.crashed = False
-        self.busy = 0.0          # seconds spent handling requests (node-side utilization = busy / wall)
-
-    @property
-    def device(self):
-        return self.inner.device
-
-    @property
-    def node_id(self) -> str:
-        return self.inner.node_id
-
-    def __getattr__(self, name: str):
-        return getattr(self.inner, name)
-
-    async def handle(self, header: dict[str, Any], arrays: list[np.ndarray]):
-        inj, spec = self.injector, self.injector.spec
-        if self.crashed:
-            return self.lost_reply
-        if header.get("type") in (MessageType.APPLY, MessageType.APPLY_MANY):  # requests that drive the device
-            inj.counters["applies"] += 1
-            if inj.crash_after is not None and inj.counters["applies"] > inj.crash_after:
-                self.crashed = True
-                inj.counters["crashed"] += 1
-                self.on_crash()
-                return self.lost_reply
-        t0 = time.perf_counter()
-        try:
-            delay = spec.latency + (spec.jitter * inj.rng.random() if spec.jitter else 0.0)
-            if delay:
-                await asyncio.sleep(delay)
-            reply = await self.inner.handle(header, arrays)
-            if inj.slow:
-                await asyncio.sleep((spec.slow_factor - 1.0) * (time.perf_counter() - t0))
-        finally:
-            self.busy += time.perf_counter() - t0
-        if self.crashed:
-            return self.lost_reply
-        if spec.drop and inj.rng.random() < spec.drop:
-            inj.counters["dropped"] += 1
-            return self.lost_reply
-        return reply
-
-
-__all__ = ["FaultInjector", "FaultPlan", "FaultSpec", "FaultyService"]
+__all__ = ["FaultInjector", "FaultPlan", "FaultSpec"]

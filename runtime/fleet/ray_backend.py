@@ -118,7 +118,7 @@ class NodeActor:
         r = self.runner
         return {"pid": os.getpid(), "ray_node": self.ray_node, "reconstructed": self.reconstructed,
                 "node_ids": list(r.node_ids), "counters": r.counters(),
-                "crashed": [n for n, node in r.nodes.items() if node["service"].crashed],
+                "crashed": [n for n, node in r.nodes.items() if node["injector"].crashed],
                 "crashes": list(r.crashes), "restarts": list(r.restarts)}
 
     def info(self) -> dict[str, Any]:
@@ -314,6 +314,12 @@ class RayFleet(SimFleet):
     async def restart(self, node_id: str) -> None:
         """Kill ``node_id``'s actor; Ray starts it again (same units, next incarnation)."""
         await self._procs.kill_node(node_id)
+
+    def actor_of(self, node_id: str) -> "_Actor":
+        """The actor that runs ``node_id`` (its ``pid`` changes when Ray restarts it)."""
+        if self._procs is None:
+            raise RuntimeError("the fleet is not started")
+        return self._procs.actor_of(node_id)
 
     def placement(self) -> dict[str, str]:
         """node id -> Ray node id where its actor runs (as last seen)."""

@@ -2,7 +2,7 @@
 
 Every mini-batch is cut into one shard per training unit; shard ``k`` runs through the PNN with every
 physical layer measured on unit ``k`` (its own hidden variation) and PAT's backward through the twin at
-the measured inputs (:func:`pat_runtime.fleet.training.physical_forward`'s rule). The losses of all shards are
+the measured inputs (the rule of :meth:`pat_runtime.pat.PNN.aforward`). The losses of all shards are
 summed, so one update sees every unit and θ is pushed towards settings that work on all of them.
 
 Per-unit parameters (``per_unit``: names from :func:`pat_runtime.calibration.calibration_param_names`): each

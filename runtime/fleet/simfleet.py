@@ -10,6 +10,7 @@ other processes or on other machines run as Ray actors: :class:`pat_runtime.flee
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -21,7 +22,8 @@ from pat_runtime.transport.inproc import InprocCoordinator, InprocEdgeTransport
 from pat_runtime.transport.ports import free_port
 from pat_runtime.transport.zmq import ZmqCoordinator
 
-from .faults import FaultInjector, FaultPlan, FaultSpec, FaultyService
+from .faults import FaultInjector, FaultPlan, FaultSpec
+from .gcpolicy import fleet_gc
 from .simdevice import EchoDevice, node_device
 from .simfleet_zmq import NodeRunner
 
@@ -33,8 +35,8 @@ class _Node:
     index: int
     node_id: str
     incarnation: int
-    injector: FaultInjector
-    service: FaultyService
+    injector: FaultInjector       # the node transport's fault hook (``transport.faults``)
+    service: NodeService
     transport: Any
     stop: asyncio.Event
     task: asyncio.Task
@@ -53,6 +55,10 @@ class SimFleet:
     :class:`pat_runtime.fleet.ray_backend.RayFleet`, a subclass.
 
     Use as ``async with SimFleet(16, faults="drop=0.05") as fleet: ...`` (``fleet.manager`` schedules work).
+
+    ``gc_policy`` (default on): while the fleet runs, :func:`pat_runtime.fleet.gcpolicy.fleet_gc` freezes the
+    objects alive once the nodes joined and collects garbage in larger, rarer batches (the collector's cost
+    otherwise grows with the node count).
     """
 
     def __init__(self, n_nodes: int, device: str = "sim:circuit", *, faults: FaultSpec | str | None = None,
@@ -60,7 +66,7 @@ class SimFleet:
                  cap: int = 2, timeout: float = 1.0, retries: int = 2, heartbeat: float = 0.25,
                  liveness: float = 1.0, integrity: bool = True, threaded: bool = False, prefix: str = "node",
                  join_timeout: float = 30.0, manager_options: dict[str, Any] | None = None,
-                 device_options: dict[str, Any] | None = None):
+                 device_options: dict[str, Any] | None = None, gc_policy: bool = True):
         if n_nodes < 1:
             raise ValueError(f"a fleet needs at least one node, got {n_nodes}")
         if transport not in ("inproc", "zmq"):
@@ -87,6 +93,8 @@ class SimFleet:
         self._restarts: set[asyncio.Task] = set()
         self.crashes: list[tuple[float, str]] = []
         self.restarts: list[tuple[float, str]] = []
+        self.gc_policy = bool(gc_policy)
+        self._gc = contextlib.ExitStack()
 
     # ----- lifecycle ------------------------------------------------------------------------------------
     async def start(self) -> "SimFleet":
@@ -102,6 +110,8 @@ class SimFleet:
             self.manager = FleetManager(self.coordinator, cap=self.cap, **self.manager_options)
             await self.manager.start()
             await self.manager.wait_for_nodes(self.n, timeout=self.join_timeout)
+            if self.gc_policy:
+                self._gc.enter_context(fleet_gc())
         except BaseException:
             await self.close()
             raise
@@ -128,10 +138,9 @@ class SimFleet:
         node_id = self.node_ids[index]
         dev = node_device(self.device, index, self.seed, threaded=self.threaded, **self.device_options)
         await dev.connect()
-        injector = self.plan.injector(index, incarnation)
-        transport = InprocEdgeTransport(self.coordinator, node_id, heartbeat=self.heartbeat,
-                                        tamper=injector if self.faults.corrupt else None)
-        service = injector.wrap(NodeService(dev, node_id), on_crash=lambda: self._on_crash(node_id))
+        injector = self.plan.injector(index, incarnation, on_crash=lambda: self._on_crash(node_id))
+        transport = InprocEdgeTransport(self.coordinator, node_id, heartbeat=self.heartbeat, faults=injector)
+        service = NodeService(dev, node_id)
         stop = asyncio.Event()
         task = asyncio.create_task(transport.serve(service, stop), name=f"node-{node_id}")
         node = self.nodes[node_id] = _Node(index, node_id, incarnation, injector, service, transport, stop, task)
@@ -160,15 +169,11 @@ class SimFleet:
             return
         if self._runner is not None:
             node = self._runner.nodes[node_id]
-            if not node["service"].crashed:
-                node["service"].crashed = True
-                self._runner._crashed(node_id)
+            node["injector"].crash()
             await asyncio.gather(node["task"], return_exceptions=True)
             return
         node = self.nodes[node_id]
-        if not node.service.crashed:
-            node.service.crashed = True
-            self._on_crash(node_id)
+        node.injector.crash()
         await asyncio.gather(node.task, return_exceptions=True)
 
     async def restart(self, node_id: str) -> None:
@@ -183,6 +188,7 @@ class SimFleet:
         self.restarts.append((time.monotonic(), node_id))
 
     async def close(self) -> None:
+        self._gc.close()
         for t in list(self._restarts):
             t.cancel()
         await asyncio.gather(*self._restarts, return_exceptions=True)
@@ -210,8 +216,8 @@ class SimFleet:
         if self._procs is not None:
             return self._procs.crashed()
         if self._runner is not None:
-            return [n for n, node in self._runner.nodes.items() if node["service"].crashed]
-        return [n for n, node in self.nodes.items() if node.service.crashed]
+            return [n for n, node in self._runner.nodes.items() if node["injector"].crashed]
+        return [n for n, node in self.nodes.items() if node.injector.crashed]
 
     def fault_counters(self) -> dict[str, int]:
         """Fault counts summed over nodes (RayFleet: over live actors and cleanly stopped ones)."""
@@ -234,8 +240,8 @@ class SimFleet:
         """Seconds each node in this process spent handling requests (current incarnation; ``{}`` for
         nodes in other processes)."""
         if self._runner is not None:
-            return {n: node["service"].busy for n, node in self._runner.nodes.items()}
-        return {n: node.service.busy for n, node in self.nodes.items()}
+            return {n: node["injector"].busy for n, node in self._runner.nodes.items()}
+        return {n: node.injector.busy for n, node in self.nodes.items()}
 
 
-__all__ = ["EchoDevice", "FaultInjector", "FaultPlan", "FaultSpec", "FaultyService", "SimFleet", "node_device"]
+__all__ = ["EchoDevice", "FaultInjector", "FaultPlan", "FaultSpec", "SimFleet", "node_device"]

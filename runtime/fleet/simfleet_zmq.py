@@ -1,9 +1,10 @@
 """Simulated fleet nodes on ZeroMQ: in this process, or in Ray actors (one or many nodes each).
 
 Each node is a :class:`pat_runtime.edge.service.NodeService` on a :class:`pat_runtime.transport.zmq.ZmqEdgeTransport`
-(one DEALER per node, routing id = node id) behind the fault wrapper of :mod:`pat_runtime.fleet.faults`:
+(one DEALER per node, routing id = node id) whose fault hook (``faults``) is the node's
+:class:`pat_runtime.fleet.faults.FaultInjector`:
 
-* a dropped reply: the service returns :data:`LOST` and :class:`FaultyZmqEdge` sends nothing;
+* a dropped reply: the hook returns ``None`` and the edge sends nothing;
 * a crash: the node goes silent at once (no replies, no heartbeats, no bye). A node alone in its
   process (``exit_on_crash``) ends the process with ``os._exit(3)`` (a real process death; a Ray actor is
   then restarted by Ray, see :mod:`pat_runtime.fleet.ray_backend`); a node sharing a process is silenced and
@@ -31,30 +32,6 @@ from .simdevice import node_device
 
 log = logging.getLogger(__name__)
 
-#: the reply a fault-wrapped service returns when the reply is lost (FaultyZmqEdge sends nothing)
-LOST = ({"__lost__": True}, [])
-
-
-class FaultyZmqEdge(ZmqEdgeTransport):
-    """A ZeroMQ edge that can lose replies and crash (go silent without a bye)."""
-
-    crashed = False
-
-    def crash(self, stop: asyncio.Event) -> None:
-        self.crashed = True
-        stop.set()
-
-    def _send_nowait(self, *args: Any, **kw: Any) -> None:
-        if not self.crashed:
-            super()._send_nowait(*args, **kw)
-
-    # these two override private methods of ZmqEdgeTransport (pass-through of whatever they take)
-    def _reply(self, header: dict[str, Any], *args: Any, **kw: Any) -> None:
-        if self.crashed or header.get("__lost__"):
-            return
-        super()._reply(header, *args, **kw)
-
-
 class NodeRunner:
     """Runs fleet nodes ``indices`` (ZeroMQ edges to ``url``) on the current event loop."""
 
@@ -81,12 +58,11 @@ class NodeRunner:
         node_id = self.node_ids[self.indices.index(index)]
         dev = node_device(self.device, index, self.seed, threaded=self.threaded, **self.device_options)
         await dev.connect()
-        injector = self.plan.injector(index, incarnation)
-        edge = FaultyZmqEdge(self.url, node_id, heartbeat=self.heartbeat, max_concurrency=1, drain=0.2,
-                             context=self._ctx)
+        injector = self.plan.injector(index, incarnation, on_crash=lambda: self._crashed(node_id))
+        edge = ZmqEdgeTransport(self.url, node_id, heartbeat=self.heartbeat, max_concurrency=1, drain=0.2,
+                                context=self._ctx, faults=injector)   # a crashed injector silences the edge
         stop = asyncio.Event()
-        service = injector.wrap(NodeService(dev, node_id), on_crash=lambda: self._crashed(node_id),
-                                lost_reply=LOST)
+        service = NodeService(dev, node_id)
         task = asyncio.create_task(edge.serve(service, stop), name=f"zmq-node {node_id}")
         self.nodes[node_id] = {"index": index, "incarnation": incarnation, "edge": edge, "stop": stop,
                                "task": task, "injector": injector, "service": service}
@@ -96,7 +72,7 @@ class NodeRunner:
         self.crashes.append(node_id)
         if self.exit_on_crash:
             os._exit(3)                 # the process dies: no bye, sockets gone
-        node["edge"].crash(node["stop"])
+        node["stop"].set()              # the edge is silent already (its fault hook has crashed): no bye
         if self.faults.restart >= 0:
             t = asyncio.create_task(self._restart_later(node_id))
             self._restart_tasks.add(t)

@@ -9,6 +9,10 @@ some node ``n``, whose device is a different unit (its own hidden variation) wit
                          g_s      = ∂/∂w Σ_{i ∈ s} CE(logits_i, label_i)          (a sum, not yet averaged)
     batch update:        w <- Adam(w, (1/|B|) Σ_s g_s),  θ clamped back into theta_range
 
+This is :class:`pat_runtime.pat.PATStep` split in two (:meth:`~pat_runtime.pat.PATStep.gradients` per shard,
+:meth:`~pat_runtime.pat.PATStep.apply` per batch), with the fleet's node chosen by a resolver
+(:func:`pat_runtime.pat.per_layer`) in the one physical forward, :meth:`pat_runtime.pat.PNN.aforward`.
+
 ``g_s`` is added to the batch gradient only in the scheduler's ``on_result`` callback, which runs exactly
 once per shard id however many times the shard was sent (retries, reassignment after a node died, a
 speculative duplicate on a straggler). The :class:`ExactlyOnceLedger` counts every sample id it is told
@@ -34,11 +38,10 @@ from typing import Any, Callable, Hashable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from pat_runtime.devices.errors import DeviceConnectionError, DeviceTimeoutError, RemoteDeviceError
-from pat_runtime.pat import PNN, PhysicalLayer, measure, pat_apply
+from pat_runtime.pat import PNN, PATStep, per_layer
 
 from .manager import FleetDevice, FleetManager
 from .scheduler import FleetError, Shard, ShardScheduler, is_retryable
@@ -180,33 +183,6 @@ class FittedTwins(TwinProvider):
         return twin
 
 
-# ---------------------------------------------------------------------------------------------------
-# PAT forward on one node
-# ---------------------------------------------------------------------------------------------------
-async def physical_forward(model: PNN, x: torch.Tensor, devices: Sequence[FleetDevice],
-                           twins: Sequence[nn.Module]) -> torch.Tensor:
-    """``model``'s physical forward (PAT) with physical layer k measured on ``devices[k]``, twin ``twins[k]``.
-
-    Same computation as :meth:`pat_runtime.pat.PNN.aforward`, but the device and twin are chosen per call
-    (one shared model serves many nodes concurrently, so layers cannot be re-attached).
-    """
-    k = 0
-    for stage in model.stages:
-        if not isinstance(stage, PhysicalLayer):
-            x = stage(x)
-            continue
-        spec, C = stage.spec, stage.channels
-        if x.dim() != 2 or x.shape[1] != stage.n_in:
-            raise ValueError(f"{stage.name}: expected input [B, {stage.n_in}], got {list(x.shape)}")
-        xs = x.clamp(*spec.x_range).reshape(x.shape[0], C, spec.in_dim)
-        theta = stage.theta.clamp(*spec.theta_range)
-        dev, twin = devices[k], twins[k]
-        ys = await asyncio.gather(*(measure(dev, xs[:, c], theta[c]) for c in range(C)))
-        x = torch.cat([pat_apply(xs[:, c], theta[c], ys[c], twin) for c in range(C)], dim=1)
-        k += 1
-    return x
-
-
 @dataclass
 class ShardResult:
     ids: np.ndarray
@@ -236,8 +212,9 @@ class _TrainerBase:
                  request_timeout: float | None = None):
         self.manager, self.model, self.twins = manager, model, twins
         self.batch_size, self.seed = int(batch_size), int(seed)
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        self.opt = optimizer or torch.optim.Adam(self.params, lr=lr)
+        #: the one PAT step (:class:`pat_runtime.pat.PATStep`): gradients per shard, one update per batch
+        self.step = PATStep(model, optimizer, lr=lr)
+        self.params, self.opt = self.step.params, self.step.opt
         self.request_timeout = request_timeout
         self.devices: dict[str, FleetDevice] = {}
         self.ledger: ExactlyOnceLedger | None = None
@@ -273,17 +250,13 @@ class _TrainerBase:
             raise next(r for r in res if isinstance(r, BaseException))
         return failed
 
-    def _apply_update(self, grads: list[torch.Tensor | None], n: int) -> None:
-        for p, g in zip(self.params, grads):
-            p.grad = None if g is None else g / n
-        self.opt.step()
-        self.model.project_()
-
-    def _shard_grad(self, logits: torch.Tensor, labels: torch.Tensor, ids: np.ndarray) -> ShardResult:
-        loss = F.cross_entropy(logits, labels, reduction="sum")
-        grads = torch.autograd.grad(loss, self.params, allow_unused=True)
-        correct = int((logits.argmax(1) == labels).sum())
-        return ShardResult(ids, [None if g is None else g.detach() for g in grads], float(loss.detach()), correct)
+    async def _shard(self, x: np.ndarray, y: np.ndarray, ids: np.ndarray, devices: Sequence[FleetDevice],
+                     twins: Sequence[nn.Module]) -> ShardResult:
+        """Physical layer k on ``devices[k]`` / ``twins[k]``: the summed loss's gradients of one shard."""
+        logits = await self.step.logits(torch.from_numpy(x), per_layer(devices, twins))
+        labels = torch.from_numpy(y)
+        loss, grads = self.step.gradients(logits, labels, reduction="sum")
+        return ShardResult(ids, grads, float(loss), int((logits.argmax(1) == labels).sum()))
 
 
 class FleetTrainer(_TrainerBase):
@@ -303,9 +276,8 @@ class FleetTrainer(_TrainerBase):
     async def _work(self, node: str, shard: Shard) -> ShardResult:
         ids, x, y = shard.payload
         dev, twin = await self.node_twin(node)
-        logits = await physical_forward(self.model, torch.from_numpy(x), [dev] * len(self.model.physical_layers),
-                                        [twin] * len(self.model.physical_layers))
-        return self._shard_grad(logits, torch.from_numpy(y), ids)
+        L = len(self.model.physical_layers)
+        return await self._shard(x, y, ids, [dev] * L, [twin] * L)
 
     async def train_epoch(self, x: np.ndarray, y: np.ndarray, epoch: int) -> EpochStats:
         x = np.ascontiguousarray(x, np.float32)
@@ -344,7 +316,7 @@ class FleetTrainer(_TrainerBase):
             agg.failures += st.failures
             for n, c in st.by_node.items():
                 agg.by_node[n] = agg.by_node.get(n, 0) + c
-            self._apply_update(acc, len(idx))
+            self.step.apply(acc, divisor=len(idx))
         agg.ledger = ledger.check()
         agg.samples = len(x)
         agg.loss, agg.accuracy = loss_sum / len(x), correct / len(x)
@@ -361,7 +333,7 @@ class FleetTrainer(_TrainerBase):
         async def work(node: str, shard: Shard) -> int:
             sl = shard.payload
             dev, twin = await self.node_twin(node)
-            logits = await physical_forward(self.model, torch.from_numpy(x[sl]), [dev] * L, [twin] * L)
+            logits = await self.model.aforward(torch.from_numpy(x[sl]), per_layer([dev] * L, [twin] * L))
             return int((logits.argmax(1) == torch.from_numpy(y[sl])).sum())
 
         shards = [Shard(("eval", i), slice(i, i + shard_size)) for i in range(0, len(x), shard_size)]
@@ -426,8 +398,7 @@ class PipelineTrainer(_TrainerBase):
             try:
                 pairs = [await self.node_twin(n) for n in nodes]
                 devs = [self._Gate(self, d) for d, _ in pairs]
-                logits = await physical_forward(self.model, torch.from_numpy(x), devs, [t for _, t in pairs])
-                return self._shard_grad(logits, torch.from_numpy(y), ids)
+                return await self._shard(x, y, ids, devs, [t for _, t in pairs])
             except (DeviceTimeoutError, DeviceConnectionError, RemoteDeviceError) as e:
                 if not is_retryable(e):
                     raise
@@ -465,7 +436,7 @@ class PipelineTrainer(_TrainerBase):
                         acc[i] = g.clone() if acc[i] is None else acc[i].add_(g)
                 loss_sum += r.loss
                 correct += r.correct
-            self._apply_update(acc, len(idx))
+            self.step.apply(acc, divisor=len(idx))
         st = EpochStats(epoch, loss_sum / len(x), correct / len(x), time.perf_counter() - t0, len(x),
                         self.ledger.check())
         self.history.append(st)

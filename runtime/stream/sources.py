@@ -35,12 +35,12 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterable
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote
 
 import numpy as np
 
-from pat_runtime.redact import redact_uri
-from pat_runtime.transport.backoff import Backoff
+from pat_runtime.devices import Backoff
+from pat_runtime.devices.uri import parse_uri
 from pat_runtime.transport.mqtt.credentials import resolve_credentials
 from .deadletter import FILENAME as DEAD_LETTER_FILE
 from .deadletter import DeadLetter
@@ -273,12 +273,11 @@ class MqttUrl:
         Credentials: see :mod:`pat_runtime.transport.mqtt.credentials` (file or environment; a password in the
         URL works but is warned about).
         """
-        u = urlsplit(url)
-        if u.scheme not in ("mqtt", "tcp") or not u.hostname or not u.path.strip("/"):
-            raise ValueError(f"expected mqtt://HOST:PORT/TOPIC, got {redact_uri(url)!r}")
-        return MqttUrl(u.hostname, u.port or 1883, unquote(u.path.lstrip("/")),
-                       unquote(u.username) if u.username else None,
-                       unquote(u.password) if u.password else None, tuple(parse_qsl(u.query)))
+        u = parse_uri(url, what="stream source")
+        if u.scheme not in ("mqtt", "tcp") or not u.host or not u.path:
+            raise ValueError(f"expected mqtt://HOST:PORT/TOPIC, got {u.redacted!r}")
+        return MqttUrl(u.host, u.port or 1883, unquote(u.raw_path.lstrip("/")), u.username or None,
+                       u.password or None, u.query)
 
     def login(self) -> dict[str, str | None]:
         """``username`` / ``password`` keywords for ``aiomqtt.Client`` (URL, credentials file, environment)."""

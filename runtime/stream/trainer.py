@@ -6,6 +6,7 @@ For each new message ``(seq, x, y)`` of the source (duplicates are skipped by se
     logits = await pnn.aforward(x)           physical forward on the device (PAT); measurements are observed
     record accuracy / loss of this batch     (test-then-train: the batch was not trained on yet)
     loss.backward(); optimizer.step()        twin-VJP gradients; θ projected back into its safe range
+                                             (these three lines are :class:`pat_runtime.pat.PATStep`)
     every `eval_every` steps                 held-out accuracy on the device (optional)
     if the refresher says so                 refit the twin on the replay buffer (periodic or drift)
     every `checkpoint_every` steps           atomic checkpoint, then ``source.commit(offset)``
@@ -41,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from pat_runtime.devices.errors import DeviceError
+from pat_runtime.pat import PATStep
 
 from .checkpoint import CheckpointManager, rng_state, set_rng_state
 from .deadletter import FILENAME as DEAD_LETTER_FILE
@@ -81,7 +83,9 @@ class StreamTrainer:
         spec = pnn.spec
         self.replay = ReplayBuffer(self.cfg.replay_capacity, spec.in_dim, spec.param_dim, spec.out_dim)
         self.refresher = TwinRefresher(twin, self.replay, self.cfg.refresh) if self.cfg.refresh else None
-        self.opt = torch.optim.Adam(pnn.parameters(), lr=self.cfg.lr)
+        #: the one PAT step (:class:`pat_runtime.pat.PATStep`), gradients clipped to ``grad_clip``
+        self.pat_step = PATStep(pnn, torch.optim.Adam(pnn.parameters(), lr=self.cfg.lr), grad_clip=self.cfg.grad_clip)
+        self.opt = self.pat_step.opt
         self.ckpt = CheckpointManager(checkpoint_dir, self.cfg.keep_checkpoints) if checkpoint_dir else None
         self.tracker = SeqTracker()
         self.eval_data = eval_data
@@ -180,21 +184,13 @@ class StreamTrainer:
     async def train_step(self, s: Sample) -> dict[str, Any]:
         x, y = torch.from_numpy(s.x), torch.from_numpy(s.y)
         if self.cfg.update_model:
-            self.pnn.train()
-            logits = await self.pnn.aforward(x)
-            loss = F.cross_entropy(logits, y)
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if self.cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(self.pnn.parameters(), self.cfg.grad_clip)
-            self.opt.step()
-            self.pnn.project_()
+            loss, logits = await self.pat_step(x, y)
         else:
             with torch.no_grad():
                 logits = await self.pnn.aforward(x)
-                loss = F.cross_entropy(logits, y)
+                loss = float(F.cross_entropy(logits, y))
         acc = float((logits.argmax(1) == y).float().mean())
-        return {"seq": s.seq, "step": self.step + 1, "loss": float(loss.detach()), "acc": acc, "n": int(len(y)),
+        return {"seq": s.seq, "step": self.step + 1, "loss": loss, "acc": acc, "n": int(len(y)),
                 "twin_err": self.refresher.err_ema if self.refresher else None, "t": time.time()}
 
     @torch.no_grad()

@@ -23,26 +23,23 @@ from pat_runtime.edge.agent import EdgeNode
 from pat_runtime.transport.zmq import ZmqCoordinator, ZmqEdgeTransport
 
 from .core import free_port, sim_device
+from .faults import DropReplies
 
 
 class LossyEdgeTransport(ZmqEdgeTransport):
-    """A ZmqEdgeTransport that drops its first ``drop_replies`` replies to ``types`` (a lossy link).
+    """A ZmqEdgeTransport that loses its first ``drop_replies`` replies to ``types`` (a lossy link), through
+    the edge's fault hook (:class:`pat_runtime.testing.faults.DropReplies`).
 
     ``dropped_ids`` records the request ids whose reply was dropped.
     """
 
     def __init__(self, *args: Any, drop_replies: int = 1, types: Iterable[str] = ("apply",), **kw: Any):
-        super().__init__(*args, **kw)
-        self.drop_left = drop_replies
-        self.types = set(types)
-        self.dropped_ids: list[str] = []
+        self.drops = DropReplies(drop_replies, types)
+        super().__init__(*args, faults=self.drops, **kw)
 
-    def _reply(self, header, arrays, *rest) -> None:
-        if self.drop_left > 0 and header.get("re") in self.types:
-            self.drop_left -= 1
-            self.dropped_ids.append(header.get("id"))
-            return
-        super()._reply(header, arrays, *rest)
+    @property
+    def dropped_ids(self) -> list[str]:
+        return self.drops.dropped_ids
 
 
 @dataclass

@@ -30,7 +30,7 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable, Protocol, Sequence
 
 from pat_runtime.devices.spec import DeviceSpec
 
@@ -203,20 +203,68 @@ class Coordinator(RequestEngine, abc.ABC):
         await self.close()
 
 
+#: what ``NodeService.handle`` returns: the reply header and its arrays
+Reply = tuple[dict[str, Any], Sequence[Any]]
+
+
+class EdgeFaults(Protocol):
+    """Fault injection on an edge's link (drop, delay, corrupt, crash), consulted by every edge transport.
+
+    Set it as :attr:`EdgeTransport.faults`; :class:`pat_runtime.fleet.faults.FaultInjector` implements it for
+    every fleet mode (in-process, ZeroMQ, Ray), tests use small ones (:mod:`pat_runtime.testing.faults`).
+    """
+
+    #: the node has crashed: it sends nothing more (no replies, heartbeats or bye)
+    crashed: bool
+
+    async def serve(self, header: dict[str, Any], arrays: list,
+                    handle: Callable[[dict[str, Any], list], Awaitable[Reply]]) -> Reply | None:
+        """Run ``handle(header, arrays)`` (or not) with the faults applied; ``None``: no reply is sent
+        (the request or its reply was lost, or the node crashed)."""
+
+    def tamper(self, frames: list[bytes], direction: str) -> list[bytes] | None:
+        """The frames of a ``"request"`` as received or a ``"reply"`` as sent, possibly corrupted; ``None``
+        drops them. Only transports whose frames carry no checksum of their own call it (in-process)."""
+
+
 class EdgeTransport(abc.ABC):
-    """Edge-side endpoint: announces the node, heartbeats, serves requests with a NodeService."""
+    """Edge-side endpoint: announces the node, heartbeats, serves requests with a NodeService.
+
+    Every request goes through :meth:`handle_request`, where the one fault-injection hook, :attr:`faults`,
+    is applied (nothing is injected while it is ``None``, the default).
+    """
+
+    #: fault injection for this edge (:class:`EdgeFaults`); ``None``: none
+    faults: EdgeFaults | None = None
 
     @abc.abstractmethod
     async def serve(self, service: Any, stop: asyncio.Event) -> None:
         """Serve ``service`` (an :class:`pat_runtime.edge.service.NodeService`) until ``stop`` is set, then say bye."""
+
+    async def handle_request(self, service: Any, header: dict[str, Any], arrays: list) -> Reply | None:
+        """``service.handle(header, arrays)`` through :attr:`faults`; ``None``: send no reply."""
+        if self.faults is None:
+            return await service.handle(header, arrays)
+        return await self.faults.serve(header, arrays, service.handle)
+
+    def nowait_for(self, service: Any) -> Callable[[dict[str, Any], list], Any] | None:
+        """The service's inline fast path (:func:`nowait_handler`), or None while faults are injected (every
+        request must then pass :meth:`handle_request`)."""
+        return nowait_handler(service) if self.faults is None else None
+
+    @property
+    def silenced(self) -> bool:
+        """Has an injected crash silenced this edge (nothing may be sent any more)?"""
+        return self.faults is not None and self.faults.crashed
 
 
 def nowait_handler(service: Any) -> Callable[[dict[str, Any], list], Any] | None:
     """``service.handle_nowait`` if its class defines one, else None.
 
     ``handle_nowait(header, arrays)`` returns the reply when it can be made without awaiting, else None (the
-    transport then awaits ``handle``). A wrapper that only forwards attributes (e.g. a fault injector) is not
-    given the fast path: its ``handle`` must see every request.
+    transport then awaits ``handle``). A wrapper that only forwards attributes is not given the fast path:
+    its ``handle`` must see every request (nor is any service while an edge injects faults:
+    :meth:`EdgeTransport.nowait_for`).
     """
     fn = getattr(type(service), "handle_nowait", None)
     return fn.__get__(service) if fn is not None else None

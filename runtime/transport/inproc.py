@@ -23,7 +23,8 @@ Usage::
     hdr, (y,) = await coord.request("node-1", "apply", [x, theta], timeout=1.0)
 
 Each node handles its requests one at a time (a physical device is serial; ``concurrency`` raises that).
-A service whose ``handle`` returns ``None`` sends no reply (used to inject dropped replies).
+Faults (drop, delay, corrupt, crash) come from the edge's one fault hook, ``faults``
+(:class:`pat_runtime.transport.base.EdgeFaults`): requests pass its ``serve`` and, here, every frame its ``tamper``.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ import time
 import uuid
 import weakref
 import zlib
-from typing import Any, Protocol, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -45,7 +46,7 @@ from pat_runtime.devices.errors import DeviceConnectionError
 from pat_runtime import wire
 from pat_runtime.wire import MessageType, WireError
 
-from .base import Coordinator, EdgeTransport, nowait_handler
+from .base import Coordinator, EdgeFaults, EdgeTransport
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +54,6 @@ Frames = list[bytes]
 
 _HUBS: "weakref.WeakValueDictionary[str, InprocCoordinator]" = weakref.WeakValueDictionary()
 _counter = itertools.count(1)
-
-
-class FrameTamper(Protocol):
-    """Hook on the edge's link: returns the (possibly damaged) frames, or ``None`` to drop them."""
-
-    def tamper(self, frames: Frames, direction: str) -> Frames | None: ...
 
 
 def _crc(frames: Sequence[bytes]) -> bytes:
@@ -214,16 +209,17 @@ class InprocCoordinator(Coordinator):
 class InprocEdgeTransport(EdgeTransport):
     """The node end of an in-memory link to an :class:`InprocCoordinator` (given or by address).
 
-    ``heartbeat`` is the period of heartbeats (s); ``tamper`` is an optional :class:`FrameTamper` applied to
-    incoming requests and outgoing replies; ``concurrency`` is how many requests are handled at once.
+    ``heartbeat`` is the period of heartbeats (s); ``faults`` is the fault hook (:attr:`EdgeTransport.faults`;
+    its ``tamper`` sees incoming requests and outgoing replies); ``concurrency`` is how many requests are
+    handled at once.
     """
 
     def __init__(self, coordinator: "InprocCoordinator | str", node_id: str, *, heartbeat: float = 1.0,
-                 tamper: FrameTamper | None = None, concurrency: int = 1, connect_timeout: float = 10.0):
+                 faults: EdgeFaults | None = None, concurrency: int = 1, connect_timeout: float = 10.0):
         self._coord_ref = coordinator
         self.node_id = node_id
         self.heartbeat = float(heartbeat)
-        self.tamper = tamper
+        self.faults = faults
         self.concurrency = int(concurrency)
         self.connect_timeout = float(connect_timeout)
         self.session = uuid.uuid4().hex
@@ -235,11 +231,17 @@ class InprocEdgeTransport(EdgeTransport):
         self.integrity = True
         self.limits = wire.DEFAULT_LIMITS
         self.last_sent = 0.0   # monotonic time of the last frame to the coordinator (any traffic = alive)
+        #: looking up its coordinator by address (serving, the coordinator not open yet)
+        self.waiting_for_coordinator = False
 
     # coordinator -> node
     def _deliver(self, frames: Frames) -> None:
         if not self.crashed:
             self._inbox.put_nowait(frames)
+
+    def deliver(self, frames: Frames) -> None:
+        """Hand ``frames`` to this edge as if the coordinator had sent them (tests: raw, malformed input)."""
+        self._deliver(frames)
 
     def crash(self) -> None:
         """Stop answering at once, without a bye (the coordinator keeps a dead link until a restart)."""
@@ -250,22 +252,26 @@ class InprocEdgeTransport(EdgeTransport):
         if isinstance(self._coord_ref, InprocCoordinator):
             return self._coord_ref
         deadline = time.monotonic() + self.connect_timeout
-        while not stop.is_set():
-            c = _HUBS.get(self._coord_ref)
-            if c is not None and c._open:
-                return c
-            if time.monotonic() > deadline:
-                raise DeviceConnectionError(self.node_id, f"no coordinator at {self._coord_ref}")
-            await asyncio.sleep(0.05)
-        return None
+        self.waiting_for_coordinator = True
+        try:
+            while not stop.is_set():
+                c = _HUBS.get(self._coord_ref)
+                if c is not None and c._open:
+                    return c
+                if time.monotonic() > deadline:
+                    raise DeviceConnectionError(self.node_id, f"no coordinator at {self._coord_ref}")
+                await asyncio.sleep(0.05)
+            return None
+        finally:
+            self.waiting_for_coordinator = False
 
     def _send(self, header: dict[str, Any], arrays: Sequence[Any] = (), tamper: bool = False) -> None:
         c = self._coord
         if c is None or self.crashed:
             return
         frames = to_frames(header, arrays, self.integrity, self.limits)
-        if tamper and self.tamper is not None:
-            frames = self.tamper.tamper(frames, "reply")
+        if tamper and self.faults is not None:
+            frames = self.faults.tamper(frames, "reply")
             if frames is None:
                 self.counters["dropped"] += 1
                 return
@@ -308,12 +314,12 @@ class InprocEdgeTransport(EdgeTransport):
             self._coord = None
 
     async def _worker(self, service: Any) -> None:
-        nowait = nowait_handler(service)
+        nowait = self.nowait_for(service)
         while True:
             frames = await self._inbox.get()
             self.counters["requests"] += 1
-            if self.tamper is not None:
-                frames = self.tamper.tamper(frames, "request")
+            if self.faults is not None:
+                frames = self.faults.tamper(frames, "request")
                 if frames is None:
                     self.counters["dropped"] += 1
                     continue
@@ -328,7 +334,7 @@ class InprocEdgeTransport(EdgeTransport):
                 continue
             reply = nowait(h, arrays) if nowait is not None else None
             if reply is None:
-                reply = await service.handle(h, arrays)
+                reply = await self.handle_request(service, h, arrays)
             if reply is None or self.crashed:
                 self.counters["dropped"] += reply is None
                 continue

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 
@@ -31,6 +30,7 @@ from pat_runtime.wire import MessageType
 from pat_runtime.devices.base import Device
 from pat_runtime.devices.errors import RemoteDeviceError, ShapeError
 from pat_runtime.devices.options import coerce
+from pat_runtime.devices.uri import parse_uri
 
 
 def check_finite(name: str, y: np.ndarray) -> np.ndarray:
@@ -110,25 +110,20 @@ def connect_uri(uri: str, **kwargs: Any) -> RemoteDevice:
     go to the coordinator (e.g. ``liveness``, ``max_inflight``). Other query options go to the ZeroMQ
     coordinator as keywords, or stay in the MQTT URL (which has its own, e.g. ``prefix``).
     """
-    parts = urlsplit(uri)
-    scheme = parts.scheme.lower()
-    node = unquote(parts.path.strip("/"))
+    parts = parse_uri(uri, what="device URI")
+    scheme = parts.scheme
+    node = parts.path
     if not node or "/" in node:
-        raise ValueError(f"device URI {uri!r} must name exactly one node: {scheme}://HOST:PORT/NODE")
-    query = parse_qsl(parts.query)
+        raise ValueError(f"device URI {parts.redacted!r} must name exactly one node: {scheme}://HOST:PORT/NODE")
+    query = parts.query
     dev_kw = {k: coerce(v) for k, v in query if k in _DEVICE_OPTIONS}
     rest = [(k, v) for k, v in query if k not in _DEVICE_OPTIONS]
     dev_kw.update({k: kwargs.pop(k) for k in _DEVICE_OPTIONS if k in kwargs})
     if scheme in ("zmq", "tcp"):
         from pat_runtime.transport.zmq import ZmqCoordinator
 
-        try:
-            port = parts.port
-        except ValueError as e:
-            raise ValueError(f"bad port in {uri!r}: {e}") from None
-        if not parts.hostname or port is None:
-            raise ValueError(f"device URI {uri!r} needs HOST:PORT")
-        host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+        if not parts.host or parts.port is None:
+            raise ValueError(f"device URI {parts.redacted!r} needs HOST:PORT")
         opts = {k: coerce(v) for k, v in rest}
         opts.update(kwargs)
         cert, keys = opts.pop("curve_cert", None), opts.pop("curve_keys", None)
@@ -137,12 +132,12 @@ def connect_uri(uri: str, **kwargs: Any) -> RemoteDevice:
 
             opts["curve"] = CurveServer.from_files(str(cert), str(keys) if keys is not None else None)
         elif keys is not None:
-            raise ValueError(f"{uri!r}: curve_keys needs curve_cert (the coordinator's secret certificate)")
-        coord: Coordinator = ZmqCoordinator(f"tcp://{host}:{port}", **opts)
+            raise ValueError(f"{parts.redacted!r}: curve_keys needs curve_cert (the coordinator's secret certificate)")
+        coord: Coordinator = ZmqCoordinator(f"tcp://{parts.hostport}", **opts)
     elif scheme in ("mqtt", "mqtts"):
         from pat_runtime.transport.mqtt import MqttCoordinator
 
-        coord = MqttCoordinator(urlunsplit((scheme, parts.netloc, "", urlencode(rest), "")), **kwargs)
+        coord = MqttCoordinator(parts.geturl(path="", query=rest), **kwargs)
     else:
-        raise ValueError(f"unsupported remote device scheme {scheme!r} in {uri!r}")
+        raise ValueError(f"unsupported remote device scheme {scheme!r} in {parts.redacted!r}")
     return RemoteDevice(coord, node, own_coordinator=True, **dev_kw)

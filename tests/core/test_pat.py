@@ -162,7 +162,7 @@ async def test_acalibrate_uses_measured_outputs():
         with torch.no_grad():
             y1 = await model.physical_layers[0].aforward(model.stages[0](x))    # measured on the device
             rm = model.stages[2]
-            return rm.a * rm._gather(y1) + rm.b
+            return rm.drive(y1)
 
     on_device = build_pnn(10, 3, toy_twin, dev, layers=2, seed=0)
     await on_device.acalibrate(x, spread=1.5)

@@ -45,29 +45,35 @@ def test_tamper_flips_bytes_reproducibly():
     assert FaultInjector(FaultSpec(corrupt=0.0)).tamper(frames, "reply") is frames
 
 
-async def test_faulty_service_latency_slow_drop_and_crash():
+async def test_injector_latency_slow_drop_and_crash():
+    """The edge fault hook (what every edge transport consults per request): delay, slowness, drop, crash."""
     dev = node_device("echo:?latency=0.01", 0)
     await dev.connect()
     x, th = np.zeros((2, 4), np.float32), np.zeros(4, np.float32)
 
-    async def timed(svc):
+    async def timed(inj, node="a"):
         t = time.perf_counter()
-        r = await svc.handle(wire.make_header("apply"), [x, th])
+        r = await inj.serve(wire.make_header("apply"), [x, th], NodeService(dev, node).handle)
         return r, time.perf_counter() - t
 
-    fast = FaultInjector(FaultSpec(latency=0.02)).wrap(NodeService(dev, "a"), on_crash=lambda: None)
+    fast = FaultInjector(FaultSpec(latency=0.02))
     (h, (y,)), dt = await timed(fast)
     assert h["ok"] and dt >= 0.03 and fast.busy >= 0.03
-    slow = FaultInjector(FaultSpec(slow_factor=5), slow=True).wrap(NodeService(dev, "b"), on_crash=lambda: None)
-    _, dt_slow = await timed(slow)
+    slow = FaultInjector(FaultSpec(slow_factor=5), slow=True)
+    _, dt_slow = await timed(slow, "b")
     assert dt_slow >= 0.05
-    dropper = FaultInjector(FaultSpec(drop=1.0)).wrap(NodeService(dev, "c"), on_crash=lambda: None, lost_reply="L")
-    assert (await timed(dropper))[0] == "L"
+    dropper = FaultInjector(FaultSpec(drop=1.0))
+    assert (await timed(dropper, "c"))[0] is None and dropper.counters["dropped"] == 1
     crashes = []
-    crasher = FaultInjector(FaultSpec(), crash_after=1).wrap(NodeService(dev, "d"), on_crash=lambda: crashes.append(1))
-    assert (await timed(crasher))[0][0]["ok"]
-    assert (await timed(crasher))[0] is None and crasher.crashed and crashes == [1]
-    assert (await timed(crasher))[0] is None and crashes == [1]          # stays down, crashes once
+    crasher = FaultInjector(FaultSpec(), crash_after=1, on_crash=lambda: crashes.append(1))
+    assert (await timed(crasher, "d"))[0][0]["ok"]
+    assert (await timed(crasher, "d"))[0] is None and crasher.crashed and crashes == [1]
+    assert (await timed(crasher, "d"))[0] is None and crashes == [1]          # stays down, crashes once
+    assert crasher.counters["crashed"] == 1
+    asked = FaultInjector(FaultSpec(), on_crash=lambda: crashes.append(2))
+    asked.crash()
+    asked.crash()
+    assert asked.crashed and crashes == [1, 2] and asked.counters["crashed"] == 0   # asked for, not injected
 
 
 def test_node_device_units_differ():

@@ -70,8 +70,7 @@ async def _train(task, *, kill: int = 0, faults: str | None = None, n: int = 4):
                 for victim in busy[:kill]:
                     killed.append(victim)
                     inflight_at_kill[victim] = tr.scheduler.inflight[victim]
-                    fleet.nodes[victim].service.crashed = True
-                    fleet._on_crash(victim)                    # no bye, no more replies
+                    fleet.nodes[victim].injector.crash()       # no bye, no more replies
 
         tr.on_shard = chaos
         hist = await tr.fit(task.x_train, task.y_train, EPOCHS)

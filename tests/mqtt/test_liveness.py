@@ -66,7 +66,7 @@ async def test_last_will_marks_a_killed_node_offline_at_once(broker, coordinator
             x, theta = np.zeros((2, 16), np.float32), np.zeros(16, np.float32)
             pending = asyncio.create_task(coord.request("doomed", "apply", [x, theta], timeout=60, retries=0))
             await wait_until(lambda: coord.stats.sent_msgs >= 1, timeout=5)
-            await asyncio.sleep(0.2)  # the node has it (device busy for 30 s)
+            await wait_until(lambda: coord.nodes["doomed"].meta.get("inflight") == 1, timeout=10)  # the node has it
             proc.kill()
             await wait_until(lambda: not coord.nodes["doomed"].alive, timeout=30)
             with pytest.raises(DeviceConnectionError, match=r"\[doomed\] node went offline"):
@@ -77,7 +77,7 @@ async def test_last_will_marks_a_killed_node_offline_at_once(broker, coordinator
         async with coordinator(broker.url) as late:
             with pytest.raises(Exception, match="did not join"):
                 await late.wait_for_node("doomed", timeout=0.5)
-            assert late._sessions.get("doomed") is None
+            assert late.session("doomed") is None
     finally:
         await _reap(proc)
 
@@ -160,4 +160,4 @@ async def test_cancelled_node_still_says_offline(broker, edge_node, coordinator)
             with pytest.raises(asyncio.CancelledError):
                 await node.task
             await wait_until(lambda: not coord.nodes["cancelled"].alive, timeout=2)
-            assert coord._sessions["cancelled"] is None  # told by the node, not by missed heartbeats
+            assert "cancelled" in coord.nodes and coord.session("cancelled") is None  # told by the node

@@ -43,7 +43,7 @@ async def test_crash_fault_ends_the_actor_and_ray_restarts_it(ray_cluster):
                         faults="crash=1,crash_min=3,crash_max=3,restart=0,seed=1", **RAY_OPTS) as fleet:
         m = fleet.manager
         (victim,) = [fleet.node_ids[i] for i in fleet.plan.crash_after]
-        actor = fleet._procs.actor_of(victim)
+        actor = fleet.actor_of(victim)
         old_pid = actor.pid
 
         async def work(node, shard):

@@ -50,9 +50,9 @@ async def test_mqtt_status_and_hello_of_ids_that_never_join_are_bounded_and_expi
                     await evil.publish(f"pat/fake-{i}/hello", wire.pack(wire.make_header("hello", node=f"fake-{i}")),
                                        qos=1)
                 await wait_until(lambda: coord.stats.recv_msgs >= 600)
-            assert len(coord._unjoined) <= 50 and len(coord._sessions) <= 50 and len(coord._hellos) <= 50
+            assert all(n <= 50 for n in coord.tracked().values())
             assert coord.stats.rejected >= 2 * 250 and coord.nodes == {}
             coord.forget_after = 0.2  # never-joined ids expire
-            await wait_until(lambda: not coord._unjoined and not coord._sessions and not coord._hellos)
+            await wait_until(lambda: not any(coord.tracked().values()))
         finally:
             await coord.close()

@@ -95,8 +95,7 @@ async def test_pipelining_respects_the_inflight_cap():
     finally:
         await node.stop()
         await coord.close()
-    assert seen["max"] == cap  # pipelined up to the cap, never beyond
-    assert dt < 0.8 * n * delay  # really concurrent (sequential would take n * delay)
+    assert seen["max"] == cap  # pipelined up to the cap (really concurrent), never beyond
     assert dt >= (n / cap) * delay * 0.9
 
 

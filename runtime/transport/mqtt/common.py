@@ -23,11 +23,11 @@ import socket
 import struct
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 import aiomqtt
 
 from pat_runtime.devices.errors import DeviceConnectionError, DeviceError
+from pat_runtime.devices.uri import parse_uri
 from pat_runtime.redact import redact_uri
 from pat_runtime.wire import DEFAULT_LIMITS, MAGIC, Limits, WireError, decode_header
 
@@ -79,21 +79,15 @@ class MqttUrl:
 
     @classmethod
     def parse(cls, url: str) -> "MqttUrl":
-        u = urlsplit(url)
+        u = parse_uri(url, what="MQTT URL")
         if u.scheme not in ("mqtt", "mqtts"):
-            raise ValueError(f"not an MQTT URL: {url!r} (expected mqtt://host:port or mqtts://...)")
+            raise ValueError(f"not an MQTT URL: {u.redacted!r} (expected mqtt://host:port or mqtts://...)")
         tls = u.scheme == "mqtts"
-        try:
-            port = u.port or (8883 if tls else 1883)
-        except ValueError as e:
-            raise ValueError(f"bad port in MQTT URL {url!r}: {e}") from None
-        node = unquote(u.path.strip("/")) or None
+        node = u.path or None
         if node is not None:
             check_name(node)
-        return cls(host=u.hostname or "127.0.0.1", port=port,
-                   username=unquote(u.username) if u.username is not None else None,
-                   password=unquote(u.password) if u.password is not None else None,
-                   tls=tls, node=node, options=tuple(parse_qsl(u.query)))
+        return cls(host=u.host or "127.0.0.1", port=u.port or (8883 if tls else 1883), username=u.username,
+                   password=u.password, tls=tls, node=node, options=u.query)
 
     def __repr__(self) -> str:  # never shows the password or secret query values
         query = "&".join(f"{k}={v}" for k, v in self.options)
@@ -114,12 +108,12 @@ class MqttUrl:
 
 def split_device_url(url: str) -> tuple[str, str]:
     """``mqtt://u:p@h:1883/node-1?prefix=x`` -> (``mqtt://u:p@h:1883?prefix=x``, ``node-1``)."""
-    u = urlsplit(url)
-    node = unquote(u.path.strip("/"))
+    u = parse_uri(url, what="MQTT device URL")
+    node = u.path
     if not node:
-        raise ValueError(f"MQTT device URL {url!r} names no node: use mqtt://host:port/NODE")
+        raise ValueError(f"MQTT device URL {u.redacted!r} names no node: use mqtt://host:port/NODE")
     check_name(node)
-    return u._replace(path="").geturl(), node
+    return u.geturl(path=""), node
 
 
 class Topics:

@@ -30,7 +30,7 @@ import aiomqtt
 
 from pat_runtime.devices.errors import DeviceConnectionError
 from pat_runtime import wire
-from pat_runtime.transport.backoff import Backoff
+from pat_runtime.devices import Backoff
 from pat_runtime.transport.base import Coordinator
 from pat_runtime.wire import DEFAULT_LIMITS, Limits, WireError
 
@@ -144,6 +144,16 @@ class MqttCoordinator(Coordinator):
                     break
                 except DeviceConnectionError as e:
                     log.debug("reconnect failed: %s", e)
+
+    def tracked(self) -> dict[str, int]:
+        """How many node ids each per-node table holds (bounded by ``max_nodes``; tests, monitoring):
+        ``sessions`` (status seen), ``hellos`` (hello kept), ``unjoined`` (status/hello, never joined)."""
+        return {"sessions": len(self._sessions), "hellos": len(self._hellos), "unjoined": len(self._unjoined)}
+
+    def session(self, node_id: str) -> str | None:
+        """The session id (SID) of ``node_id``'s live connection; None when the node said it went offline
+        (its status "offline SID" or Last Will) or was never seen."""
+        return self._sessions.get(node_id)
 
     # ----- requests (the engine calls these) ---------------------------------------------------------
     def _precheck(self, node_id: str) -> None:

@@ -13,7 +13,7 @@ Life cycle of :meth:`MqttEdgeTransport.serve`, per broker connection (session id
 
 A crash (process killed, socket gone) skips the last step; the broker then publishes the Last Will, so the
 coordinator learns at once that the node is offline. A lost connection is re-established after
-``reconnect`` s (doubling up to 5 s, jittered: :mod:`pat_runtime.transport.backoff`); a refused login (:class:`MqttAuthError`) is raised, not retried.
+``reconnect`` s (doubling up to 5 s, fully jittered: :class:`pat_runtime.devices.Backoff`); a refused login (:class:`MqttAuthError`) is raised, not retried.
 A payload that cannot be unpacked gets an error reply (``ok: false`` with the wire error code; on
 ``PREFIX/NODE/rep/CID`` when its header was readable, else on ``PREFIX/NODE/rep``) and the node keeps serving.
 """
@@ -29,8 +29,8 @@ import aiomqtt
 
 from pat_runtime.devices.errors import DeviceConnectionError
 from pat_runtime import wire
-from pat_runtime.transport.backoff import Backoff
-from pat_runtime.transport.base import EdgeTransport, nowait_handler
+from pat_runtime.devices import Backoff
+from pat_runtime.transport.base import EdgeFaults, EdgeTransport
 from pat_runtime.wire import DEFAULT_LIMITS, Limits, MessageType, WireError
 
 from .common import (DEFAULT_MAX_PAYLOAD, MqttAuthError, MqttUrl, Topics, check_name, connect, disconnect,
@@ -45,8 +45,9 @@ class MqttEdgeTransport(EdgeTransport):
     def __init__(self, url: str, node_id: str, heartbeat: float = 0.5, *, prefix: str | None = None,
                  max_concurrency: int = 8, max_payload: int | None = None, keepalive: int = 5,
                  reconnect: float = 0.2, drain: float = 2.0, connect_timeout: float = 10.0,
-                 max_queued: int = 1000, limits: Limits = DEFAULT_LIMITS):
+                 max_queued: int = 1000, limits: Limits = DEFAULT_LIMITS, faults: EdgeFaults | None = None):
         self.url = MqttUrl.parse(url)
+        self.faults = faults
         self.node_id = check_name(node_id)
         self.topics = Topics(prefix or self.url.option("prefix", "pat"))
         self.heartbeat = float(heartbeat)
@@ -143,7 +144,7 @@ class MqttEdgeTransport(EdgeTransport):
     async def _recv_loop(self, client: aiomqtt.Client, service: Any, handlers: set[asyncio.Task]) -> None:
         sem = asyncio.Semaphore(self.max_concurrency)
         req = self.topics.req(self.node_id)
-        nowait = nowait_handler(service)
+        nowait = self.nowait_for(service)
         async for msg in client.messages:
             if msg.topic.value != req:
                 continue
@@ -168,7 +169,10 @@ class MqttEdgeTransport(EdgeTransport):
                 header = peek_header(payload, self.limits)
                 reply, out = wire.error_header(header, e.code, str(e), self.node_id), []
             else:
-                reply, out = await service.handle(header, arrays)
+                res = await self.handle_request(service, header, arrays)
+                if res is None:   # lost to an injected fault
+                    return
+                reply, out = res
                 self.counters["served"] += 1
             self._last_reply = asyncio.get_running_loop().time()
             why = publish_nowait(client, self._reply_topic(header), self._pack_reply(reply, out), qos=1)
@@ -234,6 +238,8 @@ class MqttEdgeTransport(EdgeTransport):
             await asyncio.sleep(self.heartbeat)
             if loop.time() - self._last_reply < self.heartbeat * 0.9:
                 continue  # replies went out: the coordinator already knows we are alive
+            if self.silenced:
+                continue  # an injected crash: the node went silent
             seq += 1
             self.counters["heartbeats"] += 1
             await client.publish(hb, wire.pack(wire.make_header(

@@ -5,8 +5,10 @@ That fd is *edge-triggered* and only says "the socket's state may have changed",
 
 * reads ``ZMQ_EVENTS`` and drains every pending message (``recv_multipart(NOBLOCK, copy=False)``) into
   ``on_message(frames)`` -- at most ``batch`` per loop iteration, then yields to the loop and continues;
-* re-checks ``ZMQ_EVENTS`` after every send (a send can swallow the fd's edge for an incoming message)
-  and schedules a drain if something is readable;
+* re-checks ``ZMQ_EVENTS`` after a send (a send can swallow the fd's edge for an incoming message) and
+  schedules a drain if something is readable -- except for a send made from inside the drain (an inline
+  reply: the drain reads ``ZMQ_EVENTS`` before its next message anyway) or while a drain pass is already
+  scheduled (one ``ZMQ_EVENTS`` read costs ~5 us in pyzmq);
 * sends with ``NOBLOCK``; only when the high-water mark is reached does :meth:`send` wait for ``POLLOUT``.
 
 Compared with ``zmq.asyncio.Socket.recv_multipart()`` in a task this saves a future, a task wake-up and
@@ -65,6 +67,7 @@ class SocketDriver:
         self._loop = asyncio.get_running_loop()
         self._fd = sock.getsockopt(zmq.FD)
         self._scheduled = False
+        self._draining = False
         self._send_waiters: deque[asyncio.Future] = deque()
 
     def start(self) -> "SocketDriver":
@@ -102,6 +105,13 @@ class SocketDriver:
         self._scheduled = False
         if self.closed:
             return
+        self._draining = True
+        try:
+            self._drain()
+        finally:
+            self._draining = False
+
+    def _drain(self) -> None:
         sock = self.sock
         for _ in range(self.batch):
             ev = sock.getsockopt(_EVENTS)
@@ -127,16 +137,18 @@ class SocketDriver:
     # ----- sending -----------------------------------------------------------------------------------
     def send_nowait(self, frames: list) -> bool:
         """Send now; False if the high-water mark is reached. Raises ``zmq.ZMQError`` for other errors."""
-        sock = self.sock
         try:
-            send_frames(sock, frames)
+            send_frames(self.sock, frames)
             return True
         except zmq.Again:
             return False
         finally:
-            # the send may have consumed the fd's edge: if something is readable now, handle it soon
-            # (checked inline: scheduling a callback after every send would cost a loop iteration)
-            if not self.closed and (sock.getsockopt(_EVENTS) & _POLLIN or self._send_waiters):
+            # the send may have consumed the fd's edge: if something is readable now, handle it soon --
+            # not needed from inside the drain (it reads ZMQ_EVENTS before its next message anyway) or when a
+            # drain pass is already scheduled; otherwise checked inline (a callback per send would cost more)
+            if self._send_waiters:
+                self.kick()
+            elif not (self._draining or self._scheduled or self.closed) and self.sock.getsockopt(_EVENTS) & _POLLIN:
                 self.kick()
 
     async def send(self, frames: list) -> None:

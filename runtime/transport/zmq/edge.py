@@ -26,7 +26,7 @@ import zmq
 import zmq.asyncio
 
 from pat_runtime import wire
-from pat_runtime.transport.base import EdgeTransport, nowait_handler
+from pat_runtime.transport.base import EdgeFaults, EdgeTransport
 from pat_runtime.wire import DEFAULT_LIMITS, Limits, MessageType, WireError
 
 from .driver import SocketDriver
@@ -42,7 +42,7 @@ class ZmqEdgeTransport(EdgeTransport):
     def __init__(self, connect: str, node_id: str, heartbeat: float = 0.5, *, curve: CurveClient | None = None,
                  max_concurrency: int = 8, hwm: int = DEFAULT_HWM, limits: Limits = DEFAULT_LIMITS,
                  drain: float = 2.0, bye_linger: float = 0.5, context: zmq.asyncio.Context | None = None,
-                 insecure: bool = False):
+                 insecure: bool = False, faults: EdgeFaults | None = None):
         if not node_id:
             raise ValueError("node_id must be a non-empty string")
         check_endpoint(connect, curve, insecure, f"node {node_id}")
@@ -65,6 +65,7 @@ class ZmqEdgeTransport(EdgeTransport):
         self.inflight = 0
         self._nowait = None
         self._last_reply = 0.0
+        self.faults = faults
 
     # ----- main loop ---------------------------------------------------------------------------------
     async def serve(self, service: Any, stop: asyncio.Event) -> None:
@@ -75,7 +76,7 @@ class ZmqEdgeTransport(EdgeTransport):
         if self.curve is not None:
             self.curve.apply(sock)
         self._service = service
-        self._nowait = nowait_handler(service)
+        self._nowait = self.nowait_for(service)
         self._handlers = set()
         self._stopping = False
         self.inflight = 0
@@ -174,15 +175,19 @@ class ZmqEdgeTransport(EdgeTransport):
 
     async def _serve(self, header: dict[str, Any], arrays: list, frames: list) -> None:
         try:
-            reply, out = await self._service.handle(header, arrays)
+            res = await self.handle_request(self._service, header, arrays)
+            if res is None:   # lost to an injected fault
+                return
             self.counters["served"] += 1
-            self._reply(reply, out, arrays, frames)
+            self._reply(res[0], res[1], arrays, frames)
         except asyncio.CancelledError:
             raise
         except Exception:  # never let one request take the node down
             log.exception("node %s: failed to handle a request", self.node_id)
 
     def _reply(self, header: dict[str, Any], arrays, request_arrays=(), request_frames=()) -> None:
+        if self.faults is not None and self.faults.crashed:
+            return
         try:
             frames = wire.encode(header, arrays, self.limits)
         except WireError as e:  # a handler produced something we cannot send
@@ -224,6 +229,8 @@ class ZmqEdgeTransport(EdgeTransport):
 
     def _send_nowait(self, frames: list) -> None:
         """Fire-and-forget control message; dropped (counted) when the send queue is full."""
+        if self.faults is not None and self.faults.crashed:
+            return
         try:
             ok = self._driver is not None and self._driver.send_nowait(frames)
         except zmq.ZMQError:

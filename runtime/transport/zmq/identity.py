@@ -25,9 +25,10 @@ import logging
 import os
 from pathlib import Path
 from typing import Callable, Mapping
-from urllib.parse import urlsplit
 
 import zmq.auth
+
+from pat_runtime.devices.uri import parse_uri
 
 log = logging.getLogger("pat_runtime.transport.zmq")
 
@@ -94,10 +95,13 @@ def load_keys(source: str | Path | Mapping[str, bytes | str]) -> dict[bytes, str
 
 def is_loopback_endpoint(endpoint: str) -> bool:
     """``tcp://127.0.0.1:5555``, ``tcp://[::1]:1``, ``tcp://localhost:1``, ``ipc://``, ``inproc://`` -> True."""
-    u = urlsplit(endpoint)
+    try:
+        u = parse_uri(endpoint, what="endpoint")
+    except ValueError:               # e.g. tcp://*:5555 (no numeric port): not known to be loopback
+        return False
     if u.scheme in ("ipc", "inproc"):
         return True
-    host = (u.hostname or "").strip("[]")
+    host = (u.host or "").strip("[]")
     if host == "localhost":
         return True
     try:
