@@ -10,8 +10,9 @@ from __future__ import annotations
 from ._retry import Backoff, retry
 from .base import Device, as_array
 from .blocking import BlockingDevice
-from .errors import (DeviceConnectionError, DeviceError, DeviceTimeoutError, OutOfRangeError, RemoteDeviceError,
-                     ShapeError)
+from .codes import ErrorCode
+from .errors import (ArtifactFailure, DeviceConnectionError, DeviceError, DeviceTimeoutError, OutOfRangeError,
+                     PatError, ProtocolError, RemoteDeviceError, ShapeError, TransportError)
 from .factory import make_device
 from .local import LocalDevice, Measurable
 from .options import parse_options
@@ -19,6 +20,8 @@ from .registry import register_scheme, schemes, unregister_scheme
 from .spec import DeviceSpec
 from .uri import Uri, parse_query, parse_uri, redact_uri
 
-__all__ = ["Backoff", "BlockingDevice", "Device", "DeviceConnectionError", "DeviceError", "DeviceSpec", "DeviceTimeoutError",
-           "LocalDevice", "Measurable", "OutOfRangeError", "RemoteDeviceError", "ShapeError", "Uri", "as_array",
-           "make_device", "parse_options", "parse_query", "parse_uri", "redact_uri", "register_scheme", "retry", "schemes", "unregister_scheme"]
+__all__ = ["ArtifactFailure", "Backoff", "BlockingDevice", "Device", "DeviceConnectionError", "DeviceError",
+           "DeviceSpec", "DeviceTimeoutError", "ErrorCode", "LocalDevice", "Measurable", "OutOfRangeError",
+           "PatError", "ProtocolError", "RemoteDeviceError", "ShapeError", "TransportError", "Uri", "as_array",
+           "make_device", "parse_options", "parse_query", "parse_uri", "redact_uri", "register_scheme", "retry",
+           "schemes", "unregister_scheme"]

@@ -1,6 +1,7 @@
 """The edge node: a device served to a coordinator (``pat edge``), with optional deployed-model plugins.
 
-* :class:`NodeService` — request handlers (hello, apply, apply_many, ...) with idempotent replies
+* :class:`NodeService` — request handlers (hello, apply, apply_many, ...) with idempotent replies; a handler
+  takes a :class:`Request` and returns a :class:`Reply` or raises :class:`RequestError`
 * :func:`run_edge` / :class:`EdgeNode` / :func:`make_edge_transport` — serve a device URI on a transport URL
 * :class:`Deployment` — signed PNN artifacts: deploy, rollback, infer, predictions outbox
 * :class:`Calibrator` — per-unit calibration before a deployed model is switched in
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 from pat_runtime._lazy import lazy_exports
 
 _EXPORTS = {
-    "NodeService": ".service", "RequestError": ".service",
+    "NodeService": ".service", "RequestError": ".service", "Request": ".service", "Reply": ".service",
     "EdgeNode": ".agent", "make_edge_transport": ".agent", "run_edge": ".agent",
     "Deployment": ".deployed", "Installed": ".deployed",
     "Calibrator": ".calibration", "calibrate_on_unit": ".calibration",
@@ -30,5 +31,5 @@ if TYPE_CHECKING:
     from .deadline import DeadlineClock
     from .deployed import Deployment, Installed
     from .predictions import PredictionBuffer
-    from .service import NodeService, RequestError
+    from .service import NodeService, Reply, Request, RequestError
     from .status import EdgeStatus

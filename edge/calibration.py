@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pat_runtime.devices.codes import ErrorCode
 from pat_runtime.devices.base import Device
 from pat_runtime.edge.service import NodeService, RequestError
 from pat_runtime.artifact import Artifact, ArtifactError, atomic_write, normalize, pnn_from_artifact, \
@@ -288,9 +289,8 @@ class Calibrator:
         if inner is None:
             return
 
-        async def status(header, arrays):
-            fields, out = await inner(header, arrays)
-            return {**fields, "calibration": self.status(), "alert": self.drift.alert}, out
+        async def status(req):
+            return (await inner(req)).with_fields(calibration=self.status(), alert=self.drift.alert)
 
         service.register("status", status)
 
@@ -329,8 +329,8 @@ class Calibrator:
             inst = self.dep._verify(data, expect)          # ArtifactError: refused, nothing changes
             plan = plan_of(inst.artifact.metadata)
             if plan is None:
-                raise RequestError("not_calibratable", "the artifact carries no calibration plan "
-                                                       "(metadata['calibration']); deploy it with plain deploy")
+                raise RequestError(ErrorCode.NOT_CALIBRATABLE, "the artifact carries no calibration plan "
+                                                               "(metadata['calibration']); deploy it with plain deploy")
             feats = normalize(np.asarray(x, np.float32), inst.artifact.normalization)
             serving = self.dep.current.model if self.dep.current else None
             rep = await calibrate_on_unit(inst.model, self.dep._device(), feats, y, plan, budget, threshold,
@@ -407,18 +407,18 @@ class Calibrator:
     # ----- handlers ------------------------------------------------------------------------------------
     async def _h_calibrate_deploy(self, header, arrays):
         if len(arrays) not in (2, 3) or arrays[0].dtype != np.uint8 or arrays[0].ndim != 1:
-            raise RequestError("bad_request", "calibrate_deploy needs [artifact uint8[N], x[n, F], (y int[n])]")
+            raise RequestError(ErrorCode.BAD_REQUEST, "calibrate_deploy needs [artifact uint8[N], x[n, F], (y int[n])]")
         x = np.asarray(arrays[1], np.float32)
         y = np.asarray(arrays[2], np.int64) if len(arrays) == 3 else None
         if x.ndim != 2 or (y is not None and y.shape != (len(x),)):
-            raise RequestError("bad_shape", f"calibration x must be [n, F] and y [n]; got {x.shape}, "
-                                            f"{None if y is None else y.shape}")
+            raise RequestError(ErrorCode.BAD_SHAPE, f"calibration x must be [n, F] and y [n]; got {x.shape}, "
+                                                    f"{None if y is None else y.shape}")
         try:
             budget = Budget.from_dict(header.get("budget") if isinstance(header.get("budget"), dict) else None)
             threshold = float(header.get("threshold", 0.0))
             verify = float(header.get("verify", 0.5))
         except (TypeError, ValueError) as e:
-            raise RequestError("bad_request", f"bad calibration options: {e}") from None
+            raise RequestError(ErrorCode.BAD_REQUEST, f"bad calibration options: {e}") from None
         expect = header.get("sha256")
         try:
             rep = await self.calibrate_deploy(arrays[0].tobytes(), x, y, threshold, budget, verify,
@@ -428,7 +428,7 @@ class Calibrator:
             raise RequestError(e.code, f"artifact refused, still serving {self.dep._current_desc()}: "
                                        f"{e.message}") from None
         except ValueError as e:
-            raise RequestError("bad_request", str(e)) from None
+            raise RequestError(ErrorCode.BAD_REQUEST, str(e)) from None
         return {"report": rep.to_dict()}, []
 
     async def _h_status(self, header, arrays):

@@ -51,8 +51,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from pat_runtime.devices.codes import ErrorCode
 from pat_runtime.edge.predictions import PredictionBuffer
-from pat_runtime.edge.service import NodeService, RequestError
+from pat_runtime.edge.service import NodeService
+from pat_runtime.protocol import Reply, Request, RequestError, reply_code
 from pat_runtime.artifact import Artifact, ArtifactError, atomic_write, dumps, loads, normalize, pnn_from_artifact
 from pat_runtime.signing import KeyFileError, SigningKey, TrustedKeys, default_trust_path, generate_key, \
     load_signing_key
@@ -170,7 +172,7 @@ class Deployment:
             try:
                 base = TrustedKeys.from_file(self.trusted_keys)
             except ValueError as e:
-                raise ArtifactError("untrusted_key", f"trusted keys unusable: {e}") from None
+                raise ArtifactError(ErrorCode.UNTRUSTED_KEY, f"trusted keys unusable: {e}") from None
         own = self._node_key(create=False)
         return base if own is None else TrustedKeys({*base.keys, own.public_raw}, f"{base.source} + node key")
 
@@ -183,11 +185,11 @@ class Deployment:
             try:
                 return generate_key(d, comment=f"node {self.node_id} (derived artifacts)", trust=False)[2]
             except KeyFileError as e:
-                raise ArtifactError("untrusted_key", f"cannot create this node's own key: {e}") from None
+                raise ArtifactError(ErrorCode.UNTRUSTED_KEY, f"cannot create this node's own key: {e}") from None
         try:
             return load_signing_key(d / "signing.key")
         except KeyFileError as e:
-            raise ArtifactError("untrusted_key", f"this node's own key is unusable: {e}") from None
+            raise ArtifactError(ErrorCode.UNTRUSTED_KEY, f"this node's own key is unusable: {e}") from None
 
     async def install_derived(self, artifact: Artifact) -> dict[str, Any]:
         """Install an artifact this node derived from a verified one (a per-unit calibration of the deployed
@@ -202,8 +204,8 @@ class Deployment:
         dev = self._device()
         art = loads(data, spec=dev.spec, trusted=self._trust())
         if expect and art.artifact_id != expect:
-            raise ArtifactError("checksum_mismatch", f"artifact id {art.artifact_id[:16]}... is not the expected "
-                                                     f"{str(expect)[:16]}... (damaged in transit?)")
+            raise ArtifactError(ErrorCode.CHECKSUM_MISMATCH, f"artifact id {art.artifact_id[:16]}... is not the "
+                                                             f"expected {str(expect)[:16]}... (damaged in transit?)")
         model = pnn_from_artifact(art, dev)
         return Installed(art, model, time.time())
 
@@ -233,17 +235,17 @@ class Deployment:
         """Go back to the previous artifact (or to ``to``, an id in the history)."""
         async with self._lock:
             if self.current is None:
-                raise RequestError("no_model", "nothing is deployed")
+                raise RequestError(ErrorCode.NO_MODEL, "nothing is deployed")
             if to is not None and self.current.artifact.artifact_id == to:
                 return {**self.current.info, "previous": self._previous_id(), "unchanged": True}
             if to is None:
                 if len(self.history) < 2:
-                    raise RequestError("no_previous", "no previous version to roll back to")
+                    raise RequestError(ErrorCode.NO_PREVIOUS, "no previous version to roll back to")
                 idx = len(self.history) - 2
             elif to in self.history:
                 idx = self.history.index(to)
             else:
-                raise RequestError("unknown_version", f"artifact {to[:16]}... is not in this node's history")
+                raise RequestError(ErrorCode.UNKNOWN_VERSION, f"artifact {to[:16]}... is not in this node's history")
             target = self.history[idx]
             inst = await asyncio.to_thread(self._load, target)  # ArtifactError if the stored file went bad
             self.history = self.history[: idx + 1]
@@ -256,12 +258,12 @@ class Deployment:
     async def infer(self, x: np.ndarray, request: str = "") -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
         inst = self.current
         if inst is None:
-            raise RequestError("no_model", "no model is deployed on this node")
+            raise RequestError(ErrorCode.NO_MODEL, "no model is deployed on this node")
         try:
             logits, labels = await inst.predict(x)
         except ValueError as e:
             if type(e) is ValueError:  # our own shape/normalization errors; device errors pass through
-                raise RequestError("bad_shape", str(e)) from None
+                raise RequestError(ErrorCode.BAD_SHAPE, str(e)) from None
             raise
         self.counters["inferences"] += 1
         info = {"artifact_id": inst.artifact.artifact_id, "model_version": inst.artifact.model_version}
@@ -272,37 +274,38 @@ class Deployment:
         return info, logits, labels
 
     # ----- NodeService handlers --------------------------------------------------------------------
-    async def _h_deploy(self, header, arrays):
+    async def _h_deploy(self, req: Request) -> Reply:
+        arrays = req.arrays
         if len(arrays) != 1 or arrays[0].dtype != np.uint8 or arrays[0].ndim != 1:
-            raise RequestError("bad_request", "deploy needs one uint8[N] array holding the artifact bytes")
-        expect = header.get("sha256")
+            raise RequestError(ErrorCode.BAD_REQUEST, "deploy needs one uint8[N] array holding the artifact bytes")
+        expect = req.get("sha256")
         try:
-            return await self.install(arrays[0].tobytes(), expect if isinstance(expect, str) else None), []
+            return req.reply(**await self.install(arrays[0].tobytes(), expect if isinstance(expect, str) else None))
         except ArtifactError as e:
             raise RequestError(e.code, f"artifact refused, still serving "
                                        f"{self._current_desc()}: {e.message}") from None
 
-    async def _h_rollback(self, header, arrays):
-        to = header.get("to")
+    async def _h_rollback(self, req: Request) -> Reply:
+        to = req.get("to")
         try:
-            return await self.rollback(to if isinstance(to, str) else None), []
+            return req.reply(**await self.rollback(to if isinstance(to, str) else None))
         except ArtifactError as e:
             raise RequestError(e.code, f"stored artifact unusable, still serving {self._current_desc()}: "
                                        f"{e.message}") from None
 
-    async def _h_infer(self, header, arrays):
-        if len(arrays) != 1:
-            raise RequestError("bad_request", f"infer needs 1 array [x], got {len(arrays)}")
-        info, logits, labels = await self.infer(np.asarray(arrays[0]), request=str(header.get("id", "")))
-        return info, [logits, labels]
+    async def _h_infer(self, req: Request) -> Reply:
+        if len(req.arrays) != 1:
+            raise RequestError(ErrorCode.BAD_REQUEST, f"infer needs 1 array [x], got {len(req.arrays)}")
+        info, logits, labels = await self.infer(np.asarray(req.arrays[0]), request=str(req.get("id", "")))
+        return req.reply([logits, labels], **info)
 
-    async def _h_models(self, header, arrays):
+    async def _h_models(self, req: Request) -> Reply:
         hist = []
         for aid in self.history:
             inst = self._cache.get(aid)
             hist.append(inst.info if inst else {"artifact_id": aid})
-        return {"current": self.current.info if self.current else None, "history": hist,
-                "counters": dict(self.counters), "predictions": self.predictions.stats()}, []
+        return req.reply(current=self.current.info if self.current else None, history=hist,
+                         counters=dict(self.counters), predictions=self.predictions.stats())
 
     # ----- persistence ------------------------------------------------------------------------------
     def _artifact_path(self, aid: str) -> Path:
@@ -317,7 +320,7 @@ class Deployment:
         try:
             data = self._artifact_path(aid).read_bytes()
         except OSError as e:
-            raise ArtifactError("unreadable", f"stored artifact {aid[:16]}... is missing: {e}") from None
+            raise ArtifactError(ErrorCode.UNREADABLE, f"stored artifact {aid[:16]}... is missing: {e}") from None
         inst = self._verify(data, expect=aid)
         self._cache[aid] = inst
         return inst
@@ -433,10 +436,10 @@ class Deployment:
         elif kind == "infer":
             try:
                 if len(arrays) != 1:
-                    raise RequestError("bad_request", "infer needs one array [x]")
+                    raise RequestError(ErrorCode.BAD_REQUEST, "infer needs one array [x]")
                 await self.infer(np.asarray(arrays[0]), request=str(h.get("id", "")))
             except Exception as e:  # publish the failure instead of the predictions
-                code = getattr(e, "code", "internal")
+                code = reply_code(e)
                 self.predictions.put(self._topic("predictions"),
                                      pack(make_header("predictions", node=self.node_id, request=str(h.get("id", "")),
                                                       ok=False, error={"code": code, "message": str(e)[:2000]})))
@@ -447,17 +450,18 @@ class Deployment:
         try:
             if h.get("type") == MessageType.DEPLOY:
                 if len(arrays) != 1 or arrays[0].dtype != np.uint8:
-                    raise RequestError("bad_request", "deploy needs one uint8[N] array")
+                    raise RequestError(ErrorCode.BAD_REQUEST, "deploy needs one uint8[N] array")
                 sha = h.get("sha256")
                 info = await self.install(arrays[0].tobytes(), sha if isinstance(sha, str) else None)
             elif h.get("type") == MessageType.ROLLBACK:
                 to = h.get("to")
                 info = await self.rollback(to if isinstance(to, str) else None)
             else:
-                raise RequestError("bad_request", f"unexpected message type {h.get('type')!r} on the deploy topic")
+                raise RequestError(ErrorCode.BAD_REQUEST,
+                                   f"unexpected message type {h.get('type')!r} on the deploy topic")
             return {"ok": True, "request": req, **info}
         except Exception as e:  # ArtifactError, RequestError -- or anything else: a refusal, never a dead task
-            code = getattr(e, "code", None) or "internal"
+            code = reply_code(e)
             msg = e.message if isinstance(e, ArtifactError) else str(e)
             if not isinstance(e, (ArtifactError, RequestError)):
                 log.exception("node %s: unexpected error applying a deploy-topic message", self.node_id)

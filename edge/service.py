@@ -1,8 +1,12 @@
 """NodeService: the transport-independent request handler that runs beside a device.
 
 Transports (ZeroMQ, MQTT, in-process) hand it decoded ``(header, arrays)`` requests and send back what
-:meth:`NodeService.handle` returns. It never raises: unknown types, bad arrays, device errors and handler
-bugs all become error replies (``{"ok": False, "error": {"code", "message"}}``), and the node stays up.
+:meth:`NodeService.handle` returns (a ``(header, arrays)`` pair). Handlers are typed: each receives a
+:class:`~pat_runtime.protocol.Request` and returns a :class:`~pat_runtime.protocol.Reply` (``req.reply(arrays,
+**fields)`` / ``req.error_reply(code, message)``) or raises. The service never raises: unknown types, bad arrays,
+device errors and handler bugs all become error replies (``{"ok": False, "error": {"code", "message"}}``, the
+code an :class:`~pat_runtime.devices.codes.ErrorCode`, see :func:`~pat_runtime.protocol.reply_code`), and the
+node stays up.
 
 Requests are idempotent by id: a retried request id gets the cached reply (the device is not driven twice),
 and a duplicate that arrives while the first is still running waits for the same result. A cached reply
@@ -21,6 +25,7 @@ and create a task only when it returns ``None``.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections import OrderedDict
@@ -29,35 +34,51 @@ from typing import Any, Awaitable, Callable
 import numpy as np
 
 from pat_runtime.devices.base import Device
-from pat_runtime.devices.errors import DeviceError, OutOfRangeError, ShapeError
-from pat_runtime.wire import MessageType, WireError, error_header, reply_header
+from pat_runtime.devices.codes import ErrorCode
+from pat_runtime.protocol import Reply, Request, RequestError, reply_code
+from pat_runtime.wire import MessageType, error_header
 
 from .deadline import DeadlineClock
 
 log = logging.getLogger(__name__)
 
-Reply = tuple[dict[str, Any], list[np.ndarray]]
-Handler = Callable[[dict[str, Any], list[np.ndarray]], Awaitable[Reply]]
-SyncHandler = Callable[[dict[str, Any], list[np.ndarray]], Reply]
+#: what transports send back: the reply header and its arrays
+WireReply = tuple[dict[str, Any], list[np.ndarray]]
+#: a handler: ``async (Request) -> Reply`` (or raise)
+Handler = Callable[[Request], Awaitable[Reply]]
+#: a handler that never waits, run inline by :meth:`NodeService.handle_nowait`
+SyncHandler = Callable[[Request], Reply]
+#: the older handler form ``async (header, arrays) -> (fields, arrays)``, still accepted by ``register``
+LegacyHandler = Callable[[dict[str, Any], list[np.ndarray]], Awaitable[tuple[dict[str, Any], list[np.ndarray]]]]
 APPLY_MANY = MessageType.APPLY_MANY
 
 
-class RequestError(Exception):
-    """Raise from a handler to send an error reply with ``code``."""
-
-    def __init__(self, code: str, message: str):
-        self.code = code
-        super().__init__(message)
-
-
-def _nbytes(reply: Reply) -> int:
+def _nbytes(reply: WireReply) -> int:
     return sum(getattr(a, "nbytes", 0) for a in reply[1])
 
 
-class NodeService:
-    """Serves one device. ``handlers`` maps message type -> async handler(header, arrays) -> (fields, arrays).
+def _takes_request(handler: Callable) -> bool:
+    """True for ``(req)`` handlers, False for the older ``(header, arrays)`` form."""
+    try:
+        params = inspect.signature(handler).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                  and p.default is p.empty]
+    return len(positional) < 2 and not any(p.kind is p.VAR_POSITIONAL for p in params)
 
-    Handlers return ``(fields, arrays)``; the service wraps ``fields`` into a reply header.
+
+def _legacy(handler: LegacyHandler) -> Handler:
+    async def typed(req: Request) -> Reply:
+        fields, out = await handler(req.header, req.arrays)
+        return req.reply(out, **fields)
+
+    return typed
+
+
+class NodeService:
+    """Serves one device. ``handlers`` maps message type -> ``async handler(req: Request) -> Reply``.
+
     Extra capabilities (deployment, inference) are added with :meth:`register`.
     """
 
@@ -70,7 +91,7 @@ class NodeService:
                                          "inline": 0}
         self.clock = DeadlineClock()
         self.cache_ttl = float(cache_ttl)
-        self._cache: OrderedDict[str, Reply] = OrderedDict()
+        self._cache: OrderedDict[str, WireReply] = OrderedDict()
         self._cache_exp: dict[str, float] = {}
         self._inflight: dict[str, asyncio.Future] = {}
         self._cache_size = cache_size
@@ -89,16 +110,18 @@ class NodeService:
             MessageType.SPEC: self._spec_now, MessageType.PING: self._ping_now, MessageType.STATUS: self._status_now,
         }
 
-    def register(self, type: str, handler: Handler) -> None:
-        self.handlers[type] = handler
+    def register(self, type: str, handler: Handler | LegacyHandler) -> None:
+        """Serve ``type`` with ``handler``: ``async (req: Request) -> Reply`` (the older ``async (header, arrays)
+        -> (fields, arrays)`` form is adapted)."""
+        self.handlers[type] = handler if _takes_request(handler) else _legacy(handler)
         self.sync_handlers.pop(type, None)
 
     # ----- fast path ---------------------------------------------------------------------------------
-    def handle_nowait(self, header: dict[str, Any], arrays: list[np.ndarray]) -> Reply | None:
+    def handle_nowait(self, header: dict[str, Any], arrays: list[np.ndarray]) -> WireReply | None:
         """The reply, if it can be made without awaiting anything; ``None``: use :meth:`handle`."""
         return self._fast(header, arrays)[0]
 
-    def _fast(self, header: dict[str, Any], arrays: list[np.ndarray]) -> tuple[Reply | None, float | None]:
+    def _fast(self, header: dict[str, Any], arrays: list[np.ndarray]) -> tuple[WireReply | None, float | None]:
         rid = header.get("id") or ""
         if rid and rid in self._cache:
             self.counters["requests"] += 1
@@ -124,26 +147,30 @@ class NodeService:
             self._remember(rid, reply, left)
         return reply, left
 
-    def _run_sync(self, fn: SyncHandler | None, header: dict[str, Any], arrays: list[np.ndarray]) -> Reply:
+    def _run_sync(self, fn: SyncHandler | None, header: dict[str, Any], arrays: list[np.ndarray]) -> WireReply:
         try:
             if fn is None:
-                raise RequestError("unknown_type", f"unknown message type {header.get('type')!r}")
-            fields, out = fn(header, arrays)
-            return reply_header(header, node=self.node_id, **fields), list(out)
+                raise RequestError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {header.get('type')!r}")
+            return self._wire(fn(Request.from_wire(header, arrays)))
         except Exception as e:  # noqa: BLE001 - mapped like the async path
             return self._error_reply(header, e)
 
-    def _cached(self, rid: str) -> Reply:
+    def _wire(self, reply: Reply) -> WireReply:
+        if not reply.ok:
+            self.counters["errors"] += 1
+        return reply.to_wire(self.node_id)
+
+    def _cached(self, rid: str) -> WireReply:
         self.counters["duplicates"] += 1
         self._cache.move_to_end(rid)
         return self._cache[rid]
 
-    def _expired(self, header: dict[str, Any], late: float) -> Reply:
+    def _expired(self, header: dict[str, Any], late: float) -> WireReply:
         self.counters["expired"] += 1
-        return error_header(header, "expired", f"request {header.get('type')!r} arrived {late:.3f} s past its "
+        return error_header(header, ErrorCode.EXPIRED, f"request {header.get('type')!r} arrived {late:.3f} s past its "
                                                f"deadline; not run", node=self.node_id), []
 
-    def _remember(self, rid: str, reply: Reply, left: float | None) -> None:
+    def _remember(self, rid: str, reply: WireReply, left: float | None) -> None:
         """Cache ``reply`` until the request's retry window closes (its deadline), bounded in count and bytes."""
         now = time.monotonic()
         self._cache[rid] = reply
@@ -158,7 +185,7 @@ class NodeService:
             del exp[old]
 
     # ----- general path ------------------------------------------------------------------------------
-    async def handle(self, header: dict[str, Any], arrays: list[np.ndarray]) -> Reply:
+    async def handle(self, header: dict[str, Any], arrays: list[np.ndarray]) -> WireReply:
         fast, left = self._fast(header, arrays)
         if fast is not None:
             return fast
@@ -182,84 +209,77 @@ class NodeService:
                 fut.set_result(reply)
         return reply
 
-    async def _dispatch(self, header: dict[str, Any], arrays: list[np.ndarray]) -> Reply:
+    async def _dispatch(self, header: dict[str, Any], arrays: list[np.ndarray]) -> WireReply:
         handler = self.handlers.get(header.get("type"))
         try:
             if handler is None:
-                raise RequestError("unknown_type", f"unknown message type {header.get('type')!r}")
-            fields, out = await handler(header, arrays)
-            return reply_header(header, node=self.node_id, **fields), list(out)
+                raise RequestError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {header.get('type')!r}")
+            return self._wire(await handler(Request.from_wire(header, arrays)))
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001
             return self._error_reply(header, e)
 
-    def _error_reply(self, header: dict[str, Any], exc: Exception) -> Reply:
-        try:
-            raise exc
-        except RequestError as e:
-            code, msg = e.code, str(e)
-        except WireError as e:
-            code, msg = e.code, str(e)
-        except OutOfRangeError as e:
-            code, msg = "out_of_range", str(e)
-        except ShapeError as e:
-            code, msg = "bad_shape", str(e)
-        except DeviceError as e:
-            code, msg = "device_error", str(e)
-        except Exception as e:  # a handler bug must not take the node down
-            log.exception("handler for %r failed", header.get("type"))
-            code, msg = "internal", f"{type(e).__name__}: {e}"
+    def _error_reply(self, header: dict[str, Any], exc: Exception) -> WireReply:
+        """The error reply for a handler that raised ``exc`` (code: :func:`~pat_runtime.protocol.reply_code`)."""
+        code = reply_code(exc)
+        if code is ErrorCode.INTERNAL:  # a handler bug must not take the node down
+            log.error("handler for %r failed", header.get("type"), exc_info=exc)
+            msg = f"{type(exc).__name__}: {exc}"
+        else:
+            msg = str(exc)
         self.counters["errors"] += 1
         return error_header(header, code, msg, node=self.node_id), []
 
     # ----- built-in handlers -------------------------------------------------------------------------
-    async def _spec(self, header, arrays) -> Reply:
-        return self._spec_now(header, arrays)
+    async def _spec(self, req: Request) -> Reply:
+        return self._spec_now(req)
 
-    def _spec_now(self, header, arrays) -> Reply:
-        return {"spec": self.device.spec.to_dict()}, []
+    def _spec_now(self, req: Request) -> Reply:
+        return req.reply(spec=self.device.spec.to_dict())
 
-    async def _apply(self, header, arrays) -> Reply:
-        x, theta = _two(arrays, "apply", "[x, theta]")
+    async def _apply(self, req: Request) -> Reply:
+        x, theta = _two(req.arrays, "apply", "[x, theta]")
         y = await self.device.apply(x, theta)
         self.counters["samples"] += int(x.shape[0])
-        return {}, [y]
+        return req.reply([y])
 
-    def _apply_now(self, header, arrays) -> Reply:
-        x, theta = _two(arrays, "apply", "[x, theta]")
+    def _apply_now(self, req: Request) -> Reply:
+        x, theta = _two(req.arrays, "apply", "[x, theta]")
         y = self.device.apply_nowait(x, theta)
         self.counters["samples"] += int(x.shape[0])
-        return {}, [y]
+        return req.reply([y])
 
-    async def _apply_many(self, header, arrays) -> Reply:
-        xs, thetas = _two(arrays, APPLY_MANY, "[x[C, B, in], theta[C, P]]")
+    async def _apply_many(self, req: Request) -> Reply:
+        xs, thetas = _two(req.arrays, APPLY_MANY, "[x[C, B, in], theta[C, P]]")
         ys = await self.device.apply_many(xs, thetas)
         self.counters["samples"] += int(xs.shape[0] * xs.shape[1]) if xs.ndim == 3 else 0
-        return {}, [ys]
+        return req.reply([ys])
 
-    def _apply_many_now(self, header, arrays) -> Reply:
-        xs, thetas = _two(arrays, APPLY_MANY, "[x[C, B, in], theta[C, P]]")
+    def _apply_many_now(self, req: Request) -> Reply:
+        xs, thetas = _two(req.arrays, APPLY_MANY, "[x[C, B, in], theta[C, P]]")
         ys = self.device.apply_many_nowait(xs, thetas)
         self.counters["samples"] += int(xs.shape[0] * xs.shape[1]) if xs.ndim == 3 else 0
-        return {}, [ys]
+        return req.reply([ys])
 
-    async def _ping(self, header, arrays) -> Reply:
-        return self._ping_now(header, arrays)
+    async def _ping(self, req: Request) -> Reply:
+        return self._ping_now(req)
 
-    def _ping_now(self, header, arrays) -> Reply:
-        return {"t": time.time()}, list(arrays)
+    def _ping_now(self, req: Request) -> Reply:
+        return req.reply(req.arrays, t=time.time())
 
-    async def _status(self, header, arrays) -> Reply:
-        return self._status_now(header, arrays)
+    async def _status(self, req: Request) -> Reply:
+        return self._status_now(req)
 
-    def _status_now(self, header, arrays) -> Reply:
-        return {"uptime": time.time() - self.started, "counters": dict(self.counters),
-                "handlers": sorted(self.handlers)}, []
+    def _status_now(self, req: Request) -> Reply:
+        return req.reply(uptime=time.time() - self.started, counters=dict(self.counters),
+                         handlers=sorted(self.handlers))
 
 
 def _two(arrays: list[np.ndarray], what: str, names: str) -> tuple[np.ndarray, np.ndarray]:
     if len(arrays) != 2:
-        raise RequestError("bad_request", f"{what} needs 2 arrays {names}, got {len(arrays)}")
+        raise RequestError(ErrorCode.BAD_REQUEST, f"{what} needs 2 arrays {names}, got {len(arrays)}")
     return arrays[0], arrays[1]
 
+
+__all__ = ["Handler", "NodeService", "Reply", "Request", "RequestError", "SyncHandler", "WireReply"]

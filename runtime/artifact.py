@@ -51,6 +51,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from pat_runtime.devices.codes import ErrorCode
 from pat_runtime.devices.spec import DeviceSpec
 from pat_runtime.artifact_errors import ArtifactError
 from pat_runtime.artifact_limits import (DEFAULT_LIMITS, MEMBERS, SIGNATURE_MEMBER, ArtifactLimits, check_architecture,
@@ -128,11 +129,11 @@ def build_artifact(tensors: Mapping[str, Any], layers: list[dict[str, Any]], spe
             t = t.detach().cpu().numpy()
         a = np.ascontiguousarray(t)
         if a.dtype.name not in ALLOWED_DTYPES:
-            raise ArtifactError("bad_manifest", f"tensor {name!r} has unsupported dtype {a.dtype}")
+            raise ArtifactError(ErrorCode.BAD_MANIFEST, f"tensor {name!r} has unsupported dtype {a.dtype}")
         arrs[str(name)] = a
     for i, layer in enumerate(layers):
         if not isinstance(layer, dict) or not isinstance(layer.get("type"), str):
-            raise ArtifactError("bad_manifest", f"layer {i} must be a dict with a string 'type'")
+            raise ArtifactError(ErrorCode.BAD_MANIFEST, f"layer {i} must be a dict with a string 'type'")
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -190,21 +191,22 @@ def loads(data: bytes | bytearray | memoryview, spec: DeviceSpec | None = None,
     except ArtifactError:
         raise
     except RecursionError:
-        raise ArtifactError("bad_manifest", "artifact is nested too deeply") from None
+        raise ArtifactError(ErrorCode.BAD_MANIFEST, "artifact is nested too deeply") from None
     except Exception as e:  # a defect no check above names: still a refusal with its reason, never a crash
         log.warning("artifact refused by the catch-all (%s: %s); please report this defect", type(e).__name__, e)
-        raise ArtifactError("malformed", f"artifact could not be parsed ({type(e).__name__}: {str(e)[:200]})") from None
+        raise ArtifactError(ErrorCode.MALFORMED,
+                            f"artifact could not be parsed ({type(e).__name__}: {str(e)[:200]})") from None
 
 
 def _loads(data: bytes, spec: DeviceSpec | None, max_bytes: int, trusted: TrustedKeys | None,
            limits: ArtifactLimits) -> Artifact:
     max_bytes = min(max_bytes, limits.max_bytes)
     if len(data) > max_bytes:
-        raise ArtifactError("too_large", f"artifact is {len(data)} bytes > limit {max_bytes}")
+        raise ArtifactError(ErrorCode.TOO_LARGE, f"artifact is {len(data)} bytes > limit {max_bytes}")
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError, NotImplementedError) as e:
-        raise ArtifactError("corrupt", f"not a PNN artifact (not a readable zip container: {e})") from None
+        raise ArtifactError(ErrorCode.CORRUPT, f"not a PNN artifact (not a readable zip container: {e})") from None
     with zf:
         names = check_members(zf.infolist(), limits)
         try:
@@ -213,10 +215,10 @@ def _loads(data: bytes, spec: DeviceSpec | None, max_bytes: int, trusted: Truste
                    if SIGNATURE_MEMBER in names else None)
         except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError,
                 NotImplementedError) as e:
-            raise ArtifactError("corrupt", f"artifact data is damaged ({e})") from None
+            raise ArtifactError(ErrorCode.CORRUPT, f"artifact data is damaged ({e})") from None
     aid = digest.decode("ascii", "replace").strip()
     if hashlib.sha256(mb).hexdigest() != aid:
-        raise ArtifactError("checksum_mismatch", "manifest sha256 does not match manifest.sha256")
+        raise ArtifactError(ErrorCode.CHECKSUM_MISMATCH, "manifest sha256 does not match manifest.sha256")
     signer = _check_signature(sig, aid) if sig is not None else None
     if trusted is not None:
         trusted.check(signer)  # before the manifest is even parsed: untrusted input goes no further
@@ -225,14 +227,14 @@ def _loads(data: bytes, spec: DeviceSpec | None, max_bytes: int, trusted: Truste
     try:
         art_spec = DeviceSpec.from_dict(manifest["device"]["spec"])
     except (TypeError, ValueError, KeyError) as e:
-        raise ArtifactError("bad_manifest", f"embedded device spec is invalid: {e}") from None
+        raise ArtifactError(ErrorCode.BAD_MANIFEST, f"embedded device spec is invalid: {e}") from None
     check_normalization(manifest.get("normalization"))
     check_architecture(manifest, limits)
     pay = manifest["payload"]
     if len(pb) != pay["nbytes"]:
-        raise ArtifactError("checksum_mismatch", f"payload is {len(pb)} bytes, manifest says {pay['nbytes']}")
+        raise ArtifactError(ErrorCode.CHECKSUM_MISMATCH, f"payload is {len(pb)} bytes, manifest says {pay['nbytes']}")
     if hashlib.sha256(pb).hexdigest() != pay["sha256"]:
-        raise ArtifactError("checksum_mismatch", "payload sha256 does not match the manifest (tensors altered)")
+        raise ArtifactError(ErrorCode.CHECKSUM_MISMATCH, "payload sha256 does not match the manifest (tensors altered)")
     check_tensor_table(pay["tensors"], limits)
     tensors = {}
     for name, meta in pay["tensors"].items():
@@ -249,7 +251,7 @@ def _read_member(zf: zipfile.ZipFile, name: str, cap: int) -> bytes:
     with zf.open(name) as f:
         data = f.read(cap + 1)
     if len(data) > cap:
-        raise ArtifactError("too_large", f"member {name!r} holds more than {cap} bytes")
+        raise ArtifactError(ErrorCode.TOO_LARGE, f"member {name!r} holds more than {cap} bytes")
     return data
 
 
@@ -262,10 +264,10 @@ def _check_signature(sig: bytes, artifact_id: str) -> bytes:
         raw = parse_public_key(str(d.get("public_key", "")))
         signature = base64.b64decode(str(d.get("signature", "")), validate=True)
     except (ValueError, KeyFileError, RecursionError) as e:
-        raise ArtifactError("bad_signature", f"signature.json is malformed ({str(e)[:200]})") from None
+        raise ArtifactError(ErrorCode.BAD_SIGNATURE, f"signature.json is malformed ({str(e)[:200]})") from None
     if not verify(raw, artifact_id, signature):
-        raise ArtifactError("bad_signature", f"the signature by key {key_id(raw)} does not match this artifact "
-                                             "(altered after signing, or forged)")
+        raise ArtifactError(ErrorCode.BAD_SIGNATURE, f"the signature by key {key_id(raw)} does not match this artifact "
+                                                     "(altered after signing, or forged)")
     return raw
 
 
@@ -316,10 +318,10 @@ def load_artifact(path: str | os.PathLike, spec: DeviceSpec | None = None,
     p = Path(path)
     try:
         if p.stat().st_size > MAX_ARTIFACT_BYTES:
-            raise ArtifactError("too_large", f"{path} is {p.stat().st_size} bytes > limit {MAX_ARTIFACT_BYTES}")
+            raise ArtifactError(ErrorCode.TOO_LARGE, f"{path} is {p.stat().st_size} bytes > limit {MAX_ARTIFACT_BYTES}")
         data = p.read_bytes()
     except OSError as e:
-        raise ArtifactError("unreadable", f"cannot read artifact {path}: {e}") from None
+        raise ArtifactError(ErrorCode.UNREADABLE, f"cannot read artifact {path}: {e}") from None
     return loads(data, spec=spec, trusted=trusted)
 
 
@@ -327,12 +329,12 @@ def check_compatible(artifact: Artifact, spec: DeviceSpec) -> None:
     """Raise ``kind_mismatch`` / ``spec_mismatch`` unless ``artifact`` was trained for a device like ``spec``."""
     mine = artifact.spec
     if mine.kind != spec.kind:
-        raise ArtifactError("kind_mismatch", f"artifact was trained for device kind {mine.kind!r}, "
-                                             f"this device is {spec.kind!r}")
+        raise ArtifactError(ErrorCode.KIND_MISMATCH, f"artifact was trained for device kind {mine.kind!r}, "
+                                                     f"this device is {spec.kind!r}")
     a, b = mine.to_dict(), spec.to_dict()
     diffs = [f"{k}: artifact {a[k]} vs device {b[k]}" for k in SPEC_KEYS if a[k] != b[k]]
     if diffs:
-        raise ArtifactError("spec_mismatch", "artifact does not fit this device (" + "; ".join(diffs) + ")")
+        raise ArtifactError(ErrorCode.SPEC_MISMATCH, "artifact does not fit this device (" + "; ".join(diffs) + ")")
 
 
 # ----- PNN <-> artifact ----------------------------------------------------------------------------------
@@ -348,8 +350,9 @@ def pnn_to_artifact(pnn: Any, model_version: str | int, normalization: Mapping[s
 
     cfg = dict(getattr(pnn, "config", {}) or {})
     if "n_features" not in cfg or "n_classes" not in cfg:
-        raise ArtifactError("unsupported_model", "only PNNs made by pat_runtime.pat.build_pnn (with a config) can be "
-                                                 "packaged: the artifact must say how to rebuild the model")
+        raise ArtifactError(ErrorCode.UNSUPPORTED_MODEL,
+                            "only PNNs made by pat_runtime.pat.build_pnn (with a config) can be "
+                            "packaged: the artifact must say how to rebuild the model")
     state = pnn.state_dict()
     layers: list[dict[str, Any]] = []
     for i, s in enumerate(pnn.stages):
@@ -388,7 +391,7 @@ def pnn_from_artifact(artifact: Artifact, device: Any = None, twin: Any = None) 
     # artifacts written before the pat_runtime namespace (issue 10) name the same builder by its old path
     if arch.get("builder") not in ("pat_runtime.pat.build_pnn", "runtime.pat.build_pnn") \
             or not isinstance(arch.get("config"), dict):  # rename: keep
-        raise ArtifactError("bad_manifest", f"unknown model builder {arch.get('builder')!r}")
+        raise ArtifactError(ErrorCode.BAD_MANIFEST, f"unknown model builder {arch.get('builder')!r}")
     if device is not None and getattr(device, "connected", False):
         check_compatible(artifact, device.spec)
     check_architecture(artifact.manifest)  # bounded before building, also for artifacts built in memory
@@ -398,7 +401,7 @@ def pnn_from_artifact(artifact: Artifact, device: Any = None, twin: Any = None) 
     except ArtifactError:
         raise
     except Exception as e:  # whatever building a declared model raises, it is a refusal
-        raise ArtifactError("bad_manifest", f"the tensors do not fit the declared architecture: {e}") from None
+        raise ArtifactError(ErrorCode.BAD_MANIFEST, f"the tensors do not fit the declared architecture: {e}") from None
     model.eval()
     return model
 
@@ -433,31 +436,31 @@ def normalize(x: np.ndarray, normalization: Mapping[str, Any]) -> np.ndarray:
 # ----- helpers -------------------------------------------------------------------------------------------
 def _check_manifest(m: Any) -> None:
     if not isinstance(m, dict):
-        raise ArtifactError("bad_manifest", "manifest is not a JSON object")
+        raise ArtifactError(ErrorCode.BAD_MANIFEST, "manifest is not a JSON object")
     if m.get("format") != FORMAT:
-        raise ArtifactError("bad_manifest", f"format is {m.get('format')!r}, expected {FORMAT!r}")
+        raise ArtifactError(ErrorCode.BAD_MANIFEST, f"format is {m.get('format')!r}, expected {FORMAT!r}")
     v = m.get("format_version")
     if not isinstance(v, int) or isinstance(v, bool):
-        raise ArtifactError("bad_manifest", f"format_version {v!r} is not an int")
+        raise ArtifactError(ErrorCode.BAD_MANIFEST, f"format_version {v!r} is not an int")
     if v > FORMAT_VERSION or v < 1:
-        raise ArtifactError("unsupported_version",
+        raise ArtifactError(ErrorCode.UNSUPPORTED_VERSION,
                             f"artifact format_version {v} is not supported (this reader knows 1..{FORMAT_VERSION})")
     for key, typ in (("model_version", str), ("created", str), ("device", dict), ("layers", list),
                      ("payload", dict)):
         if not isinstance(m.get(key), typ):
-            raise ArtifactError("bad_manifest", f"manifest field {key!r} missing or not a {typ.__name__}")
+            raise ArtifactError(ErrorCode.BAD_MANIFEST, f"manifest field {key!r} missing or not a {typ.__name__}")
     dev = m["device"]
     if not isinstance(dev.get("kind"), str) or not isinstance(dev.get("spec"), dict):
-        raise ArtifactError("bad_manifest", "manifest 'device' needs a string 'kind' and a 'spec' object")
+        raise ArtifactError(ErrorCode.BAD_MANIFEST, "manifest 'device' needs a string 'kind' and a 'spec' object")
     if dev["spec"].get("kind") != dev["kind"]:
-        raise ArtifactError("bad_manifest", "device.kind disagrees with device.spec.kind")
+        raise ArtifactError(ErrorCode.BAD_MANIFEST, "device.kind disagrees with device.spec.kind")
     pay = m["payload"]
     if not isinstance(pay.get("sha256"), str) or not isinstance(pay.get("nbytes"), int) \
             or not isinstance(pay.get("tensors"), dict):
-        raise ArtifactError("bad_manifest", "manifest 'payload' needs sha256, nbytes and tensors")
+        raise ArtifactError(ErrorCode.BAD_MANIFEST, "manifest 'payload' needs sha256, nbytes and tensors")
     for i, layer in enumerate(m["layers"]):
         if not isinstance(layer, dict) or not isinstance(layer.get("type"), str):
-            raise ArtifactError("bad_manifest", f"layer {i} must be an object with a string 'type'")
+            raise ArtifactError(ErrorCode.BAD_MANIFEST, f"layer {i} must be an object with a string 'type'")
 
 
 def _read_tensor(pb: bytes, name: str, meta: Any, limits: ArtifactLimits = DEFAULT_LIMITS) -> np.ndarray:
@@ -483,4 +486,4 @@ def _jsonable(obj: Any) -> Any:
         return obj.item()
     if obj is None or isinstance(obj, (str, int, float, bool)):
         return obj
-    raise ArtifactError("bad_manifest", f"value of type {type(obj).__name__} cannot go in a manifest")
+    raise ArtifactError(ErrorCode.BAD_MANIFEST, f"value of type {type(obj).__name__} cannot go in a manifest")

@@ -17,11 +17,13 @@ from typing import Any
 
 import typer
 
+from pat_runtime.devices.errors import PatError
+
 #: options that are about this invocation, not the run (never read from or written to a config)
 NOT_CONFIG = {"config", "resume", "help"}
 
 
-class ConfigError(ValueError):
+class ConfigError(PatError, ValueError):
     """A config file that cannot be used: unreadable, unknown keys, or values of the wrong type."""
 
 

@@ -24,7 +24,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from pat_runtime.devices.errors import DeviceError, RemoteDeviceError
+from pat_runtime.devices.codes import ErrorCode
+from pat_runtime.devices.errors import ArtifactFailure, DeviceError
 from pat_runtime.devices.uri import parse_uri
 from pat_runtime.artifact import loads
 from pat_runtime.wire import MessageType, make_header, pack, unpack
@@ -32,12 +33,18 @@ from pat_runtime.wire import MessageType, make_header, pack, unpack
 log = logging.getLogger(__name__)
 
 
-class DeployError(RuntimeError):
-    """A node refused or did not confirm a deployment. ``code`` is the node's error code."""
+class DeployError(ArtifactFailure, RuntimeError):
+    """A node refused or did not confirm a deployment. ``code`` is the node's :class:`ErrorCode` (or, for a
+    local failure without one, e.g. a timeout, the error's class name); ``node`` (also ``where``) names it."""
 
-    def __init__(self, node: str, code: str, message: str):
-        self.node, self.code, self.message = node, code, message
-        super().__init__(f"[{node}] {code}: {message}")
+    def __init__(self, node: str, code: ErrorCode | str, message: str):
+        self.node = self.where = node
+        self.code: ErrorCode | str = ErrorCode.lookup(code) or str(code)
+        self.message = message
+        super().__init__(f"[{node}] {self.code}: {message}")
+
+    def __reduce__(self):
+        return (self.__class__, (self.node, self.code, self.message))
 
 
 @dataclass(frozen=True)
@@ -95,10 +102,9 @@ async def _each(coord, nodes, kind, arrays, timeout, **fields):
         try:
             h, _ = await coord.request(node, kind, arrays, timeout=timeout, **fields)
             return {k: h.get(k) for k in ("artifact_id", "model_version", "previous", "unchanged")}
-        except RemoteDeviceError as e:
-            return DeployError(node, e.code, e.message)
-        except DeviceError as e:
-            return DeployError(node, type(e).__name__, e.message)
+        except DeviceError as e:  # the node's code (a refusal, a request not encodable), else the error class
+            code = getattr(e, "code", None)
+            return DeployError(node, code if isinstance(code, ErrorCode) else type(e).__name__, e.message)
 
     res = await asyncio.gather(*(one(n) for n in nodes))
     return dict(zip(nodes, res))
@@ -127,7 +133,7 @@ async def run_on_target(target: Target, op: str, data: bytes | None = None, to: 
             await asyncio.sleep(wait)
             nodes = sorted(coord.alive_nodes())
             if not nodes:
-                raise DeployError("fleet", "no_nodes", f"no node joined {target.url} within {wait} s")
+                raise DeployError("fleet", ErrorCode.NO_NODES, f"no node joined {target.url} within {wait} s")
         if op == "deploy":
             return await deploy_via(coord, nodes, data, timeout=timeout, verify=verify)
         return await rollback_via(coord, nodes, to=to, timeout=timeout)
@@ -169,7 +175,7 @@ async def rollback_mqtt(url: str, node: str, to: str | None = None, prefix: str 
         status = await node_status_mqtt(url, node, prefix, timeout=min(timeout, 5.0))
         to = status.get("previous")
         if not to:
-            raise DeployError(node, "no_previous", f"{node} reports no previous version to roll back to")
+            raise DeployError(node, ErrorCode.NO_PREVIOUS, f"{node} reports no previous version to roll back to")
     header = make_header(MessageType.ROLLBACK, node=node, to=to)
     return await _desired_state(url, node, prefix, pack(header), header["id"], timeout)
 
@@ -187,7 +193,8 @@ async def node_status_mqtt(url: str, node: str, prefix: str = "pat", timeout: fl
                         return unpack(bytes(msg.payload))[0]
         except TimeoutError:
             pass
-    raise DeployError(node, "no_status", f"{node} has published no deployment status on {prefix}/{node}/deployed")
+    raise DeployError(node, ErrorCode.NO_STATUS,
+                      f"{node} has published no deployment status on {prefix}/{node}/deployed")
 
 
 async def _desired_state(url: str, node: str, prefix: str, payload: bytes, req: str, timeout: float) -> dict:
@@ -213,10 +220,11 @@ async def _desired_state(url: str, node: str, prefix: str, payload: bytes, req: 
                         return {k: h.get(k) for k in ("artifact_id", "model_version", "previous", "unchanged")}
                     err = h.get("error") or {}
                     await client.publish(deploy_topic, b"", qos=1, retain=True)
-                    raise DeployError(node, err.get("code", "refused"), err.get("message", "refused"))
+                    raise DeployError(node, err.get("code", ErrorCode.REFUSED), err.get("message", "refused"))
         except TimeoutError:
-            raise DeployError(node, "pending", f"no answer from {node} within {timeout} s; the retained deployment "
-                                               f"stays on {deploy_topic} until the node connects") from None
+            raise DeployError(node, ErrorCode.PENDING,
+                              f"no answer from {node} within {timeout} s; the retained deployment "
+                              f"stays on {deploy_topic} until the node connects") from None
         except aiomqtt.MqttError as e:
-            raise DeployError(node, "broker", str(e)) from None
-    raise DeployError(node, "broker", "connection closed")
+            raise DeployError(node, ErrorCode.BROKER, str(e)) from None
+    raise DeployError(node, ErrorCode.BROKER, "connection closed")

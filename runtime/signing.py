@@ -28,7 +28,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from pat_runtime.devices.codes import ErrorCode
 from pat_runtime.artifact_errors import ArtifactError
+from pat_runtime.devices.errors import ArtifactFailure
 from pat_runtime.files import atomic_write
 
 PREFIX = "ed25519:"
@@ -40,7 +42,7 @@ TRUST_NAME = "trusted_keys"
 _RUN_MARKERS = ("summary.json", "metrics.jsonl", "model.pnn", "model.json")
 
 
-class KeyFileError(ValueError):
+class KeyFileError(ArtifactFailure, ValueError):
     """A key or trusted-keys file that cannot be used (bad format, unsafe permissions, unsafe place)."""
 
 
@@ -155,13 +157,15 @@ class TrustedKeys:
     def check(self, signer: bytes | None) -> None:
         """Raise ArtifactError unless ``signer`` (the verified signing key, or None) is trusted."""
         if signer is None:
-            raise ArtifactError("unsigned", "artifact is not signed; sign it with `pat keys sign MODEL` (or deploy "
-                                            "with `pat deploy`, which signs with your key) and list the public "
-                                            f"key in this node's trusted keys ({self.source})")
+            raise ArtifactError(ErrorCode.UNSIGNED,
+                                "artifact is not signed; sign it with `pat keys sign MODEL` (or deploy "
+                                "with `pat deploy`, which signs with your key) and list the public "
+                                f"key in this node's trusted keys ({self.source})")
         if signer not in self.keys:
             hint = "no key is trusted" if not self.keys else f"{len(self.keys)} key(s) trusted"
-            raise ArtifactError("untrusted_key", f"artifact is signed by key {key_id(signer)}, which is not in this "
-                                                 f"node's trusted keys ({self.source}; {hint})")
+            raise ArtifactError(ErrorCode.UNTRUSTED_KEY,
+                                f"artifact is signed by key {key_id(signer)}, which is not in this "
+                                f"node's trusted keys ({self.source}; {hint})")
 
 
 # ----- key files -------------------------------------------------------------------------------------------

@@ -13,7 +13,10 @@ MQTT (one payload per message) uses :func:`pack` / :func:`unpack`:
 ``MAGIC | u32 header_len | header | array bytes...`` (arrays back to back, each 8-byte aligned).
 
 Everything received is validated against strict limits; violations raise :class:`WireError` (a
-``ValueError``) whose ``code`` goes into the error reply.
+``ValueError`` and a :class:`~pat_runtime.devices.errors.ProtocolError`) whose ``code`` goes into the error
+reply. Every code is an :class:`ErrorCode` member (re-exported here; documented per member in
+``devices/codes.py``): :func:`error_header` refuses anything else, so no free-string code reaches the wire.
+Typed views of these messages (``Request`` / ``Reply``) are in :mod:`pat_runtime.protocol`.
 """
 from __future__ import annotations
 
@@ -25,6 +28,9 @@ from typing import Any, Sequence
 
 import msgpack
 import numpy as np
+
+from pat_runtime.devices.codes import ErrorCode
+from pat_runtime.devices.errors import DeviceError, ProtocolError
 
 VERSION = 1
 MAGIC = b"PAT1"
@@ -63,12 +69,32 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 
 
-class WireError(ValueError):
-    """A malformed or over-limit message. ``code`` is a short machine-readable reason."""
+class WireError(ProtocolError, ValueError):
+    """A malformed or over-limit message. ``code`` is its :class:`ErrorCode`; ``node`` (also ``where``) the
+    peer when the raiser knows it (then the message starts with ``[node]``)."""
 
-    def __init__(self, code: str, message: str):
-        self.code = code
-        super().__init__(f"{code}: {message}")
+    def __init__(self, code: ErrorCode | str, message: str, node: str = ""):
+        self.code = ErrorCode(code)
+        self.message = message
+        self.node = self.where = node
+        # not super().__init__: a subclass may put DeviceError (another signature) next in the MRO
+        ValueError.__init__(self, f"[{node}] {self.code}: {message}" if node else f"{self.code}: {message}")
+
+    def __reduce__(self):
+        return (self.__class__, (self.code, self.message, self.node))
+
+
+class EncodeError(WireError, DeviceError):
+    """A request for ``node`` that could not be encoded here (too many arrays, a dtype that cannot be sent, over
+    a limit): nothing was sent. A local protocol error naming the node, never a :class:`RemoteDeviceError`; it
+    stays a ``DeviceError`` (and a ``ValueError``) so per-node error handling keeps catching it."""
+
+    def __init__(self, node: str, code: ErrorCode | str, message: str):
+        WireError.__init__(self, code, f"request not sent: {message}", node)
+        self.device = node
+
+    def __reduce__(self):
+        return (self.__class__, (self.node, self.code, self.message.removeprefix("request not sent: ")))
 
 
 def new_id() -> str:
@@ -89,7 +115,7 @@ def _as_wire_array(a: Any) -> np.ndarray:
         a = a.detach().cpu().numpy()
     a = np.asarray(a)
     if _dtype_name(a.dtype) not in ALLOWED_DTYPES:
-        raise WireError("bad_dtype", f"dtype {a.dtype} cannot be sent")
+        raise WireError(ErrorCode.BAD_DTYPE, f"dtype {a.dtype} cannot be sent")
     if not a.dtype.isnative:  # the wire is little-endian / native: never send foreign byte order raw
         a = a.astype(a.dtype.newbyteorder("="))
     if not a.flags.c_contiguous:
@@ -108,7 +134,10 @@ def reply_header(request: dict[str, Any], node: str = "", ok: bool = True, **fie
                        re=request.get("type"), **fields)
 
 
-def error_header(request: dict[str, Any] | None, code: str, message: str, node: str = "") -> dict[str, Any]:
+def error_header(request: dict[str, Any] | None, code: ErrorCode, message: str, node: str = "") -> dict[str, Any]:
+    """An error reply to ``request``. ``code`` must be an :class:`ErrorCode` (a member's string is accepted;
+    any other value raises ``ValueError``: a code outside the enum cannot reach the wire)."""
+    code = ErrorCode(code)
     request = request or {}
     rid = request.get("id") if isinstance(request.get("id"), str) else ""
     return make_header(MessageType.REPLY, id=rid, node=node, ok=False,
@@ -120,76 +149,76 @@ def encode(header: dict[str, Any], arrays: Sequence[Any] = (), limits: Limits = 
     """Header + arrays -> frames ``[header_bytes, buf, buf, ...]`` (array buffers are not copied)."""
     arrs = [_as_wire_array(a) for a in arrays]
     if len(arrs) > limits.max_arrays:
-        raise WireError("too_many_arrays", f"{len(arrs)} arrays > {limits.max_arrays}")
+        raise WireError(ErrorCode.TOO_MANY_ARRAYS, f"{len(arrs)} arrays > {limits.max_arrays}")
     h = dict(header)
     h["v"] = VERSION
     h["arrays"] = [_array_meta(a) for a in arrs]
     hb = msgpack.packb(h, use_bin_type=True)
     if len(hb) > limits.max_header_bytes:
-        raise WireError("header_too_large", f"{len(hb)} bytes > {limits.max_header_bytes}")
+        raise WireError(ErrorCode.HEADER_TOO_LARGE, f"{len(hb)} bytes > {limits.max_header_bytes}")
     for a in arrs:
         if a.nbytes > limits.max_array_bytes:
-            raise WireError("array_too_large", f"{a.nbytes} bytes > {limits.max_array_bytes}")
+            raise WireError(ErrorCode.ARRAY_TOO_LARGE, f"{a.nbytes} bytes > {limits.max_array_bytes}")
     return [hb, *[memoryview(a).cast("B") if a.nbytes else b"" for a in arrs]]
 
 
 def decode_header(hb: Any, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
     hb = bytes(hb) if not isinstance(hb, (bytes, bytearray)) else hb
     if len(hb) > limits.max_header_bytes:
-        raise WireError("header_too_large", f"{len(hb)} bytes > {limits.max_header_bytes}")
+        raise WireError(ErrorCode.HEADER_TOO_LARGE, f"{len(hb)} bytes > {limits.max_header_bytes}")
     try:
         h = msgpack.unpackb(hb, raw=False, strict_map_key=True)
     except Exception as e:  # msgpack raises many types
-        raise WireError("bad_header", f"header is not valid msgpack: {type(e).__name__}") from None
+        raise WireError(ErrorCode.BAD_HEADER, f"header is not valid msgpack: {type(e).__name__}") from None
     if not isinstance(h, dict):
-        raise WireError("bad_header", "header is not a map")
+        raise WireError(ErrorCode.BAD_HEADER, "header is not a map")
     v = h.get("v")
     if type(v) is not int or v != VERSION:  # exact: 1.0 and True compare equal to 1 but are not version 1
-        raise WireError("bad_version", f"protocol version {h.get('v')!r}, expected {VERSION}")
+        raise WireError(ErrorCode.BAD_VERSION, f"protocol version {h.get('v')!r}, expected {VERSION}")
     if not isinstance(h.get("type"), str):
-        raise WireError("bad_header", "header has no string 'type'")
+        raise WireError(ErrorCode.BAD_HEADER, "header has no string 'type'")
     if not isinstance(h.get("id", ""), str):
-        raise WireError("bad_header", "header 'id' must be a string")
+        raise WireError(ErrorCode.BAD_HEADER, "header 'id' must be a string")
     metas = h.get("arrays", [])
     if not isinstance(metas, list) or len(metas) > limits.max_arrays:
-        raise WireError("bad_header", "'arrays' must be a list of at most %d entries" % limits.max_arrays)
+        raise WireError(ErrorCode.BAD_HEADER, "'arrays' must be a list of at most %d entries" % limits.max_arrays)
     return h
 
 
 def _meta_nbytes(meta: Any, limits: Limits) -> tuple[np.dtype, tuple[int, ...], int]:
     if not isinstance(meta, dict):
-        raise WireError("bad_header", "array entry is not a map")
+        raise WireError(ErrorCode.BAD_HEADER, "array entry is not a map")
     dt, shape = meta.get("dtype"), meta.get("shape")
     if not isinstance(dt, str) or dt not in ALLOWED_DTYPES:
-        raise WireError("bad_dtype", f"dtype {dt!r} not allowed")
+        raise WireError(ErrorCode.BAD_DTYPE, f"dtype {dt!r} not allowed")
     if (not isinstance(shape, list) or len(shape) > limits.max_ndim
             or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**40 for s in shape)):
-        raise WireError("bad_shape", f"shape {shape!r} invalid (at most {limits.max_ndim} non-negative ints)")
+        raise WireError(ErrorCode.BAD_SHAPE, f"shape {shape!r} invalid (at most {limits.max_ndim} non-negative ints)")
     dtype = _DTYPE[dt]
     n = math.prod(shape) * dtype.itemsize
     if n > limits.max_array_bytes:
-        raise WireError("array_too_large", f"{n} bytes > {limits.max_array_bytes}")
+        raise WireError(ErrorCode.ARRAY_TOO_LARGE, f"{n} bytes > {limits.max_array_bytes}")
     return dtype, tuple(shape), n
 
 
 def decode(frames: Sequence[Any], limits: Limits = DEFAULT_LIMITS) -> tuple[dict[str, Any], list[np.ndarray]]:
     """Frames -> (header, arrays). Arrays are read-only views of the frames (zero-copy)."""
     if not frames:
-        raise WireError("empty", "no frames")
+        raise WireError(ErrorCode.EMPTY, "no frames")
     h = decode_header(frames[0], limits)
     metas = h.get("arrays", [])
     bufs = frames[1:]
     if len(bufs) != len(metas):
-        raise WireError("frame_count", f"header declares {len(metas)} arrays but {len(bufs)} frames follow")
+        raise WireError(ErrorCode.FRAME_COUNT, f"header declares {len(metas)} arrays but {len(bufs)} frames follow")
     arrays, total = [], 0
     for meta, buf in zip(metas, bufs):
         dtype, shape, n = _meta_nbytes(meta, limits)
         mv = memoryview(getattr(buf, "buffer", buf))
         if mv.nbytes != n:
-            raise WireError("size_mismatch", f"array {shape} {dtype} needs {n} bytes, frame has {mv.nbytes}")
+            raise WireError(ErrorCode.SIZE_MISMATCH, f"array {shape} {dtype} needs {n} bytes, frame has {mv.nbytes}")
         total += n
         if total > limits.max_total_bytes:
-            raise WireError("too_large", f"message exceeds {limits.max_total_bytes} bytes")
+            raise WireError(ErrorCode.TOO_LARGE, f"message exceeds {limits.max_total_bytes} bytes")
         arrays.append(np.frombuffer(mv, dtype=dtype).reshape(shape))
     return h, arrays
 
@@ -212,13 +241,13 @@ def unpack(payload: Any, limits: Limits = DEFAULT_LIMITS) -> tuple[dict[str, Any
     """Inverse of :func:`pack`; arrays are zero-copy views of ``payload``."""
     mv = memoryview(payload).cast("B")
     if mv.nbytes < len(MAGIC) + 4 or bytes(mv[: len(MAGIC)]) != MAGIC:
-        raise WireError("bad_magic", "payload does not start with the PAT1 magic")
+        raise WireError(ErrorCode.BAD_MAGIC, "payload does not start with the PAT1 magic")
     if mv.nbytes > limits.max_total_bytes + limits.max_header_bytes:
-        raise WireError("too_large", "payload too large")
+        raise WireError(ErrorCode.TOO_LARGE, "payload too large")
     (hlen,) = struct.unpack_from("<I", mv, len(MAGIC))
     off = len(MAGIC) + 4
     if hlen > limits.max_header_bytes or off + hlen > mv.nbytes:
-        raise WireError("bad_header", f"header length {hlen} invalid")
+        raise WireError(ErrorCode.BAD_HEADER, f"header length {hlen} invalid")
     h = decode_header(mv[off: off + hlen], limits)
     off += hlen
     arrays = []
@@ -226,9 +255,9 @@ def unpack(payload: Any, limits: Limits = DEFAULT_LIMITS) -> tuple[dict[str, Any
         dtype, shape, n = _meta_nbytes(meta, limits)
         off += (-off) % 8
         if off + n > mv.nbytes:
-            raise WireError("size_mismatch", "payload shorter than its declared arrays")
+            raise WireError(ErrorCode.SIZE_MISMATCH, "payload shorter than its declared arrays")
         arrays.append(np.frombuffer(mv[off: off + n], dtype=dtype).reshape(shape))
         off += n
     if off != mv.nbytes:
-        raise WireError("size_mismatch", f"{mv.nbytes - off} trailing bytes after the declared arrays")
+        raise WireError(ErrorCode.SIZE_MISMATCH, f"{mv.nbytes - off} trailing bytes after the declared arrays")
     return h, arrays

@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from pat_runtime.devices.base import Device
+from pat_runtime.devices.codes import ErrorCode
 from pat_runtime.devices.errors import DeviceConnectionError, DeviceTimeoutError, RemoteDeviceError
 from pat_runtime.transport.remote import check_finite
 from pat_runtime.devices.spec import DeviceSpec
@@ -244,7 +245,7 @@ class FleetManager:
         _, out = await self.call(node_id, MessageType.APPLY, [x, np.ascontiguousarray(theta, np.float32)],
                                  timeout=timeout, samples=int(x.shape[0]))
         if len(out) != 1:
-            raise RemoteDeviceError(node_id, f"apply reply has {len(out)} arrays, expected 1", "bad_reply")
+            raise RemoteDeviceError(node_id, f"apply reply has {len(out)} arrays, expected 1", ErrorCode.BAD_REPLY)
         return check_finite(node_id, out[0])
 
     async def apply_many(self, node_id: str, xs: np.ndarray, thetas: np.ndarray, *,
@@ -259,7 +260,7 @@ class FleetManager:
                                  timeout=timeout, samples=int(xs.shape[0] * xs.shape[1]))
         if len(out) != 1 or out[0].shape[:2] != xs.shape[:2]:
             raise RemoteDeviceError(node_id, f"apply_many reply is {[list(o.shape) for o in out]}, expected "
-                                             f"[{xs.shape[0]}, {xs.shape[1]}, out]", "bad_reply")
+                                             f"[{xs.shape[0]}, {xs.shape[1]}, out]", ErrorCode.BAD_REPLY)
         return check_finite(node_id, out[0])
 
     def status(self) -> dict[str, dict[str, Any]]:

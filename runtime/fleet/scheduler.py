@@ -35,17 +35,18 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Hashable, Iterable, Sequence
 
-from pat_runtime.devices.errors import DeviceConnectionError, DeviceTimeoutError, RemoteDeviceError
+from pat_runtime.devices.codes import ErrorCode
+from pat_runtime.devices.errors import DeviceConnectionError, DeviceTimeoutError, PatError, RemoteDeviceError
 
 from .manager import FleetManager
 
 log = logging.getLogger(__name__)
 
 #: remote error codes that no other node would answer differently (the request itself is wrong)
-FATAL_CODES = frozenset({"out_of_range", "bad_shape", "bad_request", "unknown_type"})
+FATAL_CODES = frozenset({ErrorCode.OUT_OF_RANGE, ErrorCode.BAD_SHAPE, ErrorCode.BAD_REQUEST, ErrorCode.UNKNOWN_TYPE})
 
 
-class FleetError(RuntimeError):
+class FleetError(PatError, RuntimeError):
     """The fleet could not finish the work (no nodes left, or a shard failed too often)."""
 
 

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pat_runtime.devices.errors import DeviceConnectionError, DeviceTimeoutError, RemoteDeviceError
+from pat_runtime.devices.errors import DeviceConnectionError, DeviceTimeoutError, PatError, RemoteDeviceError
 from pat_runtime.pat import PNN, PATStep, per_layer
 
 from .manager import FleetDevice, FleetManager
@@ -53,8 +53,9 @@ UNIT_OPTIONS = frozenset({"unit", "seed", "variation", "noise", "noise_mult", "d
                           "dac_bits", "adc_bits", "latency", "name"})
 
 
-class LedgerError(AssertionError):
-    """A sample's gradient was applied twice, or not at all, in an epoch."""
+class LedgerError(PatError, RuntimeError):
+    """A sample's gradient was applied twice, or not at all, in an epoch (a real error, not an ``assert``:
+    it must survive ``python -O``)."""
 
 
 class ExactlyOnceLedger:

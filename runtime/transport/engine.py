@@ -18,8 +18,10 @@ One request, from :meth:`RequestEngine.request` to its reply::
 * **Deadline header**: each request carries ``sent`` and ``deadline`` (Unix seconds, coordinator clock;
   ``deadline = sent + timeout * (retries + 1)``, when the coordinator gives up). Nodes drop requests past
   their deadline instead of driving the device (see :mod:`pat_runtime.edge.deadline`).
-* **Reply mapping** (one place): ``ok: true`` -> ``(header, arrays)``; ``ok: false`` ->
-  :class:`RemoteDeviceError` with the node's code, except code ``expired`` -> :class:`DeviceTimeoutError`.
+* **Reply mapping** (one place, :meth:`pat_runtime.protocol.Reply.exception`): ``ok: true`` -> ``(header,
+  arrays)``; ``ok: false`` -> :class:`RemoteDeviceError` with the node's :class:`ErrorCode`, except code
+  ``expired`` -> :class:`DeviceTimeoutError`. A request that cannot be encoded here raises
+  :class:`~pat_runtime.wire.EncodeError` (a local protocol error naming the node; nothing was sent).
 
 A transport implements ``_encode(node, header, arrays) -> (msg, nbytes)`` (may raise :class:`WireError`),
 ``_transmit(pending) -> None | reason`` (``None`` = sent; may raise :class:`DeviceConnectionError` for a
@@ -38,9 +40,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from pat_runtime.devices.errors import DeviceConnectionError, DeviceTimeoutError, RemoteDeviceError
+from pat_runtime.devices.errors import DeviceConnectionError, DeviceTimeoutError
 from pat_runtime import wire
-from pat_runtime.wire import WireError
+from pat_runtime.protocol import Reply
+from pat_runtime.wire import EncodeError, WireError
 
 from .stats import TransportStats
 
@@ -156,17 +159,13 @@ class RequestEngine:
         try:
             return self._encode(p.node, header, arrays)
         except WireError as e:
-            raise RemoteDeviceError(p.node, str(e), code=e.code) from None
+            raise EncodeError(p.node, e.code, e.message) from None
 
     def _map_reply(self, node_id: str, reply: dict[str, Any], out: list) -> tuple[dict[str, Any], list]:
         if reply.get("ok", False):
             return reply, out
         self.stats.errors += 1
-        err = reply.get("error") if isinstance(reply.get("error"), dict) else {}
-        code, message = str(err.get("code", "remote")), str(err.get("message", "error reply"))
-        if code == "expired":
-            raise DeviceTimeoutError(node_id, f"the node dropped the request as past its deadline: {message}")
-        raise RemoteDeviceError(node_id, message, code=code)
+        raise Reply.from_wire(reply, out).exception(node_id)
 
     def _start(self, p: Pending, now: float) -> None:
         p.t0 = time.perf_counter()

@@ -42,6 +42,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from pat_runtime.devices.codes import ErrorCode
 from pat_runtime.devices.errors import DeviceConnectionError
 from pat_runtime import wire
 from pat_runtime.wire import MessageType, WireError
@@ -77,7 +78,7 @@ def from_frames(frames: Sequence[bytes], integrity: bool = True,
     """Inverse of :func:`to_frames`; raises :class:`WireError` (code ``corrupt``) on a CRC mismatch."""
     if integrity:
         if len(frames) < 2 or len(frames[-1]) != 4 or _crc(frames[:-1]) != bytes(frames[-1]):
-            raise WireError("corrupt", "frame checksum mismatch")
+            raise WireError(ErrorCode.CORRUPT, "frame checksum mismatch")
         frames = frames[:-1]
     return wire.decode(frames, limits)
 
@@ -175,7 +176,7 @@ class InprocCoordinator(Coordinator):
             h, _ = from_frames(frames, self.integrity, self.limits)
             beats = h.get("beats")
             if h.get("type") != MessageType.HEARTBEAT or not isinstance(beats, list):
-                raise WireError("bad_header", "not a heartbeat batch")
+                raise WireError(ErrorCode.BAD_HEADER, "not a heartbeat batch")
         except WireError as e:
             self.counters["corrupt"] += 1
             log.debug("dropping bad heartbeat batch: %s", e)
@@ -326,7 +327,7 @@ class InprocEdgeTransport(EdgeTransport):
             try:
                 h, arrays = from_frames(frames, self.integrity, self.limits)
             except WireError as e:
-                if e.code == "corrupt":       # link-layer discard: the sender will retry
+                if e.code == ErrorCode.CORRUPT:       # link-layer discard: the sender will retry
                     self.counters["corrupt"] += 1
                 else:                         # malformed but intact: tell the sender
                     self.counters["bad"] += 1
@@ -342,7 +343,7 @@ class InprocEdgeTransport(EdgeTransport):
             try:
                 self._send(rh, out, tamper=True)
             except WireError as e:  # the service produced something unsendable: say so
-                self._send(wire.error_header(h, "internal", f"reply not encodable: {e}", node=self.node_id))
+                self._send(wire.error_header(h, ErrorCode.INTERNAL, f"reply not encodable: {e}", node=self.node_id))
             self.counters["replies"] += 1
 
 

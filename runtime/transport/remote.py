@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from pat_runtime.devices.codes import ErrorCode
 from pat_runtime.transport.base import Coordinator
 from pat_runtime.wire import MessageType
 
@@ -39,7 +40,7 @@ def check_finite(name: str, y: np.ndarray) -> np.ndarray:
         return y
     bad = int(np.size(y) - np.isfinite(y).sum()) if y.dtype.kind == "f" else int(np.size(y))
     raise RemoteDeviceError(name, f"node returned {bad} non-finite (NaN/inf) or non-numeric y value(s) "
-                                  f"(dtype {y.dtype}); the measurement is refused", code="non_finite")
+                                  f"(dtype {y.dtype}); the measurement is refused", code=ErrorCode.NON_FINITE)
 
 
 class RemoteDevice(Device):

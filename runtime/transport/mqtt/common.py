@@ -26,7 +26,8 @@ from typing import Any
 
 import aiomqtt
 
-from pat_runtime.devices.errors import DeviceConnectionError, DeviceError
+from pat_runtime.devices.codes import ErrorCode
+from pat_runtime.devices.errors import DeviceConnectionError, DeviceError, TransportError
 from pat_runtime.devices.uri import parse_uri
 from pat_runtime.redact import redact_uri
 from pat_runtime.wire import DEFAULT_LIMITS, MAGIC, Limits, WireError, decode_header
@@ -55,10 +56,10 @@ def check_prefix(prefix: str) -> str:
     return prefix
 
 
-class PayloadTooLargeError(DeviceError, ValueError):
+class PayloadTooLargeError(TransportError, DeviceError, ValueError):
     """A payload over ``max_payload`` bytes: refused before anything was published."""
 
-    code = "too_large"
+    code = ErrorCode.TOO_LARGE
 
 
 class MqttAuthError(DeviceConnectionError):

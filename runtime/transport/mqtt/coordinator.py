@@ -28,6 +28,7 @@ from typing import Any, Sequence
 
 import aiomqtt
 
+from pat_runtime.devices.codes import ErrorCode
 from pat_runtime.devices.errors import DeviceConnectionError
 from pat_runtime import wire
 from pat_runtime.devices import Backoff
@@ -233,7 +234,7 @@ class MqttCoordinator(Coordinator):
             return
         header = wire.unpack(payload, self.limits)[0]
         if not isinstance(header.get("spec"), dict):
-            raise WireError("bad_hello", "hello without a spec")
+            raise WireError(ErrorCode.BAD_HELLO, "hello without a spec")
         self._hellos[node] = header
         if self._sessions.get(node) and self._sessions[node] == header.get("sid"):
             self._join(node, header)

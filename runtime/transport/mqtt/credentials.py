@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from pat_runtime.devices.errors import TransportError
+
 log = logging.getLogger("pat_runtime.transport.mqtt")
 
 ENV_USERNAME = "PAT_MQTT_USERNAME"
@@ -40,7 +42,7 @@ _KNOWN = frozenset({"username", "password", "ca", "cert", "key"})
 _warned: set[str] = set()
 
 
-class CredentialsError(ValueError):
+class CredentialsError(TransportError, ValueError):
     """A credentials file that cannot be used (missing, unreadable, group/world-readable, bad TOML)."""
 
 

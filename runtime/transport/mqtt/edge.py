@@ -27,6 +27,7 @@ from typing import Any
 
 import aiomqtt
 
+from pat_runtime.devices.codes import ErrorCode
 from pat_runtime.devices.errors import DeviceConnectionError
 from pat_runtime import wire
 from pat_runtime.devices import Backoff
@@ -162,7 +163,8 @@ class MqttEdgeTransport(EdgeTransport):
             try:
                 if len(payload) > self.max_payload:
                     self.counters["too_large"] += 1
-                    raise WireError("too_large", f"request of {len(payload)} bytes > max_payload {self.max_payload}")
+                    raise WireError(ErrorCode.TOO_LARGE,
+                                    f"request of {len(payload)} bytes > max_payload {self.max_payload}")
                 header, arrays = wire.unpack(payload, self.limits)
             except WireError as e:
                 self.counters["malformed"] += 1
@@ -226,7 +228,7 @@ class MqttEdgeTransport(EdgeTransport):
         except WireError as e:  # a handler produced something we cannot send
             return wire.pack(wire.error_header(reply, e.code, f"reply cannot be sent: {e}", self.node_id))
         if len(data) > self.max_payload:
-            return wire.pack(wire.error_header(reply, "too_large", f"reply of {len(data)} bytes > max_payload "
+            return wire.pack(wire.error_header(reply, ErrorCode.TOO_LARGE, f"reply of {len(data)} bytes > max_payload "
                                                                    f"{self.max_payload}", self.node_id))
         return data
 

@@ -36,7 +36,7 @@ import numpy as np
 
 from pat_runtime.devices.errors import DeviceConnectionError, RemoteDeviceError
 from pat_runtime import wire
-from pat_runtime.wire import WireError
+from pat_runtime.wire import EncodeError, WireError
 
 from .common import PayloadTooLargeError, check_name, publish_nowait
 from .coordinator import MqttCoordinator
@@ -94,7 +94,7 @@ class SharedMqttCoordinator(MqttCoordinator):
         try:
             payload = wire.pack(header, arrays, self.limits)
         except WireError as e:
-            raise RemoteDeviceError(node_id, str(e), code=e.code) from None
+            raise EncodeError(node_id, e.code, e.message) from None
         if len(payload) > self.max_payload:
             raise PayloadTooLargeError(node_id, f"{type!r} request is {len(payload)} bytes > max_payload "
                                                 f"{self.max_payload}; nothing was sent")

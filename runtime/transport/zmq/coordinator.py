@@ -33,6 +33,7 @@ from typing import Any, Sequence
 import zmq
 import zmq.asyncio
 
+from pat_runtime.devices.codes import ErrorCode
 from pat_runtime.devices.errors import DeviceConnectionError
 from pat_runtime.devices.spec import DeviceSpec
 from pat_runtime import wire
@@ -161,7 +162,7 @@ class ZmqCoordinator(Coordinator):
         stats = self.stats
         ident = frames[0].bytes
         if len(frames) < 2:
-            raise WireError("empty", "no header frame")
+            raise WireError(ErrorCode.EMPTY, "no header frame")
         stats.bytes_in += sum(len(f) for f in frames[1:])
         header, arrays = wire.decode(frames[1:], self.limits)
         t = header["type"]
@@ -190,7 +191,7 @@ class ZmqCoordinator(Coordinator):
         elif t == MessageType.HELLO:
             spec = header.get("spec")
             if not isinstance(spec, dict):
-                raise WireError("bad_hello", "hello without a spec")
+                raise WireError(ErrorCode.BAD_HELLO, "hello without a spec")
             self._node_seen(node, spec=spec, **self._meta(header))
         elif t == MessageType.BYE:
             self._node_left(node)
@@ -203,9 +204,9 @@ class ZmqCoordinator(Coordinator):
         node = header.get("node")
         spec = header.get("spec")
         if not isinstance(node, str) or not node or len(node) > 200:
-            raise WireError("bad_hello", "hello without a node id")
+            raise WireError(ErrorCode.BAD_HELLO, "hello without a node id")
         if not isinstance(spec, dict):
-            raise WireError("bad_hello", "hello without a spec")
+            raise WireError(ErrorCode.BAD_HELLO, "hello without a spec")
         DeviceSpec.from_dict(spec)  # validate before registering anything
         user = frame.get("User-Id") if self.curve is not None else None
         try:

@@ -26,6 +26,7 @@ import zmq
 import zmq.asyncio
 
 from pat_runtime import wire
+from pat_runtime.devices.codes import ErrorCode
 from pat_runtime.transport.base import EdgeFaults, EdgeTransport
 from pat_runtime.wire import DEFAULT_LIMITS, Limits, MessageType, WireError
 
@@ -159,7 +160,7 @@ class ZmqEdgeTransport(EdgeTransport):
                 header, arrays = wire.decode(frames, self.limits)
             except Exception as e:  # WireError, or anything a hostile header provokes
                 self.counters["malformed"] += 1
-                code = e.code if isinstance(e, WireError) else "bad_request"
+                code = e.code if isinstance(e, WireError) else ErrorCode.BAD_REQUEST
                 self._reply(wire.error_header(_partial_header(frames, self.limits), code, str(e), self.node_id), ())
                 return
             if header["type"] == MessageType.HELLO:  # the coordinator asks us to (re)announce

@@ -28,6 +28,8 @@ from typing import Callable, Mapping
 
 import zmq.auth
 
+from pat_runtime.devices.codes import ErrorCode
+from pat_runtime.devices.errors import TransportError
 from pat_runtime.devices.uri import parse_uri
 
 log = logging.getLogger("pat_runtime.transport.zmq")
@@ -38,12 +40,18 @@ SEPARATOR = "~"
 MAX_ROUTES = 4096
 
 
-class IdentityError(PermissionError):
-    """A connection claimed a node id it may not use (``code``: ``wrong_key`` | ``id_in_use``)."""
+class IdentityError(TransportError, PermissionError):
+    """A connection claimed a node id it may not use (``code``: ``ErrorCode.WRONG_KEY`` | ``ID_IN_USE``).
 
-    def __init__(self, code: str, message: str):
-        self.code = code
-        super().__init__(message)
+    ``where`` is the claimed node id when known (the message names it too)."""
+
+    def __init__(self, code: ErrorCode | str, message: str, node: str = ""):
+        self.code = ErrorCode(code)
+        self.where = node
+        PermissionError.__init__(self, message)
+
+    def __reduce__(self):
+        return (self.__class__, (self.code, str(self), self.where))
 
 
 def edge_routing_id(node_id: str) -> bytes:
@@ -150,15 +158,16 @@ class NodeIdentities:
             owner = self.keys.get(user_id.encode()) if user_id else None
             if owner != node:
                 self.refused += 1
-                raise IdentityError("wrong_key", f"a connection claimed node id {node!r} but its CURVE key "
-                                                 f"{(user_id or '?')[:8]}... is registered for "
-                                                 f"{owner!r}: refused")
+                raise IdentityError(ErrorCode.WRONG_KEY, f"a connection claimed node id {node!r} but its CURVE key "
+                                                         f"{(user_id or '?')[:8]}... is registered for "
+                                                         f"{owner!r}: refused", node)
         else:
             current = self._route_of.get(node)
             if current is not None and current != routing_id and alive(node):
                 self.refused += 1
-                raise IdentityError("id_in_use", f"node id {node!r} is in use by a live connection; a second "
-                                                 f"claim is refused until that node leaves or goes silent")
+                raise IdentityError(ErrorCode.ID_IN_USE, f"node id {node!r} is in use by a live connection; a "
+                                                         f"second claim is refused until that node leaves or goes "
+                                                         f"silent", node)
         old_node = self._node_of.pop(routing_id, None)  # a connection re-announcing under another id
         if old_node is not None and self._route_of.get(old_node) == routing_id:
             del self._route_of[old_node]
