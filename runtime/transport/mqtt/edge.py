@@ -131,10 +131,11 @@ class MqttEdgeTransport(EdgeTransport):
     async def _say_offline(self, client: aiomqtt.Client) -> None:
         """Clean exit: status "offline SID" (the Will is discarded on DISCONNECT), retained hello cleared."""
         node = self.node_id
+        # both at once, 2 s in all: a slow broker must not hold the node's shutdown for long
         with contextlib.suppress(aiomqtt.MqttError, asyncio.TimeoutError):
-            await client.publish(self.topics.status(node), f"offline {self.sid}".encode(), qos=1, retain=True,
-                                 timeout=2)
-            await client.publish(self.topics.hello(node), b"", qos=1, retain=True, timeout=2)
+            await asyncio.wait_for(asyncio.gather(
+                client.publish(self.topics.status(node), f"offline {self.sid}".encode(), qos=1, retain=True),
+                client.publish(self.topics.hello(node), b"", qos=1, retain=True)), 2.0)
 
     def _hello(self, service: Any) -> bytes:
         return wire.pack(wire.make_header(
