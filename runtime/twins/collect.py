@@ -12,10 +12,12 @@ noise floor: the held-out NMSE of the *ideal* twin (the true noiseless mean) aga
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
 from pat_runtime.devices.base import Device
+from pat_runtime.devices.spec import DeviceSpec
 
 
 @dataclass
@@ -83,6 +85,37 @@ def design_points(n: int, dim: int, lo: float, hi: float, design: str, rng: np.r
     return (lo + (hi - lo) * u).astype(np.float32)
 
 
+def _design(spec, n_samples: int, every: int, seed: int, design: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """The rows ``x[N, in]`` and group θ ``th[G, P]`` of a design (one θ per ``every`` rows)."""
+    if n_samples < 1 or every < 1:
+        raise ValueError(f"n_samples and theta_every must be >= 1, got {n_samples}, {every}")
+    rng = np.random.default_rng(seed)
+    n_groups = -(-int(n_samples) // every)
+    x_all = design_points(int(n_samples), spec.in_dim, *spec.x_range, design, rng)
+    th_all = design_points(n_groups, spec.param_dim, *spec.theta_range, design, rng)
+    return x_all, th_all, every
+
+
+def collect_rows(measure: Callable[[np.ndarray, np.ndarray], np.ndarray], spec: DeviceSpec, n_samples: int = 4096,
+                 repeats: int = 2, seed: int = 0, theta_every: int = 16, design: str = "lhs",
+                 chunk: int = 4096) -> TwinData:
+    """The same design as :func:`collect` (same ``x``, θ and groups for the same arguments), measured by a
+    ``measure(x[B, in], theta[B, P])`` that takes one θ *per row*, e.g. ``Simulator.measure``: many groups
+    per call. For benchmarks on simulators whose per-call cost dominates (``bench/twin_quality.py
+    --direct``); statistically the same as one device call per group when the simulator keeps no state
+    between calls (no drift, no latency), as the stock simulators at their defaults."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    every = min(int(theta_every), spec.max_batch)
+    x, th, every = _design(spec, n_samples, every, seed, design)
+    group = np.arange(len(x)) // every
+    th_rows = th[group]
+    step = max(every, int(chunk) // every * every)
+    y_rep = np.stack([np.concatenate([np.asarray(measure(x[i:i + step], th_rows[i:i + step]), np.float32)
+                                      for i in range(0, len(x), step)]) for _ in range(repeats)])
+    return TwinData(x, th_rows.astype(np.float32), y_rep[0].copy(), y_rep, group)
+
+
 async def collect(device: Device, n_samples: int = 4096, batch: int | None = None, repeats: int = 2,
                   seed: int = 0, theta_every: int | None = None, design: str = "lhs") -> TwinData:
     """Measure ``n_samples`` ``(x, θ)`` pairs on ``device`` (connected), ``repeats`` times each.
@@ -92,11 +125,7 @@ async def collect(device: Device, n_samples: int = 4096, batch: int | None = Non
     if n_samples < 1 or every < 1 or repeats < 1:
         raise ValueError(f"n_samples, theta_every and repeats must be >= 1, got {n_samples}, {every}, {repeats}")
     spec = device.spec
-    every = min(int(every), spec.max_batch)
-    rng = np.random.default_rng(seed)
-    n_groups = -(-int(n_samples) // every)
-    x_all = design_points(int(n_samples), spec.in_dim, *spec.x_range, design, rng)
-    th_all = design_points(n_groups, spec.param_dim, *spec.theta_range, design, rng)
+    x_all, th_all, every = _design(spec, n_samples, min(int(every), spec.max_batch), seed, design)
     xs, ths, ys, groups = [], [], [], []
     done, g = 0, 0
     while done < n_samples:

@@ -111,3 +111,25 @@ def test_pat_twin_kind_best_says_which_twin_won(tmp_path):
     assert report["kind"] == min(vals, key=vals.get)
     assert f"twin {report['kind']}: held-out NMSE" in r.output and "noise floor" in r.output
     assert "lowest validation NMSE chosen" in r.output
+
+
+async def test_collect_rows_measures_the_same_design_with_many_theta_per_call():
+    """bench/twin_quality.py --direct: the design of `collect` (same x, θ, groups), one θ per row, and the
+    same measurements as one device call per group (noiseless, stateless simulator)."""
+    from pat_runtime.sims import make_sim
+    from pat_runtime.twins.collect import collect_rows
+
+    dev = await sim_device("plate", seed=1, noise=0.0)
+    ref = await collect(dev, 200, repeats=1, seed=3, theta_every=16)
+    sim = make_sim("plate", seed=1, noise=0.0)
+    calls = []
+    data = collect_rows(lambda x, th: calls.append(len(x)) or sim.measure(x, th), sim.spec, 200, repeats=2,
+                        seed=3, theta_every=16, chunk=64)
+    assert calls == [64, 64, 64, 8] * 2                       # whole groups per call, every row measured twice
+    assert np.array_equal(data.x, ref.x) and np.array_equal(data.theta, ref.theta)
+    assert np.array_equal(data.group, ref.group) and len(np.unique(data.theta, axis=0)) == 13
+    step = 1.0 / ((1 << 12) - 1)                                # one ADC level
+    assert np.abs(data.y - ref.y).max() <= step + 1e-6
+    assert data.y_repeats.shape == (2, 200, sim.spec.out_dim) and data.noise_floor < 1e-3
+    with pytest.raises(ValueError):
+        collect_rows(sim.measure, sim.spec, 0)
