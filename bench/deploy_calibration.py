@@ -153,6 +153,7 @@ async def deploy_units(kind, args, task, cache, targets, train_units, sq_art, sq
                        train_calls, train_accs, t_kind, on_row) -> dict:
     xte, yte = task.x_test, task.y_test
     plan.lr, plan.batch = args.cal_lr, args.cal_batch
+    plan.affine_search, plan.spsa_c = args.affine_search, args.spsa_c
     if args.cal_groups:     # calibrate other groups than were per-unit in training
         plan.groups = parse_groups(args.cal_groups)
         plan.params = calibration_param_names(pnn_from_artifact(art), plan.groups)
@@ -271,8 +272,25 @@ def table(res: dict) -> str:
     return "\n".join(lines)
 
 
+def merge(files: list[str], dest: str) -> None:
+    """One result file from several runs of the same deployment over different ``--targets`` (e.g. two halves
+    of the units run in two processes): rows concatenated per device kind, in unit order."""
+    runs = [json.loads(Path(f).read_text()) for f in files]
+    out = {**runs[0], "merged_from": files, "seconds": max(r["seconds"] for r in runs),
+           "complete": all(r.get("complete") for r in runs),
+           "loadavg_start": [r.get("loadavg_start") for r in runs], "loadavg_now": [r.get("loadavg_now") for r in runs]}
+    results = []
+    for res in runs[0]["results"]:
+        rows = [row for r in runs for other in r["results"] if other["kind"] == res["kind"] for row in other["rows"]]
+        results.append({**res, "rows": sorted(rows, key=lambda row: row["unit"])})
+    out["results"] = results
+    Path(dest).write_text(json.dumps(out, indent=1))
+
+
 def report_only(args) -> None:
     """Fill in references that were cached after the run (e.g. by a parallel ``bench/deploy_refs.py``)."""
+    if args.merge:
+        merge(args.merge.split(","), args.out)
     out = json.loads(Path(args.out).read_text())
     cache = ReferenceCache(args.reference_cache)
     for i, res in enumerate(out["results"]):
@@ -312,6 +330,9 @@ async def main() -> None:
     ap.add_argument("--seconds", type=float, default=600.0)
     ap.add_argument("--cal-lr", type=float, default=0.005)
     ap.add_argument("--cal-batch", type=int, default=32)
+    ap.add_argument("--affine-search", default="pat", choices=["pat", "spsa"],
+                    help="gradient of the theta_affine gains/offsets at the node: the twin's (pat) or SPSA")
+    ap.add_argument("--spsa-c", type=float, default=0.05, help="SPSA perturbation of a θ gain/offset")
     ap.add_argument("--threshold", type=float, default=0.7)
     ap.add_argument("--tolerance", type=float, default=0.03)
     ap.add_argument("--seed", type=int, default=0)
@@ -328,6 +349,8 @@ async def main() -> None:
     ap.add_argument("--fleet-only", action="store_true", help="only train (and cache) the fleet model")
     ap.add_argument("--quick", action="store_true", help="4 targets, 10 epochs (pipeline check)")
     ap.add_argument("--out", default=None, help="write the results (JSON) here, and the tables next to it (.md)")
+    ap.add_argument("--merge", default=None, help="with --report-only: comma list of result files (same deployment, "
+                                                  "other --targets) merged into --out first")
     ap.add_argument("--report-only", action="store_true",
                     help="re-read --out, fill in per-unit references cached since, rewrite the JSON and tables")
     args = ap.parse_args()

@@ -9,7 +9,15 @@ the model) and the parameters a node may **calibrate** on its own unit, by group
 ``ranges``     every RangeMap (input and between physical layers)
 ``readout``    the :class:`~pat_runtime.pat.BinReadout` scale and offset (or the final ``nn.Linear`` of a hybrid)
 ``theta``      the physical parameters θ of every physical layer (not shared any more: use with care)
+``theta_affine`` a per-channel gain and offset of every physical layer's θ (``θ_c ← g_c·θ_c + o_c``, clamped to
+               the θ range; identity at the start): two numbers per channel that absorb a unit's own scale and
+               offset of how θ acts (e.g. an SLM's phase calibration) while the shape of θ stays shared
 =============  ================================================================================================
+
+``theta_affine`` is a re-parametrisation used only while calibrating (or while training per-unit copies, see
+:class:`pat_runtime.fleet.robust.MultiUnitTrainer`): its names (``stages.i.theta_gain``, ``stages.i.theta_offset``)
+are not model parameters; :class:`ThetaAffine` holds them and writes ``g ⊙ θ₀ + o`` into the layer's θ, so a
+calibrated model (and its artifact) is an ordinary PNN whose θ already carries the unit's gain and offset.
 
 The choice travels inside the artifact (``metadata["calibration"]``, see :class:`CalibrationPlan`) with the
 parameter names, the twin the node uses for PAT's backward pass and the *reference statistics* of every
@@ -46,7 +54,9 @@ from pat_runtime.devices.base import Device
 from pat_runtime.devices.errors import DeviceError
 from pat_runtime.pat import PNN, BinReadout, PhysicalLayer, RangeMap
 
-GROUPS = ("input", "ranges", "readout", "theta")
+GROUPS = ("input", "ranges", "readout", "theta", "theta_affine")
+#: suffixes of the θ gain/offset names (``stages.i.theta_gain``): see :class:`ThetaAffine`
+THETA_AFFINE = ("theta_gain", "theta_offset")
 #: what a deployment calibrates unless told otherwise
 DEFAULT_GROUPS = ("ranges", "readout")
 
@@ -62,6 +72,8 @@ def parse_groups(groups: str | Sequence[str] | None) -> tuple[str, ...]:
     bad = [g for g in items if g not in GROUPS]
     if bad:
         raise ValueError(f"unknown calibration group(s) {bad}; choose from {', '.join(GROUPS)}")
+    if "theta" in items and "theta_affine" in items:
+        raise ValueError("calibration groups 'theta' and 'theta_affine' exclude each other (θ itself is free already)")
     return tuple(dict.fromkeys(items))
 
 
@@ -82,9 +94,75 @@ def calibration_param_names(model: PNN, groups: str | Sequence[str] | None = Non
             names += [p + "weight", p + "bias"]
         elif isinstance(s, PhysicalLayer) and "theta" in groups:
             names.append(p + "theta")
+        elif isinstance(s, PhysicalLayer) and "theta_affine" in groups:
+            names += [p + n for n in THETA_AFFINE]
     if not names:
         raise ValueError(f"calibration groups {list(groups)} select no parameter of this model")
     return names
+
+
+def is_theta_affine(name: str) -> bool:
+    """Is ``name`` (``stages.i.theta_gain`` / ``stages.i.theta_offset``) one of the θ gain/offset names?"""
+    return name.rsplit(".", 1)[-1] in THETA_AFFINE
+
+
+def theta_affine_values(theta: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor,
+                        theta_range: tuple[float, float]) -> torch.Tensor:
+    """``clamp(g_c·θ_c + o_c)``: the θ a channel's gain ``[C, 1]`` and offset ``[C, 1]`` make of ``θ [C, P]``."""
+    return (gain * theta + offset).clamp(*theta_range)
+
+
+class ThetaAffine:
+    """The ``theta_affine`` group of a model: per physical layer named in ``names``, a gain ``[C, 1]`` (ones) and
+    an offset ``[C, 1]`` (zeros) of every channel's θ, relative to θ as it is now (``θ₀``, kept).
+
+    Not model parameters: :meth:`apply_` writes ``clamp(g ⊙ θ₀ + o)`` into the layer's θ (so a forward pass, a
+    snapshot or an artifact of the model holds the calibrated θ), and :meth:`pull_grad` turns the gradient PAT
+    left on θ into the gradients of ``g`` and ``o`` (chain rule; zero where the clamp is active)."""
+
+    def __init__(self, model: PNN, names: Sequence[str]):
+        prefixes = list(dict.fromkeys(n.rsplit(".", 1)[0] for n in names if is_theta_affine(n)))
+        self.layers: dict[str, PhysicalLayer] = {}
+        for pre in prefixes:
+            layer = model.get_submodule(pre)
+            if not isinstance(layer, PhysicalLayer):
+                raise ValueError(f"{pre} is not a physical layer: no θ gain/offset")
+            self.layers[pre] = layer
+        self.base = {pre: layer.theta.detach().clone() for pre, layer in self.layers.items()}
+        self.gain = {pre: nn.Parameter(torch.ones(layer.channels, 1)) for pre, layer in self.layers.items()}
+        self.offset = {pre: nn.Parameter(torch.zeros(layer.channels, 1)) for pre, layer in self.layers.items()}
+
+    def __bool__(self) -> bool:
+        return bool(self.layers)
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [p for pre in self.layers for p in (self.gain[pre], self.offset[pre])]
+
+    def named(self) -> dict[str, torch.Tensor]:
+        """``{"stages.i.theta_gain": [C, 1], "stages.i.theta_offset": [C, 1], ...}`` (current values)."""
+        out = {}
+        for pre in self.layers:
+            out[f"{pre}.theta_gain"], out[f"{pre}.theta_offset"] = self.gain[pre].detach(), self.offset[pre].detach()
+        return out
+
+    @torch.no_grad()
+    def apply_(self) -> None:
+        for pre, layer in self.layers.items():
+            layer.theta.copy_(theta_affine_values(self.base[pre], self.gain[pre], self.offset[pre],
+                                                  layer.spec.theta_range))
+
+    @torch.no_grad()
+    def pull_grad(self) -> None:
+        for pre, layer in self.layers.items():
+            g = layer.theta.grad
+            layer.theta.grad = None
+            if g is None:
+                continue
+            lo, hi = layer.spec.theta_range
+            raw = self.gain[pre] * self.base[pre] + self.offset[pre]
+            g = g * ((raw >= lo) & (raw <= hi))
+            self.gain[pre].grad = (g * self.base[pre]).sum(1, keepdim=True)
+            self.offset[pre].grad = g.sum(1, keepdim=True)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -188,6 +266,12 @@ class CalibrationPlan:
     lr: float = D.LR_CALIBRATION
     batch: int = 32
     trained_on: list[str] = field(default_factory=list)
+    #: how the ``theta_affine`` gains/offsets get their gradient: ``"pat"`` (the twin's, like every other
+    #: parameter) or ``"spsa"`` (simultaneous perturbation on the measured loss: two more forward passes per
+    #: step, model-free; for units whose twin is poor at telling how θ acts)
+    affine_search: str = "pat"
+    #: SPSA perturbation of a gain/offset (``± spsa_c``)
+    spsa_c: float = 0.05
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -197,8 +281,10 @@ class CalibrationPlan:
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "CalibrationPlan":
         d = dict(d or {})
-        known = {k: d[k] for k in ("params", "twin", "sim_options", "reference", "lr", "batch", "trained_on")
-                 if k in d}
+        known = {k: d[k] for k in ("params", "twin", "sim_options", "reference", "lr", "batch", "trained_on",
+                                   "affine_search", "spsa_c") if k in d}
+        if known.get("affine_search", "pat") not in ("pat", "spsa"):
+            raise ValueError(f"affine_search must be 'pat' or 'spsa', not {known['affine_search']!r}")
         return cls(groups=parse_groups(d.get("groups")), **known)
 
     @classmethod
@@ -372,17 +458,22 @@ async def calibrate_pat(model: PNN, dev: BudgetedDevice, x: torch.Tensor, y: tor
     """
     model.attach(device=dev)
     named = dict(model.named_parameters())
-    missing = [n for n in plan.params if n not in named]
+    real = [n for n in plan.params if not is_theta_affine(n)]
+    missing = [n for n in real if n not in named]
     if missing:
         raise ValueError(f"calibration plan names parameters this model lacks: {missing}")
-    train = [named[n] for n in plan.params]
+    affine = ThetaAffine(model, plan.params)     # θ gain/offset (empty unless the plan has theta_affine)
+    train = [named[n] for n in real] + affine.parameters()
+    grad_on = set(real) | {f"{pre}.theta" for pre in affine.layers}
     frozen = {n: p.requires_grad for n, p in named.items()}
     for n, p in named.items():
-        p.requires_grad_(n in plan.params)
+        p.requires_grad_(n in grad_on)
     opt = torch.optim.Adam(train, lr=plan.lr)
+    spsa = bool(affine) and plan.affine_search == "spsa"
+    gen = torch.Generator().manual_seed(int(seed))
     rep = FitReport()
     t0, c0 = time.perf_counter(), dev.calls
-    per_step = calls_per_pass(model, min(plan.batch, len(x)))
+    per_step = calls_per_pass(model, min(plan.batch, len(x))) * (3 if spsa else 1)
     rng = np.random.default_rng(seed)
     try:
         model.train()
@@ -401,8 +492,12 @@ async def calibrate_pat(model: PNN, dev: BudgetedDevice, x: torch.Tensor, y: tor
                 loss = F.cross_entropy(out, y[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                affine.pull_grad()
+                if spsa:
+                    await _spsa_affine_grad(model, affine, x[idx], y[idx], plan.spsa_c, gen)
                 opt.step()
                 model.project_()
+                affine.apply_()
                 rep.steps += 1
                 rep.loss_last = float(loss.detach())
                 if rep.loss_first is None:
@@ -419,6 +514,30 @@ async def calibrate_pat(model: PNN, dev: BudgetedDevice, x: torch.Tensor, y: tor
         model.eval()
         rep.calls = dev.calls - c0
         rep.seconds = time.perf_counter() - t0
+
+
+async def _spsa_affine_grad(model: PNN, affine: ThetaAffine, x: torch.Tensor, y: torch.Tensor, c: float,
+                            gen: torch.Generator) -> None:
+    """Replace the θ gains'/offsets' gradients by a simultaneous-perturbation estimate on the measured loss:
+    ``[L(u + cΔ) − L(u − cΔ)] / 2c · Δ`` (Rademacher ``Δ``; two physical forward passes of ``x``)."""
+    params = affine.parameters()
+    deltas = [torch.randint(0, 2, p.shape, generator=gen).float() * 2 - 1 for p in params]
+    losses = []
+    for sign in (1.0, -1.0):
+        with torch.no_grad():
+            for p, d in zip(params, deltas):
+                p.add_(sign * c * d)
+        affine.apply_()
+        out = (await model.aforward(x)).detach()   # (no no_grad() across an await: see measure_on)
+        losses.append(float(F.cross_entropy(out, y)))
+        with torch.no_grad():
+            for p, d in zip(params, deltas):
+                p.sub_(sign * c * d)
+    affine.apply_()
+    for layer in affine.layers.values():
+        layer.theta.grad = None
+    for p, d in zip(params, deltas):
+        p.grad = (losses[0] - losses[1]) / (2 * c) * d
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -450,6 +569,7 @@ def split_calibration(n: int, verify: int | float = 0.5, seed: int = 0) -> tuple
 
 
 __all__ = ["Budget", "BudgetExceeded", "BudgetedDevice", "CalibrationPlan", "DEFAULT_GROUPS", "Decision",
+           "THETA_AFFINE", "ThetaAffine", "is_theta_affine", "theta_affine_values",
            "FitReport", "GROUPS", "accuracy_on", "measure_on", "calibrate_pat", "calibration_param_names", "calls_per_pass",
            "decide", "parse_groups", "physical_stage_inputs", "plan_of", "reference_stats", "renormalize",
            "split_calibration"]

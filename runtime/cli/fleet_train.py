@@ -34,10 +34,12 @@ def register(app: typer.Typer) -> None:
         layers: int = typer.Option(D.LAYERS, min=1),
         seed: int = typer.Option(0),
         groups: str = typer.Option("ranges,readout", help="per-unit (calibratable) parameters: "
-                                                          "input, ranges, readout, theta"),
+                                                          "input, ranges, readout, theta, theta_affine (per-channel θ gain/offset)"),
         per_unit: bool = typer.Option(True, help="train per-unit copies of the --groups parameters"),
         cal_lr: float = typer.Option(D.LR_CALIBRATION, help="learning rate nodes use for calibration "
                                                  "(docs/deploy.md: 0.02 overshoots on sim:plate)"),
+        affine_search: str = typer.Option("pat", help="how nodes search the theta_affine gains/offsets: pat (twin "
+                                                      "gradient) or spsa (measured loss, 2 more passes per step)"),
         version: str = typer.Option("1", help="model_version of the artifact"),
         out: Path = typer.Option(Path("runs/fleet"), help="output directory"),
     ) -> None:
@@ -48,6 +50,8 @@ def register(app: typer.Typer) -> None:
         try:
             parse_groups(groups)
             unit_list = parse_units(units)
+            if affine_search not in ("pat", "spsa"):
+                raise ValueError(f"--affine-search must be pat or spsa, not {affine_search!r}")
         except ValueError as e:
             raise typer.BadParameter(str(e)) from None
         if held_out in unit_list:
@@ -56,13 +60,13 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter("train-fleet runs on simulated units (sim:KIND); over real nodes use the "
                                      "fleet trainer (pat_runtime.fleet.training.FleetTrainer)")
         summary = asyncio.run(_train(device, unit_list, held_out, task, epochs, batch, lr, layers, seed, groups,
-                                     per_unit, cal_lr, version, out))
+                                     per_unit, cal_lr, version, out, affine_search))
         typer.echo(json.dumps({k: summary[k] for k in ("test_acc_train_units", "test_acc_held_out", "artifact",
                                                        "calibrated_parameters", "seconds")}, indent=1))
 
 
 async def _train(device, units, held_out, task_name, epochs, batch, lr, layers, seed, groups, per_unit, cal_lr,
-                 version, out):
+                 version, out, affine_search="pat"):
     import torch
 
     from pat_runtime.sims.uri import parse_sim_uri
@@ -103,7 +107,7 @@ async def _train(device, units, held_out, task_name, epochs, batch, lr, layers, 
                                per_unit=names if per_unit else [])
     await trainer.train(task.x_train, task.y_train, progress=True)
     plan = CalibrationPlan.for_model(model, groups, twin="nominal", sim_options=sim_options, lr=cal_lr,
-                                     trained_on=[uri(u) for u in units])
+                                     trained_on=[uri(u) for u in units], affine_search=affine_search)
     plan.reference = await trainer.reference(torch.from_numpy(task.x_train[:256]))
     accs = await evaluate_units(model, devs + [held], task.x_test, task.y_test)
     out.mkdir(parents=True, exist_ok=True)

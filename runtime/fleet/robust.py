@@ -30,6 +30,7 @@ from torch import nn
 
 from pat_runtime.devices.base import Device
 from pat_runtime.datasets import batches
+from pat_runtime.calibration import is_theta_affine, reference_stats, theta_affine_values
 from pat_runtime.pat import PNN, PhysicalLayer, measure, pat_apply
 
 
@@ -55,7 +56,10 @@ async def unit_forward(model: PNN, x: torch.Tensor, device: Device, twin: Any,
         if isinstance(s, PhysicalLayer):
             spec, C = s.spec, s.channels
             xs = x.clamp(*spec.x_range).reshape(x.shape[0], C, spec.in_dim)
-            theta = own.get("theta", s.theta).clamp(*spec.theta_range)
+            theta = own.get("theta", s.theta)
+            if "theta_gain" in own:     # this unit's θ gain/offset (the ``theta_affine`` group)
+                theta = theta_affine_values(theta, own["theta_gain"], own["theta_offset"], spec.theta_range)
+            theta = theta.clamp(*spec.theta_range)
             ys = await asyncio.gather(*(measure(device, xs[:, c], theta[c]) for c in range(C)))
             x = torch.cat([pat_apply(xs[:, c], theta[c], ys[c], twin) for c in range(C)], dim=1)
         elif own:
@@ -75,13 +79,14 @@ class MultiUnitTrainer:
         self.model, self.devices, self.twin = model, list(devices), twin
         self.epochs, self.batch, self.seed = int(epochs), int(batch), int(seed)
         named = dict(model.named_parameters())
-        bad = [n for n in per_unit if n not in named]
+        bad = [n for n in per_unit if n not in named and not (is_theta_affine(n) and self._layer_of(n) is not None)]
         if bad:
             raise ValueError(f"per-unit parameters not in the model: {bad}")
         self.per_unit = list(per_unit)
-        #: unit index -> its own copies of the per-unit parameters
+        #: unit index -> its own copies of the per-unit parameters (a θ gain/offset starts as the identity)
         self.unit_params: list[dict[str, nn.Parameter]] = [
-            {n: nn.Parameter(named[n].detach().clone()) for n in self.per_unit} for _ in self.devices]
+            {n: nn.Parameter(self._initial(n, named)) for n in self.per_unit} for _ in self.devices]
+        self._theta_shared: dict[str, torch.Tensor] | None = None
         shared = [p for n, p in named.items() if n not in self.per_unit and p.requires_grad]
         own = [p for d in self.unit_params for p in d.values()]
         self.opt = torch.optim.Adam(shared + own, lr=lr)
@@ -121,6 +126,19 @@ class MultiUnitTrainer:
         self.finalize()
         return self.history
 
+    def _layer_of(self, name: str) -> PhysicalLayer | None:
+        try:
+            layer = self.model.get_submodule(name.rsplit(".", 1)[0])
+        except AttributeError:
+            return None
+        return layer if isinstance(layer, PhysicalLayer) else None
+
+    def _initial(self, name: str, named: dict[str, nn.Parameter]) -> torch.Tensor:
+        if not is_theta_affine(name):
+            return named[name].detach().clone()
+        layer = self._layer_of(name)
+        return (torch.ones if name.endswith("theta_gain") else torch.zeros)(layer.channels, 1)
+
     @torch.no_grad()
     def _project(self) -> None:
         self.model.project_()
@@ -135,19 +153,34 @@ class MultiUnitTrainer:
         """Write the mean of the per-unit copies into the model (what a new unit starts calibrating from)."""
         named = dict(self.model.named_parameters())
         for n in self.per_unit:
-            named[n].copy_(torch.stack([d[n].detach() for d in self.unit_params]).mean(0))
+            if not is_theta_affine(n):
+                named[n].copy_(torch.stack([d[n].detach() for d in self.unit_params]).mean(0))
+        affine = sorted({n.rsplit(".", 1)[0] for n in self.per_unit if is_theta_affine(n)})
+        if self._theta_shared is None:      # the shared θ the per-unit gains/offsets act on
+            self._theta_shared = {pre: named[f"{pre}.theta"].detach().clone() for pre in affine}
+        for pre in affine:                  # ship θ under the mean gain/offset; a node calibrates from there
+            g, o = (torch.stack([d[f"{pre}.{k}"].detach() for d in self.unit_params]).mean(0)
+                    for k in ("theta_gain", "theta_offset"))
+            named[f"{pre}.theta"].copy_(theta_affine_values(self._theta_shared[pre], g, o,
+                                                            self._layer_of(f"{pre}.theta").spec.theta_range))
 
     async def reference(self, x: torch.Tensor) -> dict[str, dict[str, list[float]]]:
         """Reference statistics for label-free re-normalisation, each training unit with its own per-unit
         parameters (:func:`pat_runtime.calibration.reference_stats`)."""
-        from pat_runtime.calibration import reference_stats
-
         return await reference_stats(self.model, self.devices, x,
                                      [self.unit_state(k) for k in range(len(self.devices))])
 
     def unit_state(self, k: int) -> dict[str, torch.Tensor]:
-        """Training unit ``k``'s own values of the per-unit parameters."""
-        return {n: p.detach().clone() for n, p in self.unit_params[k].items()}
+        """Training unit ``k``'s own values of the per-unit parameters, as model parameters (a θ gain/offset
+        as the θ it makes of the shared θ: ``stages.i.theta``)."""
+        out = {n: p.detach().clone() for n, p in self.unit_params[k].items() if not is_theta_affine(n)}
+        named = dict(self.model.named_parameters())
+        for pre in sorted({n.rsplit(".", 1)[0] for n in self.per_unit if is_theta_affine(n)}):
+            base = (self._theta_shared or {}).get(pre, named[f"{pre}.theta"].detach())
+            out[f"{pre}.theta"] = theta_affine_values(base, self.unit_params[k][f"{pre}.theta_gain"].detach(),
+                                                      self.unit_params[k][f"{pre}.theta_offset"].detach(),
+                                                      self._layer_of(f"{pre}.theta").spec.theta_range).clone()
+        return out
 
 
 async def evaluate_units(model: PNN, devices: Sequence[Device], x: np.ndarray, y: np.ndarray,
