@@ -131,7 +131,7 @@ async def test_restarts_and_fitted_per_node_twins():
 @pytest.mark.timeout(120)
 async def test_pipeline_layers_on_nodes_with_failover():
     task = load_task("digits", seed=0, n_train=256, n_test=64)
-    async with sim_fleet(3, DEVICE, timeout=0.2, retries=1, heartbeat=0.05, liveness=0.4) as fleet:
+    async with sim_fleet(3, DEVICE, timeout=1.0, retries=1, heartbeat=0.05, liveness=0.4) as fleet:
         m = fleet.manager
         model = _model(m.nodes[fleet.node_ids[0]].spec, task, layers=2)
         a, b, spare = fleet.node_ids
