@@ -10,6 +10,10 @@ from pat_runtime.devices.base import Device
 from pat_runtime.artifact import Artifact, dumps, loads, pnn_from_artifact, pnn_to_artifact
 from pat_runtime.calibration import CalibrationPlan
 from pat_runtime.signing import default_key_path, load_signing_key
+from pat_runtime.pat import PNN, build_pnn
+from pat_runtime.twins import make_twin
+
+from .core import sim_device
 
 #: the fast circuit of the fleet tests (4 inputs, 1 integration sub-step)
 CIRCUIT = {"in_dim": 4, "param_dim": 4, "substeps": 1}
@@ -35,3 +39,14 @@ async def teacher_labels(data: bytes, device: Device, x: np.ndarray) -> np.ndarr
     model = pnn_from_artifact(loads(data, spec=device.spec), device)
     with torch.no_grad():
         return (await model.aforward(torch.from_numpy(np.asarray(x, np.float32)))).argmax(1).numpy()
+
+
+async def two_circuit_units(units: tuple[int, int] = (1, 2)) -> tuple[list[Device], Any, PNN, np.ndarray, np.ndarray]:
+    """Multi-unit test case: two noiseless circuit units, their nominal twin, a 2-layer PNN on 8 features and
+    3 classes, and 64 toy samples ``(x, y)`` whose class is set by the first feature."""
+    devs = [await sim_device("circuit", unit=u, noise=0.0, **CIRCUIT) for u in units]
+    twin = make_twin("nominal", devs[0].spec, sim_options=dict(CIRCUIT))
+    model = build_pnn(8, 3, twin, spec=devs[0].spec, layers=2, seed=0)
+    x = np.random.default_rng(0).random((64, 8), dtype=np.float32)
+    y = (x[:, 0] * 3).astype(np.int64).clip(0, 2)
+    return devs, twin, model, x, y

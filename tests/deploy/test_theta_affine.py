@@ -10,11 +10,9 @@ from pat_runtime.artifact import loads, pnn_from_artifact, pnn_to_artifact, dump
 from pat_runtime.calibration import (Budget, BudgetedDevice, CalibrationPlan, calibrate_pat, ThetaAffine, calibration_param_names, parse_groups,
                                      plan_of)
 from pat_runtime.edge.calibration import twin_for
-from pat_runtime.fleet.robust import MultiUnitTrainer, unit_forward
-from pat_runtime.pat import build_pnn
+from pat_runtime.fleet.robust import MultiUnitTrainer
 from pat_runtime.testing import sim_device
-from pat_runtime.testing.calibration import CIRCUIT, calibratable_artifact, teacher_labels
-from pat_runtime.twins import make_twin
+from pat_runtime.testing.calibration import CIRCUIT, calibratable_artifact, teacher_labels, two_circuit_units
 
 torch.set_num_threads(1)
 SIM = dict(kind="circuit", unit=2, seed=0, noise=0.0, **CIRCUIT)
@@ -85,12 +83,7 @@ async def test_theta_gain_offset_is_trained_only_in_calibration_and_survives_the
 
 
 async def test_multi_unit_training_keeps_a_theta_gain_offset_per_unit():
-    devs = [await sim_device("circuit", unit=u, noise=0.0, **CIRCUIT) for u in (1, 2)]
-    twin = make_twin("nominal", devs[0].spec, sim_options=dict(CIRCUIT))
-    model = build_pnn(8, 3, twin, spec=devs[0].spec, layers=2, seed=0)
-    rng = np.random.default_rng(0)
-    x = rng.random((64, 8), dtype=np.float32)
-    y = (x[:, 0] * 3).astype(np.int64).clip(0, 2)
+    devs, twin, model, x, y = await two_circuit_units()
     names = calibration_param_names(model, "readout,theta_affine")
     tr = MultiUnitTrainer(model, devs, twin, lr=0.05, epochs=2, batch=32, per_unit=names)
     assert torch.equal(tr.unit_params[0]["stages.1.theta_gain"], torch.ones(model.stages[1].channels, 1))

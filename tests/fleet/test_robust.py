@@ -1,26 +1,17 @@
 """Multi-unit PAT: shared parameters trained on every unit, per-unit copies of the calibratable ones."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from pat_runtime.calibration import calibration_param_names
 from pat_runtime.fleet.robust import MultiUnitTrainer, evaluate_units
-from pat_runtime.pat import build_pnn
-from pat_runtime.testing import sim_device
-from pat_runtime.testing.calibration import CIRCUIT
-from pat_runtime.twins import make_twin
+from pat_runtime.testing.calibration import two_circuit_units
 
 torch.set_num_threads(1)
 
 
 async def test_multi_unit_training_shares_theta_and_keeps_per_unit_copies():
-    devs = [await sim_device("circuit", unit=u, noise=0.0, **CIRCUIT) for u in (1, 2)]
-    twin = make_twin("nominal", devs[0].spec, sim_options=dict(CIRCUIT))
-    model = build_pnn(8, 3, twin, spec=devs[0].spec, layers=2, seed=0)
-    rng = np.random.default_rng(0)
-    x = rng.random((64, 8), dtype=np.float32)
-    y = (x[:, 0] * 3).astype(np.int64).clip(0, 2)
+    devs, twin, model, x, y = await two_circuit_units()
     names = calibration_param_names(model, "readout")
     theta0 = model.stages[1].theta.detach().clone()
     tr = MultiUnitTrainer(model, devs, twin, lr=0.05, epochs=2, batch=32, per_unit=names)
