@@ -52,7 +52,7 @@ from torch import nn
 from pat_runtime import defaults as D
 from pat_runtime.devices.base import Device
 from pat_runtime.devices.errors import DeviceError
-from pat_runtime.pat import PNN, BinReadout, PhysicalLayer, RangeMap
+from pat_runtime.pat import PNN, BinReadout, PATStep, PhysicalLayer, RangeMap
 
 GROUPS = ("input", "ranges", "readout", "theta", "theta_affine")
 #: suffixes of the θ gain/offset names (``stages.i.theta_gain``): see :class:`ThetaAffine`
@@ -469,6 +469,7 @@ async def calibrate_pat(model: PNN, dev: BudgetedDevice, x: torch.Tensor, y: tor
     for n, p in named.items():
         p.requires_grad_(n in grad_on)
     opt = torch.optim.Adam(train, lr=plan.lr)
+    step = PATStep(model, opt)      # gradients for every parameter with requires_grad; ``opt`` updates ``train``
     spsa = bool(affine) and plan.affine_search == "spsa"
     gen = torch.Generator().manual_seed(int(seed))
     rep = FitReport()
@@ -488,15 +489,12 @@ async def calibrate_pat(model: PNN, dev: BudgetedDevice, x: torch.Tensor, y: tor
                     return rep
                 idx = order[k:k + plan.batch]
                 torch.set_grad_enabled(True)     # never inherit another coroutine's no_grad
-                out = await model.aforward(x[idx])
-                loss = F.cross_entropy(out, y[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                affine.pull_grad()
+                loss, grads = step.gradients(await step.logits(x[idx]), y[idx])
+                step.set_grads(grads)
+                affine.pull_grad()          # θ's gradient -> its gain/offset (the ``theta_affine`` group)
                 if spsa:
                     await _spsa_affine_grad(model, affine, x[idx], y[idx], plan.spsa_c, gen)
-                opt.step()
-                model.project_()
+                step.update()
                 affine.apply_()
                 rep.steps += 1
                 rep.loss_last = float(loss.detach())

@@ -32,13 +32,14 @@ Building blocks
   differentiated through its own twin, or on whatever a :data:`Resolver` names for it (a fleet measures
   layer ``k`` on some node's device with that node's twin: :func:`per_layer`).
 * :class:`PATStep` — the one training step (forward -> loss -> backward through the twins' VJP ->
-  optimizer -> θ projection) that every trainer, the fleet trainers and the stream trainer run.
+  optimizer -> θ projection) that every trainer, the fleet trainers, multi-unit training, per-unit
+  calibration and the stream trainer run.
 """
 from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -271,17 +272,18 @@ class PhysicalLayer(nn.Module):
         return torch.cat([self.twin(xs[:, c], self.theta[c]) for c in range(self.channels)], dim=1)
 
     async def aforward(self, x: torch.Tensor, device: Device | None = None,
-                       twin: nn.Module | TwinFn | None = None) -> torch.Tensor:
+                       twin: nn.Module | TwinFn | None = None, theta: torch.Tensor | None = None) -> torch.Tensor:
         """Physical forward through PAT: measured outputs, twin gradients.
 
         ``device`` / ``twin`` measure and differentiate this call elsewhere than the layer's own (one shared
-        model served by many fleet nodes at once cannot re-attach its layers)."""
+        model served by many fleet nodes at once cannot re-attach its layers); ``theta`` replaces the
+        layer's θ for this call (a unit's own copy in multi-unit training)."""
         device = self.device if device is None else device
         twin = self.twin if twin is None else twin
         if device is None:
             raise RuntimeError(f"{self.name}: no device attached (in-silico only model); use forward()")
         xs = self._split(x)
-        theta = self.theta.clamp(*self.spec.theta_range)
+        theta = (self.theta if theta is None else theta).clamp(*self.spec.theta_range)
         if batches_channels(device):  # one call (one request) for all channels
             ys = await measure_many(device, xs, theta, observers=self.observers, name=self.name,
                                     concurrent=self.concurrent)
@@ -322,15 +324,23 @@ class PNN(nn.Module):
             x = s(x)
         return x
 
-    async def aforward(self, x: torch.Tensor, resolver: Resolver | None = None) -> torch.Tensor:
+    async def aforward(self, x: torch.Tensor, resolver: Resolver | None = None,
+                       overrides: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
         """The physical network (PAT): digital stages run here, physical layer ``k`` is measured on the
-        device ``resolver(k, layer)`` names (default: the layer's own) with that twin's VJP as backward."""
+        device ``resolver(k, layer)`` names (default: the layer's own) with that twin's VJP as backward.
+
+        ``overrides`` replaces named parameters (``"stages.i.name"``) for this call only, without touching
+        the module (concurrent calls for different units each pass their own copies)."""
         k = 0
-        for s in self.stages:
+        for i, s in enumerate(self.stages):
+            own = {n.split(".", 2)[2]: v for n, v in overrides.items()
+                   if n.startswith(f"stages.{i}.")} if overrides else {}
             if isinstance(s, PhysicalLayer):
                 device, twin = resolver(k, s) if resolver is not None else (None, None)
-                x = await s.aforward(x, device, twin)
+                x = await s.aforward(x, device, twin, theta=own.get("theta"))
                 k += 1
+            elif own:
+                x = torch.func.functional_call(s, own, (x,), strict=False)
             else:
                 x = s(x)
         return x
@@ -457,9 +467,12 @@ class PATStep:
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *, lr: float = 0.02,
                  grad_clip: float | None = None,
-                 forward: Callable[[torch.Tensor], Any] | None = None):
+                 forward: Callable[[torch.Tensor], Any] | None = None,
+                 params: Sequence[nn.Parameter] | None = None):
         self.model = model
-        self.params = [p for p in model.parameters() if p.requires_grad]
+        #: what gradients are taken for (default: the model's trainable parameters; multi-unit training adds
+        #: each unit's own copies)
+        self.params = list(params) if params is not None else [p for p in model.parameters() if p.requires_grad]
         self.opt = optimizer if optimizer is not None else torch.optim.Adam(self.params, lr=lr)
         self.grad_clip = grad_clip
         self.forward = forward
@@ -479,8 +492,17 @@ class PATStep:
 
     def apply(self, grads: Sequence[torch.Tensor | None], divisor: float | None = None) -> None:
         """One optimizer update with ``grads / divisor``, then θ clamped back into its safe range."""
+        self.set_grads(grads, divisor)
+        self.update()
+
+    def set_grads(self, grads: Sequence[torch.Tensor | None], divisor: float | None = None) -> None:
+        """``p.grad = g / divisor`` for every parameter (first half of :meth:`apply`: a caller may adjust
+        gradients, e.g. per-unit calibration folding θ's gradient into its gain/offset, before the update)."""
         for p, g in zip(self.params, grads):
             p.grad = None if g is None else (g if divisor is None else g / divisor)
+
+    def update(self) -> None:
+        """The optimizer step on the gradients set, then θ clamped back into range (second half of apply)."""
         if self.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
         self.opt.step()

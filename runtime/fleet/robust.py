@@ -25,13 +25,12 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from pat_runtime.devices.base import Device
 from pat_runtime.datasets import batches
 from pat_runtime.calibration import is_theta_affine, reference_stats, theta_affine_values
-from pat_runtime.pat import PNN, PhysicalLayer, measure, pat_apply
+from pat_runtime.pat import PNN, PATStep, PhysicalLayer
 
 
 @dataclass
@@ -50,23 +49,13 @@ async def unit_forward(model: PNN, x: torch.Tensor, device: Device, twin: Any,
                        overrides: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """The PNN's physical forward on ``device`` with PAT's twin backward; ``overrides`` replaces named
     parameters (``stages.i.name``) by this unit's own copies."""
-    overrides = overrides or {}
-    for i, s in enumerate(model.stages):
-        own = {k.split(".", 2)[2]: v for k, v in overrides.items() if k.startswith(f"stages.{i}.")}
-        if isinstance(s, PhysicalLayer):
-            spec, C = s.spec, s.channels
-            xs = x.clamp(*spec.x_range).reshape(x.shape[0], C, spec.in_dim)
-            theta = own.get("theta", s.theta)
-            if "theta_gain" in own:     # this unit's θ gain/offset (the ``theta_affine`` group)
-                theta = theta_affine_values(theta, own["theta_gain"], own["theta_offset"], spec.theta_range)
-            theta = theta.clamp(*spec.theta_range)
-            ys = await asyncio.gather(*(measure(device, xs[:, c], theta[c]) for c in range(C)))
-            x = torch.cat([pat_apply(xs[:, c], theta[c], ys[c], twin) for c in range(C)], dim=1)
-        elif own:
-            x = torch.func.functional_call(s, own, (x,), strict=False)
-        else:
-            x = s(x)
-    return x
+    ov = dict(overrides or {})
+    for i, s in enumerate(model.stages):     # this unit's θ gain/offset (``theta_affine``) -> the θ it makes
+        pre = f"stages.{i}"
+        if isinstance(s, PhysicalLayer) and f"{pre}.theta_gain" in ov:
+            ov[f"{pre}.theta"] = theta_affine_values(ov.get(f"{pre}.theta", s.theta), ov.pop(f"{pre}.theta_gain"),
+                                                     ov.pop(f"{pre}.theta_offset"), s.spec.theta_range)
+    return await model.aforward(x, resolver=lambda k, layer: (device, twin), overrides=ov)
 
 
 class MultiUnitTrainer:
@@ -90,6 +79,7 @@ class MultiUnitTrainer:
         shared = [p for n, p in named.items() if n not in self.per_unit and p.requires_grad]
         own = [p for d in self.unit_params for p in d.values()]
         self.opt = torch.optim.Adam(shared + own, lr=lr)
+        self.step = PATStep(model, self.opt, params=shared + own)   # one update from every unit's shard
         self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=max(self.epochs, 1),
                                                                 eta_min=0.05 * lr)
         self.history: list[RobustEpoch] = []
@@ -108,10 +98,8 @@ class MultiUnitTrainer:
                                                            self.unit_params[k]) for k, idx in parts))
                 logits = torch.cat(outs)
                 order = torch.from_numpy(np.concatenate([idx for _, idx in parts]))
-                loss = F.cross_entropy(logits, yt[order])
-                self.opt.zero_grad(set_to_none=True)
-                loss.backward()
-                self.opt.step()
+                loss, grads = self.step.gradients(logits, yt[order])
+                self.step.apply(grads)
                 self._project()
                 loss_sum += float(loss.detach()) * len(xb)
                 correct += int((logits.argmax(1) == yt[order]).sum())
