@@ -66,9 +66,6 @@ class Coordinator(RequestEngine, abc.ABC):
     #: for ``forget_after`` seconds is forgotten (so ids that joined once, or never, do not pile up)
     max_nodes: int = 4096
     forget_after: float = 600.0
-    #: a gap this much longer than the liveness period between two looks at the clock means this process's
-    #: event loop was blocked (our own work: imports, torch, a synchronous simulator), not that nodes went quiet
-    stall_margin: float = 0.05
 
     def __init__(self) -> None:
         self.nodes: dict[str, NodeInfo] = {}
@@ -77,7 +74,6 @@ class Coordinator(RequestEngine, abc.ABC):
         self._engine_init()
         self._joiners: dict[str, int] = {}    # wait_for_node callers per node id
         self._next_prune = 0.0
-        self._looked = 0.0                    # monotonic time the liveness loop / alive_nodes last ran
 
     @abc.abstractmethod
     async def start(self) -> "Coordinator": ...
@@ -152,11 +148,10 @@ class Coordinator(RequestEngine, abc.ABC):
 
     async def _liveness_loop(self) -> None:
         """Mark nodes dead once they have been silent for ``liveness`` seconds (runs until cancelled)."""
-        self._looked = time.monotonic()
+        period = max(0.02, min(0.25, self.liveness / 4))
         while True:
-            await asyncio.sleep(self._liveness_period())
+            await asyncio.sleep(period)
             now = time.monotonic()
-            self._credit_stall(now)
             self._liveness_sweep(now)
             if now >= self._next_prune:  # forgetting long-dead ids is rare work: at most once a second
                 self._prune(now)
@@ -174,24 +169,8 @@ class Coordinator(RequestEngine, abc.ABC):
             self._node_left(node)
             by_age.pop(node, None)
 
-    def _liveness_period(self) -> float:
-        return max(0.02, min(0.25, self.liveness / 4))
-
-    def _credit_stall(self, now: float) -> None:
-        """Silence while this process's event loop was blocked is not the nodes' silence: nothing could be
-        heard then (in-process nodes could not even run; replies and heartbeats waited in sockets). When the
-        clock jumped by more than a liveness period since the last look, every alive node gets the jump back,
-        so one multi-second stall (an import, a torch call under load) does not declare healthy nodes dead."""
-        if self._looked and self.started:
-            gap = now - self._looked - self._liveness_period()
-            if gap > self.stall_margin:
-                for info in self._by_age.values():
-                    info.last_seen = min(now, info.last_seen + gap)
-        self._looked = now
-
     def alive_nodes(self) -> list[str]:
         now = time.monotonic()
-        self._credit_stall(now)
         return [n for n, i in self.nodes.items() if i.alive and now - i.last_seen <= self.liveness]
 
     async def wait_for_node(self, node_id: str, timeout: float = 10.0) -> NodeInfo:

@@ -54,7 +54,7 @@ class Pending:
     """One request in the pending table."""
 
     __slots__ = ("id", "node", "type", "msg", "nbytes", "future", "timeout", "attempts_left", "attempt",
-                 "attempt_end", "sent_now", "backoff", "why", "t0", "gen", "finished", "queued", "remake", "graced")
+                 "attempt_end", "sent_now", "backoff", "why", "t0", "gen", "finished", "queued", "remake")
 
     def __init__(self, rid: str, node: str, type: str, timeout: float, retries: int):
         self.id, self.node, self.type = rid, node, type
@@ -72,7 +72,6 @@ class Pending:
         self.finished = False
         self.queued = False
         self.remake: Any = None          # (arrays, fields) kept while queued, to re-encode with a fresh deadline
-        self.graced = False              # this attempt already got back time its coordinator's loop was blocked
 
 
 class RequestEngine:
@@ -83,9 +82,6 @@ class RequestEngine:
     max_inflight: int = 8
     #: granularity of the deadline sweep (s): deadlines fire at most this late, the timer at most 1/tick per s
     sweep_tick: float = 0.005
-    #: a sweep this much later than armed means this process's event loop was blocked (our own work), so a
-    #: reply may be waiting behind the sweep: attempts that ran out meanwhile get up to one timeout back, once
-    stall_grace: float = 0.05
     started: bool = False
 
     def _engine_init(self) -> None:
@@ -204,11 +200,9 @@ class RequestEngine:
             self._timer = loop.call_at(self._timer_at, self._sweep)
 
     def _sweep(self) -> None:
-        armed_at = self._timer_at
         self._timer, self._timer_at = None, math.inf
         loop = asyncio.get_running_loop()
         now = loop.time()
-        late = now - armed_at
         heap = self._heap
         while heap and heap[0][0] <= now:
             _, _, p, gen = heapq.heappop(heap)
@@ -216,18 +210,10 @@ class RequestEngine:
                 continue
             if not p.sent_now and now < p.attempt_end:
                 self._send(p, now)                          # unreachable: back-off re-send
-            elif p.sent_now and late > self.stall_grace and not p.graced:
-                # the loop was blocked (imports, torch, an in-process simulator): the node's reply may be
-                # queued behind this sweep, so the stall is not counted against the node (once per attempt)
-                p.graced = True
-                self.stats.stall_graces += 1
-                p.attempt_end = now + min(late, p.timeout)
-                p.gen += 1
-                heapq.heappush(heap, (p.attempt_end, next(self._heap_seq), p, p.gen))
             elif p.attempts_left > 0:                       # attempt over: retry, same id and frames
                 p.attempts_left -= 1
                 p.attempt += 1
-                p.sent_now, p.backoff, p.graced = False, _BACKOFF0, False
+                p.sent_now, p.backoff = False, _BACKOFF0
                 self.stats.retries += 1
                 p.attempt_end = now + p.timeout
                 self._send(p, now)

@@ -20,7 +20,6 @@ class TransportStats:
     bytes_in: int = 0
     retries: int = 0           # re-sends of the same request id
     timeouts: int = 0          # requests that failed with DeviceTimeoutError
-    stall_graces: int = 0      # attempts given back time this process's event loop was blocked (engine sweep ran late)
     errors: int = 0            # error replies (RemoteDeviceError)
     unreachable: int = 0       # sends refused because the node was not connected (EHOSTUNREACH)
     malformed: int = 0         # frames from a peer that could not be decoded (dropped)
@@ -39,7 +38,7 @@ class TransportStats:
 
     def snapshot(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in ("requests", "round_trips", "sent_msgs", "recv_msgs", "bytes_out",
-                                            "bytes_in", "retries", "timeouts", "stall_graces", "errors", "unreachable",
+                                            "bytes_in", "retries", "timeouts", "errors", "unreachable",
                                             "malformed", "unmatched", "rejected", "meta_dropped", "queued")}
         d["latency_p50_ms"] = 1e3 * self.percentile(50)
         d["latency_p95_ms"] = 1e3 * self.percentile(95)
