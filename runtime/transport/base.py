@@ -36,6 +36,7 @@ from pat_runtime.devices.spec import DeviceSpec
 
 from .engine import RequestEngine
 from .meta import node_meta
+from .tasks import cancel_all
 
 log = logging.getLogger(__name__)
 
@@ -141,9 +142,7 @@ class Coordinator(RequestEngine, abc.ABC):
     async def _stop_tasks_and_requests(self) -> None:
         """Cancel the background tasks, then fail and forget every in-flight request."""
         tasks, self._tasks = list(self._tasks), []
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_all(tasks)
         self._engine_close("coordinator closed")
 
     async def _liveness_loop(self) -> None:

@@ -32,6 +32,7 @@ from pat_runtime.devices.errors import DeviceConnectionError
 from pat_runtime import wire
 from pat_runtime.devices import Backoff
 from pat_runtime.transport.base import EdgeFaults, EdgeTransport
+from pat_runtime.transport.tasks import cancel_all
 from pat_runtime.wire import DEFAULT_LIMITS, Limits, MessageType, WireError
 
 from .common import (DEFAULT_MAX_PAYLOAD, MqttAuthError, MqttUrl, Topics, check_name, connect, disconnect,
@@ -118,9 +119,7 @@ class MqttEdgeTransport(EdgeTransport):
                 if t is not tasks[2] and not t.cancelled() and t.exception() is not None:
                     raise t.exception()
         finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_all(tasks)
             if handlers:  # let in-flight requests finish and reply
                 _, left = await asyncio.wait(handlers, timeout=self.drain)
                 for t in left:

@@ -37,6 +37,7 @@ import numpy as np
 from pat_runtime.devices.errors import DeviceConnectionError, RemoteDeviceError
 from pat_runtime import wire
 from pat_runtime.wire import EncodeError, WireError
+from pat_runtime.transport.tasks import cancel_all
 
 from .common import PayloadTooLargeError, check_name, publish_nowait
 from .coordinator import MqttCoordinator
@@ -79,9 +80,7 @@ class SharedMqttCoordinator(MqttCoordinator):
 
     async def close(self) -> None:
         await super().close()
-        for t in list(self._handlers):
-            t.cancel()
-        await asyncio.gather(*self._handlers, return_exceptions=True)
+        await cancel_all(list(self._handlers))
 
     # ----- submit: fire and forget, the reply goes to one replica of the group ----------------------------
     async def submit(self, node_id: str, type: str, arrays: Sequence[np.ndarray] = (), **fields: Any) -> str:
