@@ -129,7 +129,7 @@ class MultiUnitTrainer:
 
     @torch.no_grad()
     def _project(self) -> None:
-        self.model.project_()
+        """Clamp the units' own θ copies into range (the shared θ is clamped by ``PATStep.apply``)."""
         for d in self.unit_params:
             for n, p in d.items():
                 if n.endswith(".theta"):
