@@ -38,7 +38,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from deploy_refs import ReferenceCache, paired_gap, sim_fingerprint, test_correct, unit_device  # noqa: E402
+from deploy_refs import ReferenceCache, combine_references, paired_gap, reference_gap, sim_fingerprint, \
+    test_correct, unit_device  # noqa: E402
 from pat_runtime.edge.calibration import calibrate_on_unit  # noqa: E402
 from pat_runtime.artifact import load_artifact, pnn_from_artifact, pnn_to_artifact, save_artifact  # noqa: E402
 from pat_runtime.calibration import Budget, CalibrationPlan, calibration_param_names, parse_groups  # noqa: E402
@@ -188,8 +189,7 @@ async def deploy_units(kind, args, task, cache, targets, train_units, sq_art, sq
         c_final = c_after if rep.switched else (c_before if c_before is not None else c_shipped)
         before = None if c_before is None else float(c_before.mean())
         shipped, after_cand, final = float(c_shipped.mean()), float(c_after.mean()), float(c_final.mean())
-        ref = (await cache.get(kind, u, task, args.epochs, args.seed) if args.train_reference
-               else cache.lookup(kind, u, args.epochs, args.seed))   # else: another run may fill it in later
+        ref = await unit_reference(cache, kind, u, task, args)   # None: another run may fill it in later
         row = {"unit": u, "per_unit_trained": None, "status_quo": before, "fleet_shipped": shipped,
                "fleet_calibrated": after_cand, "final": final, "final_correct": c_final.tolist(),
                "gap": None, "gap_se": None,
@@ -212,32 +212,67 @@ async def deploy_units(kind, args, task, cache, targets, train_units, sq_art, sq
     return summary()
 
 
+def ref_seeds(args) -> list[int]:
+    """The training seeds of the per-unit reference (``--ref-seeds``; default: ``--seed`` alone)."""
+    return [int(v) for v in str(args.ref_seeds).split(",")] if getattr(args, "ref_seeds", None) else [args.seed]
+
+
+async def unit_reference(cache: ReferenceCache, kind: str, u: int, task, args, train: bool | None = None):
+    """The unit's reference over all ``--ref-seeds`` (:func:`deploy_refs.combine_references`); trained here if
+    missing and ``--train-reference``, else None unless every seed is cached."""
+    train = args.train_reference if train is None else train
+    refs = []
+    for s in ref_seeds(args):
+        r = await cache.get(kind, u, task, args.epochs, s) if train else cache.lookup(kind, u, args.epochs, s)
+        if r is None:
+            return None
+        refs.append(r)
+    return combine_references(refs)
+
+
 def _fill_reference(row: dict, ref: dict | None) -> None:
-    """The per-unit reference's test accuracy and the paired gap (same test samples) with its standard error."""
+    """The per-unit reference's test accuracy (mean over its seeds) and the paired gap (same test samples) with
+    its standard error (widened by the seed-to-seed uncertainty of the reference's mean); also the gap to the
+    first seed alone (what a one-seed reference would have said)."""
     if ref is None:
         return
-    g = paired_gap(ref["correct"], row["final_correct"])
-    row.update(per_unit_trained=ref["test_acc"], gap=g["gap"], gap_se=g["se"], gap_lo90=g["lo90"],
-               gap_hi90=g["hi90"], reference_key=ref["key"])
+    g = reference_gap(ref, np.asarray(row["final_correct"]))
+    first = paired_gap(ref["first_correct"], row["final_correct"])
+    row.update(per_unit_trained=ref["test_acc"], per_unit_seeds=ref["seeds"], per_unit_accs=ref["accs"],
+               per_unit_seed_sd=ref["seed_sd"], gap=g["gap"], gap_se=g["se"], gap_paired_se=g["paired_se"],
+               gap_lo90=g["lo90"], gap_hi90=g["hi90"], reference_key=ref["key"],
+               per_unit_first_seed=ref["accs"][0], gap_first_seed=first["gap"])
 
 
 def summarize(kind, args, train_units, train_s, train_calls, train_accs, sq_acc, rows, t_kind, cache=None) -> dict:
-    for r in rows:          # per-unit references another run may have finished meanwhile
-        if r["per_unit_trained"] is None and cache is not None:
-            _fill_reference(r, cache.lookup(kind, r["unit"], args.epochs, args.seed))
+    for r in rows:          # per-unit references (all --ref-seeds) another run may have finished meanwhile
+        if cache is not None:
+            _fill_reference(r, _lookup_reference(cache, kind, r["unit"], args))
     gaps = [r["gap"] for r in rows if r["gap"] is not None] or [float("nan")]
     ses = [r["gap_se"] for r in rows if r["gap_se"] is not None] or [float("nan")]
+    firsts = [r.get("gap_first_seed") for r in rows if r.get("gap_first_seed") is not None]
+    sds = [r["per_unit_seed_sd"] for r in rows if r.get("per_unit_seed_sd") is not None
+           and not np.isnan(r["per_unit_seed_sd"])]
     return {"kind": f"sim:{kind}", "train_units": train_units, "held_out_unit": args.held_out,
             "fleet_train_s": train_s, "fleet_train_calls": train_calls,
             "fleet_test_acc_train_units": train_accs[:-1], "fleet_test_acc_held_out": train_accs[-1],
             "status_quo_unit0": sq_acc, "rows": rows,
             "max_gap": max(gaps), "mean_gap": statistics.mean(gaps), "mean_gap_se": statistics.mean(ses),
             "within_tolerance": sum(g <= args.tolerance for g in gaps), "units": len(rows),
+            "ref_seeds": ref_seeds(args), "mean_reference_seed_sd": statistics.mean(sds) if sds else None,
+            "within_tolerance_first_seed": sum(g <= args.tolerance for g in firsts) if firsts else None,
             "units_with_reference": sum(r["gap"] is not None for r in rows),
             "max_calls": max(r["calls"] for r in rows), "max_seconds": max(r["seconds"] for r in rows),
             "any_switch_to_worse_on_verify": any(r["switched_to_worse_on_verify"] for r in rows),
             "any_switch_to_worse_on_test": any(r["switched_to_worse_on_test"] for r in rows),
             "seconds": time.perf_counter() - t_kind}
+
+
+def _lookup_reference(cache: ReferenceCache, kind: str, u: int, args) -> dict | None:
+    refs = [cache.lookup(kind, u, args.epochs, s) for s in ref_seeds(args)]
+    if any(r is None for r in refs):
+        return None
+    return combine_references(refs)
 
 
 def _f(v) -> str:
@@ -256,8 +291,14 @@ def table(res: dict) -> str:
              "| unit | trained on this unit | status quo (unit-0 model) | fleet model as shipped | after calibration "
              "| serving after rollout | gap to per-unit ± SE | switched? | device calls | seconds |",
              "|---|---|---|---|---|---|---|---|---|---|"]
+    seeds = res.get("ref_seeds") or []
+    if len(seeds) > 1:
+        lines[2] = lines[2].replace("| trained on this unit |", f"| trained on this unit (mean of seeds {seeds}; "
+                                                                f"min-max) |")
     for r in res["rows"]:
-        lines.append(f"| {r['unit']} | {_p(r['per_unit_trained'])} | {_p(r['status_quo'])} | {r['fleet_shipped']:.1%} "
+        accs = r.get("per_unit_accs") or []
+        ref = _p(r["per_unit_trained"]) + (f" ({min(accs):.1%}-{max(accs):.1%})" if len(accs) > 1 else "")
+        lines.append(f"| {r['unit']} | {ref} | {_p(r['status_quo'])} | {r['fleet_shipped']:.1%} "
                      f"| {r['fleet_calibrated']:.1%} | {r['final']:.1%} | "
                      f"{'-' if r['gap'] is None else format(100 * r['gap'], '+.1f') + ' ± ' + format(100 * r['gap_se'], '.1f')} | "
                      f"{'switched (' + r['stage'] + ')' if r['switched'] else 'kept'} | {r['calls']} | "
@@ -265,8 +306,13 @@ def table(res: dict) -> str:
     lines.append("")
     lines.append(f"Units within 3 points of per-unit training: {res['within_tolerance']}/"
                  f"{res['units_with_reference']} with a per-unit reference ({res['units']} deployed) "
-                 f"(max gap {100 * res['max_gap']:+.1f}, mean {100 * res['mean_gap']:+.1f} points, mean paired SE "
-                 f"{100 * res['mean_gap_se']:.1f}); max device calls "
+                 f"(max gap {100 * res['max_gap']:+.1f}, mean {100 * res['mean_gap']:+.1f} points, mean SE "
+                 f"{100 * res['mean_gap_se']:.1f}"
+                 + (f"; reference: mean of {len(seeds)} training seeds per unit, seed-to-seed SD "
+                    f"{100 * res['mean_reference_seed_sd']:.1f} points on average; against the first seed alone: "
+                    f"{res['within_tolerance_first_seed']}/{res['units_with_reference']} within 3 points"
+                    if len(seeds) > 1 and res.get("mean_reference_seed_sd") is not None else "")
+                 + f"); max device calls "
                  f"{res['max_calls']}, max seconds {res['max_seconds']:.1f}; a switch to a model measuring worse "
                  f"than the serving one: {'YES' if res['any_switch_to_worse_on_verify'] else 'never'}.")
     return "\n".join(lines)
@@ -336,6 +382,9 @@ async def main() -> None:
     ap.add_argument("--threshold", type=float, default=0.7)
     ap.add_argument("--tolerance", type=float, default=0.03)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ref-seeds", default=None,
+                    help="comma list of training seeds of the per-unit reference: the reference is their mean "
+                         "accuracy (per-unit training's expected accuracy, not one run's); default: --seed")
     ap.add_argument("--reference-cache", default="runs/deploy_bench/refs",
                     help="per-unit references are kept here, keyed by a simulator fingerprint (never stale)")
     ap.add_argument("--train-reference", action=argparse.BooleanOptionalAction, default=True,

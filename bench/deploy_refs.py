@@ -177,6 +177,35 @@ def paired_gap(ref: np.ndarray, ours: np.ndarray, n_boot: int = 2000, seed: int 
             "hi90": float(np.quantile(boots, 0.95))}
 
 
+def combine_references(refs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One per-unit reference from several training seeds of the same unit: its **expected** accuracy.
+
+    Per-unit PAT is itself noisy (on ``sim:shg`` at default effects two seeds of one unit differ by several
+    points), so the fair target "within 3 points of a model trained on that unit alone" compares with the mean
+    over seeds, not with one (possibly lucky) run. Returns the mean test accuracy, the per-sample correctness
+    averaged over the seeds (for the paired gap on the same test samples), every seed's accuracy, their
+    standard deviation and the standard error of the mean over seeds (``seed_se``; 0 for a single seed, where
+    it cannot be estimated: ``seed_sd`` is then NaN); ``first_correct`` is the first seed's per-sample correctness."""
+    if not refs:
+        raise ValueError("no reference to combine")
+    accs = [float(r["test_acc"]) for r in refs]
+    k = len(refs)
+    sd = float(np.std(accs, ddof=1)) if k > 1 else float("nan")
+    return {"key": "+".join(r["key"] for r in refs), "seeds": [r["seed"] for r in refs], "accs": accs,
+            "test_acc": float(np.mean(accs)), "correct": np.mean([r["correct"] for r in refs], 0).tolist(),
+            "first_correct": refs[0]["correct"],
+            "seed_sd": sd, "seed_se": sd / np.sqrt(k) if k > 1 else 0.0}
+
+
+def reference_gap(ref: dict[str, Any], ours: np.ndarray) -> dict[str, float]:
+    """:func:`paired_gap` against a (combined) reference, its standard error widened by the uncertainty of the
+    reference's mean over training seeds: ``se = sqrt(paired_se² + seed_se²)``."""
+    g = paired_gap(ref["correct"], ours)
+    g["paired_se"] = g["se"]
+    g["se"] = float(np.sqrt(g["se"] ** 2 + float(ref.get("seed_se", 0.0)) ** 2))
+    return g
+
+
 async def _main() -> None:
     import argparse
 
@@ -216,7 +245,8 @@ async def _main() -> None:
                       f"{r['seconds']:.0f} s) {r['key']}", flush=True)
 
 
-__all__ = ["RECIPE", "REPEATS", "ReferenceCache", "paired_gap", "sim_fingerprint", "test_correct", "unit_device"]
+__all__ = ["RECIPE", "REPEATS", "ReferenceCache", "combine_references", "paired_gap", "reference_gap",
+           "sim_fingerprint", "test_correct", "unit_device"]
 
 
 if __name__ == "__main__":
