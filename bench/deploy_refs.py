@@ -206,6 +206,34 @@ def reference_gap(ref: dict[str, Any], ours: np.ndarray) -> dict[str, float]:
     return g
 
 
+def seed_table(cache: ReferenceCache, kind: str, units: list[int], epochs: int, seeds: list[int]) -> str:
+    """Markdown: every cached reference of ``units`` x ``seeds`` (test accuracy), the mean and SD over seeds per
+    unit, and how much of the spread of one-seed references is the unit and how much the seed."""
+    lines = [f"| unit | {' | '.join(f'seed {s}' for s in seeds)} | mean | SD over seeds | max - min |",
+             "|---|" + "---|" * (len(seeds) + 3)]
+    means, sds, firsts = [], [], []
+    for u in units:
+        accs = [None if (r := cache.lookup(kind, u, epochs, s)) is None else r["test_acc"] for s in seeds]
+        have = [a for a in accs if a is not None]
+        cells = " | ".join("-" if a is None else f"{a:.1%}" for a in accs)
+        if len(have) > 1:
+            means.append(float(np.mean(have)))
+            sds.append(float(np.std(have, ddof=1)))
+            firsts.append(have[0])
+            lines.append(f"| {u} | {cells} | {means[-1]:.1%} | {100 * sds[-1]:.1f} | "
+                         f"{100 * (max(have) - min(have)):.1f} |")
+        else:
+            lines.append(f"| {u} | {cells} | - | - | - |")
+    if sds:
+        lines += ["", f"sim:{kind}: {len(sds)} units with >= 2 seeds; SD over seeds (mean over units) "
+                      f"{100 * float(np.mean(sds)):.1f} points (pooled {100 * float(np.sqrt(np.mean(np.square(sds)))):.1f}); "
+                      f"SD over units of the per-unit mean {100 * float(np.std(means, ddof=1)) if len(means) > 1 else float('nan'):.1f} "
+                      f"points; of the first seed alone {100 * float(np.std(firsts, ddof=1)) if len(firsts) > 1 else float('nan'):.1f} "
+                      f"points; per-unit means {min(means):.1%}-{max(means):.1%}, first seed alone "
+                      f"{min(firsts):.1%}-{max(firsts):.1%}"]
+    return "\n".join(lines)
+
+
 async def _main() -> None:
     import argparse
 
@@ -217,6 +245,8 @@ async def _main() -> None:
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--cache", default="runs/deploy_bench/refs")
+    ap.add_argument("--table", action="store_true",
+                    help="train nothing: print the cached references of --units x --seeds (seed-to-seed spread)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     if "-" in args.units:           # A-B, ascending or descending (two processes can share a list from both ends)
@@ -225,6 +255,10 @@ async def _main() -> None:
     else:
         units = [int(u) for u in args.units.split(",")]
     cache = ReferenceCache(args.cache)
+    if args.table:
+        for kind in [k.strip() for k in args.devices.split(",") if k.strip()]:
+            print(seed_table(cache, kind, units, args.epochs, [int(s) for s in args.seeds.split(",")]) + "\n")
+        return
     for seed in [int(s) for s in args.seeds.split(",")]:
         task = load_task("digits", seed=0)
         for kind in [k.strip() for k in args.devices.split(",") if k.strip()]:
@@ -246,7 +280,7 @@ async def _main() -> None:
 
 
 __all__ = ["RECIPE", "REPEATS", "ReferenceCache", "combine_references", "paired_gap", "reference_gap",
-           "sim_fingerprint", "test_correct", "unit_device"]
+           "seed_table", "sim_fingerprint", "test_correct", "unit_device"]
 
 
 if __name__ == "__main__":
