@@ -42,7 +42,8 @@ from deploy_refs import ReferenceCache, combine_references, paired_gap, referenc
     test_correct, unit_device  # noqa: E402
 from pat_runtime.edge.calibration import calibrate_on_unit  # noqa: E402
 from pat_runtime.artifact import load_artifact, pnn_from_artifact, pnn_to_artifact, save_artifact  # noqa: E402
-from pat_runtime.calibration import Budget, CalibrationPlan, calibration_param_names, parse_groups  # noqa: E402
+from pat_runtime.calibration import Budget, CalibrationPlan, calibration_param_names, parse_groups, \
+    reference_stats  # noqa: E402
 from pat_runtime.datasets import load_task  # noqa: E402
 from pat_runtime.fleet.robust import MultiUnitTrainer, evaluate_units  # noqa: E402
 from pat_runtime.pat import build_pnn  # noqa: E402
@@ -83,6 +84,11 @@ async def bench_kind(kind: str, args, task, on_row=None) -> dict:
 
     # 2. the fleet model (kept in --model-cache; the key holds the training units' simulator fingerprints)
     t0 = time.perf_counter()
+    if args.ship_reference:     # or: one unit's own PAT model (the reference recipe) on a non-target unit
+        art, plan, train_units, train_s, train_calls, train_accs = await shipped_reference(kind, args, task, cache)
+        assert not set(targets) & set(train_units), "the shipped model's units must not be targets"
+        return await deploy_units(kind, args, task, cache, targets, train_units, sq_art, sq_acc, art, plan,
+                                  train_s, train_calls, train_accs, t_kind, on_row)
     fe = args.fleet_epochs or args.epochs
     fkey = (f"{kind}_fleet3_{'-'.join(map(str, train_units))}_{args.groups}_{int(args.per_unit)}_e{fe}"
             f"_b{args.fleet_batch}_s{args.seed}_{fleet_fingerprint(kind, train_units + [args.held_out])}")
@@ -148,6 +154,44 @@ async def bench_kind(kind: str, args, task, on_row=None) -> dict:
         return {}
     return await deploy_units(kind, args, task, cache, targets, train_units, sq_art, sq_acc, art, plan,
                               train_s, train_calls, train_accs, t_kind, on_row)
+
+
+async def shipped_reference(kind: str, args, task, cache: ReferenceCache):
+    """The model shipped to every target when ``--ship-reference U1,U2,..`` is given: ``pat train --method pat``
+    on ONE non-target unit alone (the per-unit reference recipe, seed ``--seed``), trained once on each of the
+    candidate units and the one with the best **validation** accuracy (on its own unit) taken; then the same
+    calibration plan as a fleet model (``--groups``), with the re-normalisation statistics measured on its unit.
+    Training cost: one PAT run per candidate unit."""
+    units = [int(u) for u in args.ship_reference.split(",")]
+    refs = []
+    for u in units:
+        r = await cache.get(kind, u, task, args.epochs, args.seed) if args.train_reference \
+            else cache.lookup(kind, u, args.epochs, args.seed)
+        if r is None:
+            raise SystemExit(f"--ship-reference: unit {u} (seed {args.seed}) is not cached; train it with "
+                             f"bench/deploy_refs.py --devices {kind} --units {u} --seeds {args.seed}")
+        refs.append(r)
+    best = max(refs, key=lambda r: r["val_acc"])
+    u = best["unit"]
+    dev = unit_device(kind, u)
+    await dev.connect()
+    model = cache.model(kind, u, args.epochs, args.seed, dev).set_concurrent(False)
+    plan = CalibrationPlan.for_model(model, args.groups, lr=args.cal_lr, batch=args.cal_batch,
+                                     trained_on=[f"sim:{kind}?unit={u}"])
+    plan.reference = await reference_stats(model, [dev], torch.from_numpy(task.x_train[:256]))
+    held = unit_device(kind, args.held_out)
+    await held.connect()
+    train_accs = await evaluate_units(model, [dev, held], task.x_test, task.y_test)
+    calls = sum(r["train_calls"] for r in refs)
+    secs = sum(r["seconds"] for r in refs)
+    art = pnn_to_artifact(model, f"ref-{kind}-{u}", metadata={
+        "calibration": plan.to_dict(), "train_s": secs, "train_calls": calls, "train_accs": train_accs,
+        "train_accs_own": [best["test_acc"]], "shipped_reference": best["key"],
+        "candidates_val_acc": {r["unit"]: r["val_acc"] for r in refs}})
+    print(f"  shipped model: PAT on unit {u} alone (best validation of units {units}: "
+          f"{[round(r['val_acc'], 3) for r in refs]}); test acc on unit {u}: {train_accs[0]:.3f}, held-out unit "
+          f"{args.held_out}: {train_accs[1]:.3f}; {calls} device calls for all candidates", flush=True)
+    return art, plan, [u], secs, calls, train_accs
 
 
 async def deploy_units(kind, args, task, cache, targets, train_units, sq_art, sq_acc, art, plan, train_s,
@@ -392,6 +436,9 @@ async def main() -> None:
     ap.add_argument("--status-quo", action=argparse.BooleanOptionalAction, default=True,
                     help="train the unit-0 model and let every unit serve it before the rollout")
     ap.add_argument("--fleet-model", default=None, help="use this fleet artifact instead of training one")
+    ap.add_argument("--ship-reference", default=None, metavar="U1,U2,..",
+                    help="ship, instead of a multi-unit fleet model, the per-unit PAT model (reference recipe) of "
+                         "the candidate unit with the best validation accuracy (non-target units)")
     ap.add_argument("--model-cache", default="runs/deploy_bench",
                     help="fleet models are kept here, keyed by the simulator fingerprints of their units")
     ap.add_argument("--only-reference", action="store_true", help="only train the per-unit references")

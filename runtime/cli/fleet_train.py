@@ -7,6 +7,11 @@ PAT runs on every training unit at once (each batch split over the units; see
 per-unit during training and named in the artifact as what a node may calibrate. Writes ``OUT/model.pnn``
 (with its calibration plan and the reference statistics for label-free re-normalisation) and
 ``OUT/summary.json`` (test accuracy on each training unit and on the held-out unit, as shipped).
+
+``--strategy best-unit`` trains instead one plain PAT run on each training unit alone (``pat train``'s recipe,
+validation-selected) and ships the run with the best validation accuracy, with the same calibration plan
+(:mod:`pat_runtime.fleet.best_unit`; on ``sim:shg`` it calibrates to far better accuracy than the multi-unit
+model, docs/deploy.md).
 """
 from __future__ import annotations
 
@@ -40,6 +45,9 @@ def register(app: typer.Typer) -> None:
                                                  "(docs/deploy.md: 0.02 overshoots on sim:plate)"),
         affine_search: str = typer.Option("pat", help="how nodes search the theta_affine gains/offsets: pat (twin "
                                                       "gradient) or spsa (measured loss, 2 more passes per step)"),
+        strategy: str = typer.Option("multi-unit", help="multi-unit: PAT on all --units at once (shared θ); "
+                                                         "best-unit: one PAT run per unit alone, the best by "
+                                                         "validation shipped (--lr, --per-unit: multi-unit only)"),
         version: str = typer.Option("1", help="model_version of the artifact"),
         out: Path = typer.Option(Path("runs/fleet"), help="output directory"),
     ) -> None:
@@ -52,6 +60,8 @@ def register(app: typer.Typer) -> None:
             unit_list = parse_units(units)
             if affine_search not in ("pat", "spsa"):
                 raise ValueError(f"--affine-search must be pat or spsa, not {affine_search!r}")
+            if strategy not in ("multi-unit", "best-unit"):
+                raise ValueError(f"--strategy must be multi-unit or best-unit, not {strategy!r}")
         except ValueError as e:
             raise typer.BadParameter(str(e)) from None
         if held_out in unit_list:
@@ -60,13 +70,13 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter("train-fleet runs on simulated units (sim:KIND); over real nodes use the "
                                      "fleet trainer (pat_runtime.fleet.training.FleetTrainer)")
         summary = asyncio.run(_train(device, unit_list, held_out, task, epochs, batch, lr, layers, seed, groups,
-                                     per_unit, cal_lr, version, out, affine_search))
+                                     per_unit, cal_lr, version, out, affine_search, strategy))
         typer.echo(json.dumps({k: summary[k] for k in ("test_acc_train_units", "test_acc_held_out", "artifact",
                                                        "calibrated_parameters", "seconds")}, indent=1))
 
 
 async def _train(device, units, held_out, task_name, epochs, batch, lr, layers, seed, groups, per_unit, cal_lr,
-                 version, out, affine_search="pat"):
+                 version, out, affine_search="pat", strategy="multi-unit"):
     import torch
 
     from pat_runtime.sims.uri import parse_sim_uri
@@ -74,6 +84,7 @@ async def _train(device, units, held_out, task_name, epochs, batch, lr, layers, 
     from pat_runtime.artifact import pnn_to_artifact, save_artifact
     from pat_runtime.calibration import CalibrationPlan, calibration_param_names
     from pat_runtime.datasets import load_task
+    from pat_runtime.fleet.best_unit import best_unit_plan, train_best_unit
     from pat_runtime.fleet.robust import MultiUnitTrainer, evaluate_units
     from pat_runtime.fleet.training import twin_sim_options
     from pat_runtime.pat import build_pnn
@@ -97,27 +108,39 @@ async def _train(device, units, held_out, task_name, epochs, batch, lr, layers, 
     for d in devs + [held]:
         await d.connect()
     sim_options = twin_sim_options(device)
-    twin = make_twin("nominal", devs[0].spec, sim_options=sim_options)
-    twin.requires_grad_(False)
-    model = build_pnn(task.n_features, task.n_classes, twin, spec=devs[0].spec, layers=layers, seed=seed)
-    model.calibrate(torch.from_numpy(task.x_train[:512]))
-    model.set_concurrent(False)
-    names = calibration_param_names(model, groups)
-    trainer = MultiUnitTrainer(model, devs, twin, lr=lr, epochs=epochs, batch=batch, seed=seed,
-                               per_unit=names if per_unit else [])
-    await trainer.train(task.x_train, task.y_train, progress=True)
-    plan = CalibrationPlan.for_model(model, groups, twin="nominal", sim_options=sim_options, lr=cal_lr,
-                                     trained_on=[uri(u) for u in units], affine_search=affine_search)
-    plan.reference = await trainer.reference(torch.from_numpy(task.x_train[:256]))
+    extra: dict = {"strategy": strategy}
+    if strategy == "best-unit":
+        best = await train_best_unit(devs, [uri(u) for u in units], task, epochs=epochs, layers=layers, batch=batch,
+                                     seed=seed, progress=True)
+        model = best.model.set_concurrent(False)
+        plan = await best_unit_plan(model, devs[best.index], torch.from_numpy(task.x_train[:256]), groups,
+                                    twin="nominal", sim_options=sim_options, lr=cal_lr,
+                                    trained_on=[uri(units[best.index])], affine_search=affine_search)
+        names, history = plan.params, []
+        extra.update(chosen_unit=units[best.index], val_acc=dict(zip(map(str, units), best.val_accs)),
+                     train_calls=best.calls)
+    else:
+        twin = make_twin("nominal", devs[0].spec, sim_options=sim_options)
+        twin.requires_grad_(False)
+        model = build_pnn(task.n_features, task.n_classes, twin, spec=devs[0].spec, layers=layers, seed=seed)
+        model.calibrate(torch.from_numpy(task.x_train[:512]))
+        model.set_concurrent(False)
+        names = calibration_param_names(model, groups)
+        trainer = MultiUnitTrainer(model, devs, twin, lr=lr, epochs=epochs, batch=batch, seed=seed,
+                                   per_unit=names if per_unit else [])
+        history = await trainer.train(task.x_train, task.y_train, progress=True)
+        plan = CalibrationPlan.for_model(model, groups, twin="nominal", sim_options=sim_options, lr=cal_lr,
+                                         trained_on=[uri(u) for u in units], affine_search=affine_search)
+        plan.reference = await trainer.reference(torch.from_numpy(task.x_train[:256]))
     accs = await evaluate_units(model, devs + [held], task.x_test, task.y_test)
     out.mkdir(parents=True, exist_ok=True)
     art = pnn_to_artifact(model, version, metadata={
         "task": task_name, "calibration": plan.to_dict(), "trained_on": [uri(u) for u in units],
-        "test_acc_held_out_uncalibrated": accs[-1]})
+        "test_acc_held_out_uncalibrated": accs[-1], **extra})
     aid = save_artifact(out / "model.pnn", art)
     summary = {"device": device, "units": units, "held_out": held_out, "task": task_name, "epochs": epochs,
                "test_acc_train_units": dict(zip(map(str, units), accs[:-1])), "test_acc_held_out": accs[-1],
                "artifact": str(out / "model.pnn"), "artifact_id": aid, "calibrated_parameters": names,
-               "history": [h.to_dict() for h in trainer.history], "seconds": time.perf_counter() - t0}
+               "history": [h.to_dict() for h in history], "seconds": time.perf_counter() - t0, **extra}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
