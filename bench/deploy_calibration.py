@@ -18,7 +18,10 @@ for training, selection or calibration; mean of 3 passes). Per-unit references a
 
     nice -n 10 .venv/bin/python bench/deploy_calibration.py --devices plate --out runs/deploy_bench/final_plate.json
 
-``--quick`` runs a small version (4 targets, fewer epochs) to check the pipeline.
+``--quick`` runs a small version (4 targets, fewer epochs) to check the pipeline. ``--ship-reference U1,U2,..``
+ships instead of the multi-unit model the best-validation one of the per-unit PAT runs on those (non-target)
+units (``pat train-fleet --strategy best-unit``); ``--ref-seeds 0,1,2`` makes each unit's reference the mean
+over several training seeds (per-unit PAT is noisy: docs/deploy.md).
 """
 from __future__ import annotations
 
@@ -214,7 +217,8 @@ async def deploy_units(kind, args, task, cache, targets, train_units, sq_art, sq
     def summary() -> dict:
         return {**summarize(kind, args, train_units, train_s, train_calls, train_accs, sq_acc, rows, t_kind, cache),
                 "fleet_test_acc_train_units_own_params": art.metadata.get("train_accs_own"),
-                "calibrated_groups": list(plan.groups), "calibrated_params": len(plan.params)}
+                "calibrated_groups": list(plan.groups), "calibrated_params": len(plan.params),
+                "shipped_candidates_val_acc": art.metadata.get("candidates_val_acc")}
 
     for u in targets:
         t_u = time.perf_counter()
@@ -328,8 +332,12 @@ def _p(v) -> str:
 
 
 def table(res: dict) -> str:
-    lines = [f"**{res['kind']}** — fleet model trained on units {res['train_units']} "
-             f"({res['fleet_train_s']:.0f} s, {res['fleet_train_calls']} device calls); test accuracy on held-out "
+    cands = res.get("shipped_candidates_val_acc")
+    what = (f"shipped model: PAT on unit {res['train_units'][0]} alone, the best validation accuracy of one run on "
+            f"each of units {', '.join(map(str, cands))} (`--ship-reference`; all runs together: " if cands else
+            f"fleet model trained on units {res['train_units']} (")
+    lines = [f"**{res['kind']}** — {what}{res['fleet_train_s']:.0f} s, {res['fleet_train_calls']} device calls); "
+             f"test accuracy on held-out "
              f"unit {res['held_out_unit']} before any calibration: {res['fleet_test_acc_held_out']:.1%}",
              "",
              "| unit | trained on this unit | status quo (unit-0 model) | fleet model as shipped | after calibration "
