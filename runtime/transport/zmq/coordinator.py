@@ -65,7 +65,7 @@ class ZmqCoordinator(Coordinator):
                  liveness: float = 3.0, timeout: float = 10.0, retries: int = 2, max_inflight: int = 8,
                  hwm: int = DEFAULT_HWM, limits: Limits = DEFAULT_LIMITS,
                  context: zmq.asyncio.Context | None = None, insecure: bool = False, bundle: bool = True,
-                 bundle_bytes: int = 256 * 1024):
+                 bundle_bytes: int = 256 * 1024, bundle_max: int = 64):
         super().__init__()
         check_endpoint(bind, curve, insecure, "coordinator")
         self.bind = bind
@@ -87,6 +87,7 @@ class ZmqCoordinator(Coordinator):
         #: send requests queued for one node in one loop iteration as one bundle (to nodes that take them)
         self.bundle = bool(bundle)
         self.bundle_bytes = int(bundle_bytes)
+        self.bundle_max = int(bundle_max)
         self._bundle_max: dict[str, int] = {}      # node -> most requests per bundle it takes (from its hello)
         self._outbox: dict[str, list] = {}         # node -> [Pending, ...] to send at the end of this iteration
         self._outbox_bytes: dict[str, int] = {}
@@ -158,8 +159,8 @@ class ZmqCoordinator(Coordinator):
         driver = self._driver
         if driver is None:
             raise DeviceConnectionError(p.node, "coordinator is closed")
-        cap = self._bundle_max.get(p.node) if self.bundle else None
-        if cap and p.nbytes <= self.bundle_bytes:  # joins this iteration's bundle for the node
+        cap = min(self._bundle_max.get(p.node, 0), self.bundle_max) if self.bundle else 0
+        if cap > 1 and p.nbytes <= self.bundle_bytes:  # joins this iteration's bundle for the node
             node = p.node
             box = self._outbox.get(node)
             if box is not None and (len(box) >= cap or self._outbox_bytes[node] + p.nbytes > self.bundle_bytes):
@@ -213,7 +214,7 @@ class ZmqCoordinator(Coordinator):
         else:
             frames = [self._ids.route(node), *wire.encode_bundle([p.msg[1:] for p in live])]
             try:
-                why = None if driver.send_nowait(frames) else \
+                why = None if driver.send_nowait(frames, copy=True) else \
                     f"send queue to node is full (high-water mark) on {self.bind}"
             except zmq.ZMQError as e:
                 if e.errno != zmq.EHOSTUNREACH:

@@ -37,6 +37,9 @@ from .options import DEFAULT_HWM, CurveClient, dealer_options
 
 log = logging.getLogger(__name__)
 
+#: most bytes of replies sent in one reply bundle (larger replies go alone, zero-copy)
+BUNDLE_BYTES = 256 * 1024
+
 
 class ZmqEdgeTransport(EdgeTransport):
     """Serve a NodeService to the coordinator at ``connect`` (e.g. ``tcp://127.0.0.1:5555``)."""
@@ -142,8 +145,29 @@ class ZmqEdgeTransport(EdgeTransport):
             self._on_part(part, None, replies)
         if not replies or (self.faults is not None and self.faults.crashed):
             return
-        out = replies[0] if len(replies) == 1 else wire.encode_bundle(replies)
-        if self._driver is None or not self._driver.send_nowait(out):
+        box, nbytes = [], 0
+        for frames in replies:  # reply bundles of at most BUNDLE_BYTES; a larger reply goes on its own
+            n = sum(memoryview(f).nbytes for f in frames)
+            if n > BUNDLE_BYTES:
+                self._send_replies([frames])
+                continue
+            if nbytes + n > BUNDLE_BYTES:
+                self._send_replies(box)
+                box, nbytes = [], 0
+            box.append(frames)
+            nbytes += n
+        self._send_replies(box)
+
+    def _send_replies(self, replies: list[list]) -> None:
+        if not replies:
+            return
+        one = len(replies) == 1
+        try:
+            ok = self._driver is not None and self._driver.send_nowait(
+                replies[0] if one else wire.encode_bundle(replies), copy=not one)
+        except zmq.ZMQError:
+            ok = False
+        if not ok:
             self.counters["dropped"] += len(replies)  # the coordinator retries each id (reply cache)
 
     def _on_part(self, frames: list, header: dict[str, Any] | None, out: list | None) -> None:
