@@ -184,3 +184,28 @@ async def test_coordinator_drops_hostile_bundles_and_keeps_serving():
         finally:
             evil.close(0)
             ctx.term()
+
+
+async def test_unsent_bundle_backs_off_and_reaches_a_restarted_older_node_as_single_messages():
+    from pat_runtime.transport.zmq import ZmqCoordinator
+
+    url = f"tcp://127.0.0.1:{free_port()}"
+    async with ZmqCoordinator(url, liveness=5, timeout=5, retries=0) as coord:
+        node = await start_node(await sim_device("circuit", noise=0.0), url, "n1")
+        await coord.wait_for_node("n1", timeout=5)
+        await node.stop()
+        await wait_until(lambda: not coord.nodes["n1"].alive)
+        # 4 requests while the node is away: one bundle, refused by the socket (EHOSTUNREACH), backing off
+        xs = [np.full((1, 4), i, np.float32) for i in range(4)]
+        reqs = [asyncio.create_task(coord.request("n1", "ping", [x])) for x in xs]
+        await wait_until(lambda: coord.stats.unreachable >= 1)
+        assert not any(r.done() for r in reqs) and coord.stats.bundles == 0
+        # the node comes back as a version without bundles: every request reaches it on its own
+        node2 = await start_node(await sim_device("circuit", noise=0.0), url, "n1", bundle=False)
+        try:
+            results = await asyncio.wait_for(asyncio.gather(*reqs), 10)
+            assert all(np.array_equal(y, x) for x, (_, (y,)) in zip(xs, results))
+            assert coord.stats.bundles == 0 and coord.stats.timeouts == 0
+            assert node2.node.transport.counters["bundles"] == 0
+        finally:
+            await node2.stop()
