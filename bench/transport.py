@@ -8,7 +8,11 @@ For each ``B x D`` float32 batch (default 256 x 784 = 784 KiB and 8 x 256 = 8 Ki
 * ``raw-aio``  : the same echo with ``zmq.asyncio`` sockets on both ends (what a plain asyncio app pays);
 * ``runtime``  : ``ZmqCoordinator.request(node, "ping", [x])`` served by ``ZmqEdgeTransport`` +
                  ``NodeService`` (ping returns its arrays): header encode / decode / validation, request-id
-                 matching, per-node in-flight cap, idempotency cache, heartbeats -- the whole runtime path.
+                 matching, per-node in-flight cap, idempotency cache, heartbeats -- the whole runtime path,
+                 every request its own ZeroMQ message (``ZmqCoordinator(bundle=False)``);
+* ``bundled``  : the same runtime with bundling on (the default): requests queued for the node in one
+                 event-loop iteration go out as one ZeroMQ message and come back as one reply bundle
+                 (same edge process, no added delay; see ``ZmqCoordinator``).
 
 each sequentially (window 1) and pipelined (``--window`` requests in flight). Serving sides run in child
 processes. Repeats are paired and interleaved: every repeat runs every path back to back (order rotated),
@@ -137,7 +141,8 @@ async def bench_raw_asyncio(sock, x: np.ndarray, n: int, window: int) -> float:
     return time.perf_counter() - t0
 
 
-async def bench_runtime(coord, x: np.ndarray, n: int, window: int) -> float:
+async def bench_runtime(coord, x: np.ndarray, n: int, window: int, bundle: bool = False) -> float:
+    coord.bundle = bundle  # the same coordinator and edge process for both runtime rows
     async def worker(k: int) -> None:
         for _ in range(k):
             _, (y,) = await coord.request(NODE, "ping", [x])
@@ -184,11 +189,13 @@ async def main(args) -> list[dict]:
         await asyncio.wait_for(raw_aio.recv_multipart(), 60)
         await coord.wait_for_node(NODE, timeout=60)
         servers = dict(zip(urls, children))
+        servers["bundled"] = servers["runtime"]
         for batch, dim in _sizes(args.sizes):
             x = np.random.default_rng(0).standard_normal((batch, dim)).astype(np.float32)
             runs = {"raw": lambda n, w: asyncio.to_thread(bench_raw_blocking, raw, x, n, w),
                     "raw-aio": lambda n, w: bench_raw_asyncio(raw_aio, x, n, w),
-                    "runtime": lambda n, w: bench_runtime(coord, x, n, w)}
+                    "runtime": lambda n, w: bench_runtime(coord, x, n, w),
+                    "bundled": lambda n, w: bench_runtime(coord, x, n, w, bundle=True)}
             n = args.n if x.nbytes > 64 * 1024 else args.n * 5
             for run in runs.values():  # warm up
                 await run(50, 1)
@@ -209,6 +216,7 @@ async def main(args) -> list[dict]:
                                  "rt_s": n / float(np.median(times[name])), "ratio": _mmm(ratios),
                                  "cpu_client_us": cpu[name][0] * per, "cpu_server_us": cpu[name][1] * per})
         stats = coord.stats.snapshot()
+        coord.bundle = False
     finally:
         raw.send_multipart([NODE.encode(), b"quit"])
         await raw_aio.send_multipart([NODE.encode(), b"quit"])
@@ -236,7 +244,8 @@ async def main(args) -> list[dict]:
         print(f"{r['path']:<9}{r['size']:>10}{r['kib']:>7.0f}{r['window']:>7}{r['rt_s']:>11.0f}{ratio:>22}"
               f"{r['cpu_client_us']:>18.0f}{r['cpu_server_us']:>8.0f}")
     print(f"runtime latency p50 {stats['latency_p50_ms']:.2f} ms, p95 {stats['latency_p95_ms']:.2f} ms, "
-          f"retries {stats['retries']}, timeouts {stats['timeouts']}")
+          f"retries {stats['retries']}, timeouts {stats['timeouts']}; bundled rows: {stats['bundled']} requests "
+          f"in {stats['bundles']} bundles (the rest went alone: a bundle of one is a plain message)")
     return rows
 
 

@@ -64,7 +64,12 @@ ARTIFACT_FORMAT = "pat-pnn/1"
 # The PAT rule
 # ---------------------------------------------------------------------------------------------------
 class PATFunction(torch.autograd.Function):
-    """``forward(x, θ, y_phys, f_m) = y_phys``; ``backward`` = VJP of the twin ``f_m`` at ``(x, θ)``."""
+    """``forward(x, θ, y_phys, f_m) = y_phys``; ``backward`` = VJP of the twin ``f_m`` at ``(x, θ)``.
+
+    One channel: ``x[B, in]``, ``θ[P]``, ``y_phys[B, out]``. A whole layer of ``C`` channels:
+    ``x[B, C, in]``, ``θ[C, P]``, ``y_phys[B, C, out]``, each channel's VJP taken with its own ``θ_c``
+    (one autograd node for the layer instead of one per channel plus the selects and the concatenation).
+    """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, theta: torch.Tensor, y_phys: torch.Tensor, twin: TwinFn):
@@ -75,21 +80,36 @@ class PATFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y: torch.Tensor):
         x, theta = ctx.saved_tensors
-        with torch.enable_grad():
-            xm = x.detach().requires_grad_(ctx.needs_input_grad[0])
-            tm = theta.detach().requires_grad_(ctx.needs_input_grad[1])
-            inputs = [t for t in (xm, tm) if t.requires_grad]
-            if not inputs:
-                return None, None, None, None
-            y_model = ctx.twin(xm, tm)
-            grads = iter(torch.autograd.grad(y_model, inputs, grad_y, allow_unused=True))
-        gx = next(grads) if xm.requires_grad else None
-        gt = next(grads) if tm.requires_grad else None
+        need_x, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if not (need_x or need_t):
+            return None, None, None, None
+        if x.dim() == 2:
+            gx, gt = _twin_vjp(ctx.twin, x, theta, grad_y, need_x, need_t)
+            return gx, gt, None, None
+        per = [_twin_vjp(ctx.twin, x[:, c], theta[c], grad_y[:, c], need_x, need_t) for c in range(x.shape[1])]
+        gx = torch.stack([torch.zeros_like(x[:, c]) if g is None else g for c, (g, _) in enumerate(per)],
+                         dim=1) if need_x else None
+        gt = torch.stack([torch.zeros_like(theta[c]) if g is None else g for c, (_, g) in enumerate(per)],
+                         dim=0) if need_t else None
         return gx, gt, None, None
 
 
+def _twin_vjp(twin: TwinFn, x: torch.Tensor, theta: torch.Tensor, grad_y: torch.Tensor, need_x: bool,
+              need_t: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """``(grad_y · ∂f_m/∂x, grad_y · ∂f_m/∂θ)`` at ``(x, θ)`` (``None`` where not needed)."""
+    with torch.enable_grad():
+        xm = x.detach().requires_grad_(need_x)
+        tm = theta.detach().requires_grad_(need_t)
+        inputs = [t for t in (xm, tm) if t.requires_grad]
+        grads = iter(torch.autograd.grad(twin(xm, tm), inputs, grad_y, allow_unused=True))
+    gx = next(grads) if need_x else None
+    gt = next(grads) if need_t else None
+    return gx, gt
+
+
 def pat_apply(x: torch.Tensor, theta: torch.Tensor, y_phys: torch.Tensor | np.ndarray, twin: TwinFn) -> torch.Tensor:
-    """Insert a measured ``y_phys = f_p(x, θ)`` into the autograd graph with the twin's backward."""
+    """Insert a measured ``y_phys = f_p(x, θ)`` into the autograd graph with the twin's backward (one channel
+    ``x[B, in]``, or a layer of channels ``x[B, C, in]``, ``θ[C, P]``, ``y_phys[B, C, out]``: see :class:`PATFunction`)."""
     y = torch.as_tensor(y_phys, dtype=x.dtype)
     return PATFunction.apply(x, theta, y, twin)
 
@@ -287,14 +307,16 @@ class PhysicalLayer(nn.Module):
         if batches_channels(device):  # one call (one request) for all channels
             ys = await measure_many(device, xs, theta, observers=self.observers, name=self.name,
                                     concurrent=self.concurrent)
-            return torch.cat([pat_apply(xs[:, c], theta[c], ys[c], twin) for c in range(self.channels)], dim=1)
+            y = pat_apply(xs, theta, torch.stack(ys, dim=1), twin)          # [B, C, out]: one node per layer
+            return y.reshape(y.shape[0], self.n_out)
         calls = [measure(device, xs[:, c], theta[c], observers=self.observers, name=f"{self.name}[{c}]",
                          concurrent=self.concurrent) for c in range(self.channels)]
         if self.concurrent:
             ys = await asyncio.gather(*calls)
         else:
             ys = [await c for c in calls]
-        return torch.cat([pat_apply(xs[:, c], theta[c], ys[c], twin) for c in range(self.channels)], dim=1)
+        y = pat_apply(xs, theta, torch.stack(ys, dim=1), twin)
+        return y.reshape(y.shape[0], self.n_out)
 
     @torch.no_grad()
     def project_(self) -> None:

@@ -55,6 +55,7 @@ class MessageType:
     INFER = "infer"          # request: run the deployed PNN on arrays [x]
     REPLY = "reply"          # response to any request; header["ok"] tells success
     ERROR = "error"          # unsolicited error (e.g. unparseable message)
+    BUNDLE = "bundle"        # ZeroMQ only: several whole messages in one multipart message (see encode_bundle)
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,8 @@ class Limits:
     max_ndim: int = 4
     max_array_bytes: int = 256 * 1024 * 1024
     max_total_bytes: int = 512 * 1024 * 1024
+    #: messages in one bundle (ZeroMQ); a bundle also counts against ``max_total_bytes`` as a whole
+    max_bundle: int = 64
 
 
 DEFAULT_LIMITS = Limits()
@@ -201,11 +204,13 @@ def _meta_nbytes(meta: Any, limits: Limits) -> tuple[np.dtype, tuple[int, ...], 
     return dtype, tuple(shape), n
 
 
-def decode(frames: Sequence[Any], limits: Limits = DEFAULT_LIMITS) -> tuple[dict[str, Any], list[np.ndarray]]:
-    """Frames -> (header, arrays). Arrays are read-only views of the frames (zero-copy)."""
+def decode(frames: Sequence[Any], limits: Limits = DEFAULT_LIMITS,
+           header: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """Frames -> (header, arrays). Arrays are read-only views of the frames (zero-copy). ``header``: the
+    result of :func:`decode_header` on ``frames[0]`` when the caller already has it."""
     if not frames:
         raise WireError(ErrorCode.EMPTY, "no frames")
-    h = decode_header(frames[0], limits)
+    h = decode_header(frames[0], limits) if header is None else header
     metas = h.get("arrays", [])
     bufs = frames[1:]
     if len(bufs) != len(metas):
@@ -221,6 +226,61 @@ def decode(frames: Sequence[Any], limits: Limits = DEFAULT_LIMITS) -> tuple[dict
             raise WireError(ErrorCode.TOO_LARGE, f"message exceeds {limits.max_total_bytes} bytes")
         arrays.append(np.frombuffer(mv, dtype=dtype).reshape(shape))
     return h, arrays
+
+
+def encode_bundle(messages: Sequence[Sequence[Any]]) -> list:
+    """Whole encoded messages (each ``[header, *array_buffers]``, from :func:`encode`) -> the two frames of
+    ONE bundle message ``[bundle_header, body]``.
+
+    ``body`` holds every frame of every message back to back (one copy: bundles are meant for small
+    messages, which ZeroMQ copies anyway); the bundle header ``{v, type: "bundle", parts: [[bytes of each
+    frame of message 1], ...]}`` says where they lie. Every part stays a complete message with its own header,
+    id and arrays, decoded and validated on its own (:func:`split_bundle` + :func:`decode`)."""
+    parts, chunks = [], []
+    for m in messages:
+        parts.append([memoryview(f).nbytes for f in m])
+        chunks.extend(m)
+    hb = msgpack.packb({"v": VERSION, "type": MessageType.BUNDLE, "parts": parts}, use_bin_type=True)
+    return [hb, b"".join(chunks)]
+
+
+def split_bundle(frames: Sequence[Any], limits: Limits = DEFAULT_LIMITS,
+                 header: dict[str, Any] | None = None) -> list[list]:
+    """Frames of a bundle -> the frame lists (zero-copy memoryviews) of its messages, not decoded yet:
+    :func:`decode` each one, so a malformed message costs only its own reply. Raises :class:`WireError` for a
+    malformed or oversized bundle: exactly ``[header, body]``, at most ``limits.max_bundle`` messages of at
+    most ``limits.max_arrays + 1`` frames each, frame sizes that add up to the body, ``max_total_bytes`` in all."""
+    if not frames:
+        raise WireError(ErrorCode.EMPTY, "no frames")
+    h = decode_header(frames[0], limits) if header is None else header
+    if h.get("type") != MessageType.BUNDLE:
+        raise WireError(ErrorCode.BAD_HEADER, f"not a bundle: {h.get('type')!r}")
+    if len(frames) != 2:
+        raise WireError(ErrorCode.FRAME_COUNT, f"a bundle is [header, body], got {len(frames)} frames")
+    if h.get("arrays"):
+        raise WireError(ErrorCode.BAD_HEADER, "a bundle header declares no arrays of its own")
+    parts = h.get("parts")
+    if not isinstance(parts, list) or not parts:
+        raise WireError(ErrorCode.BAD_HEADER, "bundle without a 'parts' list")
+    if len(parts) > limits.max_bundle:
+        raise WireError(ErrorCode.TOO_LARGE, f"bundle of {len(parts)} messages > {limits.max_bundle}")
+    body = memoryview(getattr(frames[1], "buffer", frames[1])).cast("B")
+    if body.nbytes > limits.max_total_bytes:
+        raise WireError(ErrorCode.TOO_LARGE, f"bundle exceeds {limits.max_total_bytes} bytes")
+    out, off, most = [], 0, limits.max_arrays + 1
+    for sizes in parts:
+        if not isinstance(sizes, list) or not 1 <= len(sizes) <= most:
+            raise WireError(ErrorCode.BAD_HEADER, f"a bundle part must list 1..{most} frame sizes")
+        msg = []
+        for n in sizes:
+            if type(n) is not int or n < 0 or off + n > body.nbytes:
+                raise WireError(ErrorCode.SIZE_MISMATCH, "bundle frame sizes do not fit its body")
+            msg.append(body[off: off + n])
+            off += n
+        out.append(msg)
+    if off != body.nbytes:
+        raise WireError(ErrorCode.SIZE_MISMATCH, f"{body.nbytes - off} bytes in the bundle body belong to no part")
+    return out
 
 
 def pack(header: dict[str, Any], arrays: Sequence[Any] = (), limits: Limits = DEFAULT_LIMITS) -> bytes:

@@ -29,6 +29,8 @@ def register(app: typer.Typer) -> None:
         node_id: str = typer.Option(..., "--node-id", "-n", help="this node's id (unique in the fleet)"),
         heartbeat: float = typer.Option(0.5, min=0.01, help="seconds between heartbeats"),
         max_concurrency: int = typer.Option(8, min=1, help="requests served at once"),
+        threads: int = typer.Option(1, min=1, help="torch CPU threads for the device's simulator / model (1: "
+                                                     "no intra-op thread pool contending with other processes)"),
         curve_server_key: Optional[str] = typer.Option(
             None, help="ZeroMQ CURVE: the coordinator's public key (Z85) or a zmq.auth certificate file"),
         curve_cert: Optional[Path] = typer.Option(
@@ -54,8 +56,12 @@ def register(app: typer.Typer) -> None:
                        "calibration set (recalibrate or alert below the deployer's threshold)"),
     ) -> None:
         """Serve DEVICE to the coordinator at CONNECT as NODE_ID until SIGTERM / SIGINT."""
+        import torch
+
         from pat_runtime.edge.agent import run_edge
         from pat_runtime.edge.status import EdgeStatus
+
+        torch.set_num_threads(threads)
 
         if deploy_dir is not None and deploy_mqtt is None and connect.startswith(("mqtt://", "mqtts://")):
             deploy_mqtt = connect   # the broker it already talks to (no need to repeat the URL)

@@ -188,6 +188,19 @@ class RequestEngine:
             self._arm(p, min(now + p.backoff, p.attempt_end))
             p.backoff = min(2 * p.backoff, _BACKOFF_MAX)
 
+    def _not_sent(self, p: Pending, why: str) -> None:
+        """A send the transport deferred (e.g. a ZeroMQ bundle flushed at the end of the loop iteration) did
+        not get out after all: treat it like a ``_transmit`` that returned ``why``."""
+        if p.finished:
+            return
+        self.stats.sent_msgs -= 1
+        self.stats.bytes_out -= p.nbytes
+        p.sent_now = False
+        p.why = why
+        now = asyncio.get_running_loop().time()
+        self._arm(p, min(now + p.backoff, p.attempt_end))
+        p.backoff = min(2 * p.backoff, _BACKOFF_MAX)
+
     # ----- the one deadline sweep --------------------------------------------------------------------
     def _arm(self, p: Pending, when: float) -> None:
         p.gen += 1

@@ -14,6 +14,7 @@ pid             int                     0 <= x < 2**32
 sid, session    str                     <= 64 characters
 seq, served     int                     0 <= x < 2**63
 inflight        int                     0 <= x < 2**31
+bundle          int (messages)          0 <= x < 2**16 (ZeroMQ: the node takes request bundles)
 ==============  ======================  =========================================
 """
 from __future__ import annotations
@@ -51,7 +52,7 @@ def _handlers(v: Any) -> list[str] | None:
 FIELDS: dict[str, Callable[[Any], Any]] = {
     "heartbeat": _float, "handlers": _handlers, "max_payload": _int(0, 2 ** 40 + 1), "pid": _int(0, 2 ** 32),
     "sid": _str, "session": _str, "seq": _int(0, 2 ** 63), "served": _int(0, 2 ** 63),
-    "inflight": _int(0, 2 ** 31),
+    "inflight": _int(0, 2 ** 31), "bundle": _int(0, 2 ** 16),
 }
 
 #: envelope fields every message carries (not metadata, never counted as dropped)

@@ -27,6 +27,8 @@ class TransportStats:
     rejected: int = 0          # refused node-id claims and messages from connections bound to no node
     meta_dropped: int = 0      # unknown / invalid hello or heartbeat fields dropped (pat_runtime.transport.meta)
     queued: int = 0            # requests that waited for a free in-flight slot (per-node cap reached)
+    bundles: int = 0           # ZeroMQ messages sent as a bundle of several requests (wire.encode_bundle)
+    bundled: int = 0           # requests sent inside those bundles
     window: int = 2048
     latency: deque = field(default_factory=deque)
 
@@ -39,7 +41,8 @@ class TransportStats:
     def snapshot(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in ("requests", "round_trips", "sent_msgs", "recv_msgs", "bytes_out",
                                             "bytes_in", "retries", "timeouts", "errors", "unreachable",
-                                            "malformed", "unmatched", "rejected", "meta_dropped", "queued")}
+                                            "malformed", "unmatched", "rejected", "meta_dropped", "queued",
+                                            "bundles", "bundled")}
         d["latency_p50_ms"] = 1e3 * self.percentile(50)
         d["latency_p95_ms"] = 1e3 * self.percentile(95)
         return d

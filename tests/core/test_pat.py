@@ -57,6 +57,24 @@ def test_pat_function_gradcheck_against_twin():
     assert type(out.grad_fn) is PATFunction._backward_cls   # pat_apply inserts exactly the PATFunction rule
 
 
+def test_pat_function_layer_of_channels_matches_per_channel_rule():
+    """One PAT node for a layer of C channels gives exactly the per-channel VJPs (each with its own θ_c)."""
+    torch.manual_seed(0)
+    C = 3
+    x = torch.rand(5, C, 4, dtype=torch.float64, requires_grad=True)
+    th = torch.rand(C, 4, dtype=torch.float64, requires_grad=True)
+    y_phys = torch.rand(5, C, 4, dtype=torch.float64)
+    out = pat_apply(x, th, y_phys, toy_twin)
+    assert torch.equal(out, y_phys) and type(out.grad_fn) is PATFunction._backward_cls
+    g = torch.randn(5, C, 4, dtype=torch.float64)
+    gx, gt = torch.autograd.grad(out, (x, th), g)
+    per = [torch.autograd.grad(pat_apply(x[:, c], th[c], y_phys[:, c], toy_twin), (x, th), g[:, c]) for c in range(C)]
+    assert torch.equal(gx, sum(p[0] for p in per)) and torch.equal(gt, sum(p[1] for p in per))
+    # θ alone (inputs held fixed): the x-gradient is not asked for
+    (gt_only,) = torch.autograd.grad(pat_apply(x.detach(), th, y_phys, toy_twin), (th,), g)
+    assert torch.equal(gt_only, gt)
+
+
 async def test_theta_projected_and_inputs_never_out_of_range():
     dev = await _device()
     model = build_pnn(6, 3, toy_twin, dev, layers=2, seed=1)

@@ -19,6 +19,14 @@ heartbeat from a connection bound to no node id is counted in ``stats.rejected``
 Malformed messages are counted in ``stats.malformed`` and dropped. A liveness task marks nodes dead after
 ``liveness`` seconds without traffic.
 
+**Bundles** (no added delay): requests to one node that are transmitted in the same event-loop iteration
+(e.g. 8 pipelined callers woken by 8 replies) go out as ONE ZeroMQ message (:func:`pat_runtime.wire.encode_bundle`)
+at the end of that iteration, to nodes whose hello announced ``bundle: N`` (an older edge gets single
+messages). At most ``min(N, limits.max_bundle)`` requests and ``bundle_bytes`` per bundle; larger requests go
+alone. Every request in a bundle keeps its own id, deadline, retries and reply; the node answers the inline
+ones with one reply bundle, which is split and every reply validated on its own (only replies may be
+bundled; a malformed part is counted in ``stats.malformed`` and the rest are served).
+
 Requests go through the shared engine (:mod:`pat_runtime.transport.engine`: pending table, one deadline sweep,
 retries with the same id, per-node cap ``max_inflight``); this class only encodes ``[node, header, *arrays]``
 and sends it with ``NOBLOCK``. A node that is not connected (EHOSTUNREACH) or a full send queue counts as
@@ -56,7 +64,8 @@ class ZmqCoordinator(Coordinator):
     def __init__(self, bind: str = "tcp://127.0.0.1:5555", *, curve: CurveServer | None = None,
                  liveness: float = 3.0, timeout: float = 10.0, retries: int = 2, max_inflight: int = 8,
                  hwm: int = DEFAULT_HWM, limits: Limits = DEFAULT_LIMITS,
-                 context: zmq.asyncio.Context | None = None, insecure: bool = False):
+                 context: zmq.asyncio.Context | None = None, insecure: bool = False, bundle: bool = True,
+                 bundle_bytes: int = 256 * 1024, bundle_max: int = 64):
         super().__init__()
         check_endpoint(bind, curve, insecure, "coordinator")
         self.bind = bind
@@ -75,6 +84,14 @@ class ZmqCoordinator(Coordinator):
         self._driver: SocketDriver | None = None
         self._auth = None
         self._tasks: list[asyncio.Task] = []
+        #: send requests queued for one node in one loop iteration as one bundle (to nodes that take them)
+        self.bundle = bool(bundle)
+        self.bundle_bytes = int(bundle_bytes)
+        self.bundle_max = int(bundle_max)
+        self._bundle_max: dict[str, int] = {}      # node -> most requests per bundle it takes (from its hello)
+        self._outbox: dict[str, list] = {}         # node -> [Pending, ...] to send at the end of this iteration
+        self._outbox_bytes: dict[str, int] = {}
+        self._flush_handle: asyncio.Handle | None = None
 
     # ----- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> "ZmqCoordinator":
@@ -108,6 +125,11 @@ class ZmqCoordinator(Coordinator):
         if not self.started:
             return
         self.started = False
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        self._outbox.clear()
+        self._outbox_bytes.clear()
         await self._stop_tasks_and_requests()
         if self._driver is not None:
             self._driver.close()
@@ -137,6 +159,24 @@ class ZmqCoordinator(Coordinator):
         driver = self._driver
         if driver is None:
             raise DeviceConnectionError(p.node, "coordinator is closed")
+        cap = min(self._bundle_max.get(p.node, 0), self.bundle_max) if self.bundle else 0
+        if cap > 1 and p.nbytes <= self.bundle_bytes:  # joins this iteration's bundle for the node
+            node = p.node
+            box = self._outbox.get(node)
+            if box is not None and (len(box) >= cap or self._outbox_bytes[node] + p.nbytes > self.bundle_bytes):
+                self._flush_node(node)  # full: send it now, ``p`` starts the next one
+                box = None
+            if box is None:
+                box = self._outbox[node] = []
+                self._outbox_bytes[node] = 0
+                if self._flush_handle is None:
+                    self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+            box.append(p)
+            self._outbox_bytes[node] += p.nbytes
+            return None
+        return self._send_one(driver, p)
+
+    def _send_one(self, driver: SocketDriver, p) -> str | None:
         p.msg[0] = self._ids.route(p.node)  # the connection bound to the node now (it may have reconnected)
         try:
             if driver.send_nowait(p.msg):
@@ -147,6 +187,48 @@ class ZmqCoordinator(Coordinator):
                 raise DeviceConnectionError(p.node, f"send failed: {e}") from None
             self.stats.unreachable += 1
             return f"node is not connected to {self.bind}"
+
+    def _flush(self) -> None:
+        """End of the loop iteration: send every node's queued requests (one bundle per node)."""
+        self._flush_handle = None
+        for node in list(self._outbox):
+            self._flush_node(node)
+
+    def _flush_node(self, node: str) -> None:
+        box = self._outbox.pop(node, None)
+        self._outbox_bytes.pop(node, None)
+        live = [p for p in box or () if not p.finished]
+        if not live:
+            return
+        driver = self._driver
+        if driver is None:
+            for p in live:
+                self._fail(p, DeviceConnectionError(p.node, "coordinator is closed"))
+            return
+        if len(live) == 1:
+            try:
+                why = self._send_one(driver, live[0])
+            except DeviceConnectionError as e:
+                self._fail(live[0], e)
+                return
+        else:
+            frames = [self._ids.route(node), *wire.encode_bundle([p.msg[1:] for p in live])]
+            try:
+                why = None if driver.send_nowait(frames, copy=True) else \
+                    f"send queue to node is full (high-water mark) on {self.bind}"
+            except zmq.ZMQError as e:
+                if e.errno != zmq.EHOSTUNREACH:
+                    for p in live:
+                        self._fail(p, DeviceConnectionError(node, f"send failed: {e}"))
+                    return
+                self.stats.unreachable += 1
+                why = f"node is not connected to {self.bind}"
+            if why is None:
+                self.stats.bundles += 1
+                self.stats.bundled += len(live)
+        if why is not None:
+            for p in live:
+                self._not_sent(p, why)
 
     # ----- receive side ------------------------------------------------------------------------------
     def _on_message(self, frames: list) -> None:
@@ -164,9 +246,16 @@ class ZmqCoordinator(Coordinator):
         if len(frames) < 2:
             raise WireError(ErrorCode.EMPTY, "no header frame")
         stats.bytes_in += sum(len(f) for f in frames[1:])
-        header, arrays = wire.decode(frames[1:], self.limits)
+        header = wire.decode_header(frames[1], self.limits)
         t = header["type"]
         node = self._ids.node_of(ident)  # who this connection is (bound by an accepted hello), else None
+        if t == MessageType.BUNDLE:
+            if node is None:  # replies from no node answer no request of ours
+                stats.rejected += 1
+            else:
+                self._on_bundle(node, frames[1:], header)
+            return
+        header, arrays = wire.decode(frames[1:], self.limits, header)
         if t == MessageType.HELLO:
             node = self._claim(ident, frames[1], header)
             if node is None:
@@ -193,11 +282,34 @@ class ZmqCoordinator(Coordinator):
             if not isinstance(spec, dict):
                 raise WireError(ErrorCode.BAD_HELLO, "hello without a spec")
             self._node_seen(node, spec=spec, **self._meta(header))
+            n = header.get("bundle")
+            if type(n) is int and n >= 2:
+                self._bundle_max[node] = min(n, self.limits.max_bundle)
+            else:  # an edge that does not take bundles (or restarted as an older version)
+                self._bundle_max.pop(node, None)
         elif t == MessageType.BYE:
             self._node_left(node)
             self._fail_pending(node, "node left (bye)")
         else:
             log.debug("ignoring %r from %s", t, node)
+
+    def _on_bundle(self, node: str, frames: list, header: dict[str, Any]) -> None:
+        """A reply bundle from ``node``: every part is decoded and validated on its own; only replies."""
+        stats = self.stats
+        parts = wire.split_bundle(frames, self.limits, header)
+        matched = False
+        for part in parts:
+            try:
+                h, arrays = wire.decode(part, self.limits)
+                if h["type"] != MessageType.REPLY:
+                    raise WireError(ErrorCode.BAD_HEADER, f"{h['type']!r} inside a bundle (only replies)")
+            except Exception as e:  # noqa: BLE001 - one bad part costs only itself
+                stats.malformed += 1
+                log.debug("dropped a malformed bundle part from %s: %s", node, e)
+                continue
+            matched = self._resolve_reply(node, h, arrays) or matched
+        if matched:
+            self._touch(node)
 
     def _claim(self, ident: bytes, frame: zmq.Frame, header: dict[str, Any]) -> str | None:
         """Bind the node id a hello claims to this connection (:mod:`.identity`); None when refused."""
@@ -243,6 +355,7 @@ class ZmqCoordinator(Coordinator):
 
     def _forget_node(self, node_id: str) -> None:
         super()._forget_node(node_id)
+        self._bundle_max.pop(node_id, None)
         self._ids.forget(node_id)
 
     def _ask_hello(self, ident: bytes, node: str) -> None:

@@ -43,7 +43,7 @@ def recv_frames(sock: zmq.Socket) -> list:
     return frames
 
 
-def send_frames(sock: zmq.Socket, frames: list) -> None:
+def send_frames(sock: zmq.Socket, frames: list, copy: bool = False) -> None:
     """``send_multipart(frames, NOBLOCK, copy=False)`` with plain-int flags; raises zmq.Again when full.
 
     ZeroMQ queues a multipart message atomically once its first frame is accepted, so only the first
@@ -52,7 +52,7 @@ def send_frames(sock: zmq.Socket, frames: list) -> None:
     send = sock.send
     last = len(frames) - 1
     for i, f in enumerate(frames):
-        send(f, _NOBLOCK | _SNDMORE if i < last else _NOBLOCK, copy=False)
+        send(f, _NOBLOCK | _SNDMORE if i < last else _NOBLOCK, copy=copy)
 
 
 class SocketDriver:
@@ -135,10 +135,14 @@ class SocketDriver:
         self.kick()  # more may be waiting: continue after other callbacks had their turn
 
     # ----- sending -----------------------------------------------------------------------------------
-    def send_nowait(self, frames: list) -> bool:
-        """Send now; False if the high-water mark is reached. Raises ``zmq.ZMQError`` for other errors."""
+    def send_nowait(self, frames: list, copy: bool = False) -> bool:
+        """Send now; False if the high-water mark is reached. Raises ``zmq.ZMQError`` for other errors.
+
+        ``copy=True`` for frames of a few hundred KiB at most that were just built (bundles): pyzmq's zero-copy
+        path hands every buffer over 64 KiB to its garbage-collector thread, and that thread's turn at the GIL
+        can stall the loop for milliseconds."""
         try:
-            send_frames(self.sock, frames)
+            send_frames(self.sock, frames, copy)
             return True
         except zmq.Again:
             return False

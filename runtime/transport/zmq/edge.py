@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections import deque
 from typing import Any
 
 import msgpack
@@ -36,6 +37,9 @@ from .options import DEFAULT_HWM, CurveClient, dealer_options
 
 log = logging.getLogger(__name__)
 
+#: most bytes of replies sent in one reply bundle (larger replies go alone, zero-copy)
+BUNDLE_BYTES = 256 * 1024
+
 
 class ZmqEdgeTransport(EdgeTransport):
     """Serve a NodeService to the coordinator at ``connect`` (e.g. ``tcp://127.0.0.1:5555``)."""
@@ -43,7 +47,7 @@ class ZmqEdgeTransport(EdgeTransport):
     def __init__(self, connect: str, node_id: str, heartbeat: float = 0.5, *, curve: CurveClient | None = None,
                  max_concurrency: int = 8, hwm: int = DEFAULT_HWM, limits: Limits = DEFAULT_LIMITS,
                  drain: float = 2.0, bye_linger: float = 0.5, context: zmq.asyncio.Context | None = None,
-                 insecure: bool = False, faults: EdgeFaults | None = None):
+                 insecure: bool = False, faults: EdgeFaults | None = None, bundle: bool = True):
         if not node_id:
             raise ValueError("node_id must be a non-empty string")
         check_endpoint(connect, curve, insecure, f"node {node_id}")
@@ -62,11 +66,15 @@ class ZmqEdgeTransport(EdgeTransport):
         self._handlers: set[asyncio.Task] = set()
         self._stopping = False
         self.counters = {"served": 0, "malformed": 0, "hellos": 0, "heartbeats": 0, "dropped": 0, "inline": 0,
-                         "refused": 0}
+                         "refused": 0, "bundles": 0}
         self.inflight = 0
         self._nowait = None
         self._last_reply = 0.0
         self.faults = faults
+        #: accept request bundles (announced as ``bundle: max messages`` in the hello; False = an edge of
+        #: an older version: the coordinator then sends every request on its own)
+        self.bundle = bool(bundle)
+        self._backlog: deque[list] = deque()  # bundle parts waiting for a free handler slot
 
     # ----- main loop ---------------------------------------------------------------------------------
     async def serve(self, service: Any, stop: asyncio.Event) -> None:
@@ -79,6 +87,7 @@ class ZmqEdgeTransport(EdgeTransport):
         self._service = service
         self._nowait = self.nowait_for(service)
         self._handlers = set()
+        self._backlog.clear()
         self._stopping = False
         self.inflight = 0
         hb: asyncio.Task | None = None
@@ -110,10 +119,63 @@ class ZmqEdgeTransport(EdgeTransport):
 
     def _on_message(self, frames: list) -> None:
         """Reader callback: answer inline what needs no waiting, else start a handler task (paused reading
-        at ``max_concurrency`` tasks)."""
+        at ``max_concurrency`` tasks). A bundle is answered with one reply bundle of its inline replies."""
+        header = None
+        if not self._stopping:
+            try:
+                header = wire.decode_header(frames[0], self.limits)
+            except Exception:  # noqa: BLE001 - the task path makes the error reply
+                header = None
+            if header is not None and header["type"] == MessageType.BUNDLE and self.bundle:
+                self._on_bundle(frames, header)
+                return
+        self._on_part(frames, header, None)
+
+    def _on_bundle(self, frames: list, header: dict[str, Any]) -> None:
+        try:
+            parts = wire.split_bundle(frames, self.limits, header)
+        except Exception as e:  # noqa: BLE001 - hostile or broken bundle: one error reply, keep serving
+            self.counters["malformed"] += 1
+            code = e.code if isinstance(e, WireError) else ErrorCode.BAD_REQUEST
+            self._reply(wire.error_header(None, code, f"bundle refused: {e}", self.node_id), ())
+            return
+        self.counters["bundles"] += 1
+        replies: list[list] = []
+        for part in parts:
+            self._on_part(part, None, replies)
+        if not replies or (self.faults is not None and self.faults.crashed):
+            return
+        box, nbytes = [], 0
+        for frames in replies:  # reply bundles of at most BUNDLE_BYTES; a larger reply goes on its own
+            n = sum(memoryview(f).nbytes for f in frames)
+            if n > BUNDLE_BYTES:
+                self._send_replies([frames])
+                continue
+            if nbytes + n > BUNDLE_BYTES:
+                self._send_replies(box)
+                box, nbytes = [], 0
+            box.append(frames)
+            nbytes += n
+        self._send_replies(box)
+
+    def _send_replies(self, replies: list[list]) -> None:
+        if not replies:
+            return
+        one = len(replies) == 1
+        try:
+            ok = self._driver is not None and self._driver.send_nowait(
+                replies[0] if one else wire.encode_bundle(replies), copy=not one)
+        except zmq.ZMQError:
+            ok = False
+        if not ok:
+            self.counters["dropped"] += len(replies)  # the coordinator retries each id (reply cache)
+
+    def _on_part(self, frames: list, header: dict[str, Any] | None, out: list | None) -> None:
+        """One message (alone or from a bundle): an inline reply (appended to ``out`` when given, else sent),
+        or a task that replies on its own."""
         if self._nowait is not None and not self._stopping:
             try:
-                header, arrays = wire.decode(frames, self.limits)
+                header, arrays = wire.decode(frames, self.limits, header)
             except Exception:  # noqa: BLE001 - the task path makes the error reply
                 pass
             else:
@@ -124,13 +186,25 @@ class ZmqEdgeTransport(EdgeTransport):
                     if fast is not None:
                         self.counters["served"] += 1
                         self.counters["inline"] += 1
-                        self._reply(fast[0], fast[1], arrays, frames)
+                        self._reply(fast[0], fast[1], arrays, frames, out)
+                        return
+                    if self._over_capacity(frames):
                         return
                     t = asyncio.get_running_loop().create_task(self._serve(header, arrays, frames))
                     self._track(t)
                     return
+        if self._over_capacity(frames):
+            return
         t = asyncio.get_running_loop().create_task(self._handle(frames))
         self._track(t)
+
+    def _over_capacity(self, frames: list) -> bool:
+        """``max_concurrency`` handlers run already (possible inside a bundle: reading is paused only between
+        messages): keep the message in the backlog, started as handlers finish."""
+        if self.inflight < self.max_concurrency:
+            return False
+        self._backlog.append(frames)
+        return True
 
     def _refused(self, header: dict[str, Any]) -> bool:
         """The coordinator's answer to our hello was a refusal of this node id (wrong key / id in use)."""
@@ -151,6 +225,8 @@ class ZmqEdgeTransport(EdgeTransport):
     def _handler_done(self, t: asyncio.Task) -> None:
         self._handlers.discard(t)
         self.inflight -= 1
+        while self._backlog and self.inflight < self.max_concurrency and not self._stopping:
+            self._on_part(self._backlog.popleft(), None, None)
         if self._driver is not None and self.inflight < self.max_concurrency and not self._stopping:
             self._driver.resume()
 
@@ -186,7 +262,9 @@ class ZmqEdgeTransport(EdgeTransport):
         except Exception:  # never let one request take the node down
             log.exception("node %s: failed to handle a request", self.node_id)
 
-    def _reply(self, header: dict[str, Any], arrays, request_arrays=(), request_frames=()) -> None:
+    def _reply(self, header: dict[str, Any], arrays, request_arrays=(), request_frames=(),
+               out: list | None = None) -> None:
+        """Encode and send a reply (or append its frames to ``out``: the reply bundle being built)."""
         if self.faults is not None and self.faults.crashed:
             return
         try:
@@ -202,6 +280,9 @@ class ZmqEdgeTransport(EdgeTransport):
                         frames[i + 1] = request_frames[j + 1]
                         break
         self._last_reply = asyncio.get_running_loop().time()
+        if out is not None:
+            out.append(frames)
+            return
         if self._driver is None or not self._driver.send_nowait(frames):
             # queue full (coordinator gone or slow): the coordinator retries with the same id and gets
             # the cached reply, so dropping here loses nothing
@@ -213,7 +294,8 @@ class ZmqEdgeTransport(EdgeTransport):
         self.counters["hellos"] += 1
         return wire.encode(wire.make_header(
             MessageType.HELLO, node=self.node_id, spec=svc.device.spec.to_dict(), heartbeat=self.heartbeat,
-            handlers=sorted(svc.handlers), pid=os.getpid()))
+            handlers=sorted(svc.handlers), pid=os.getpid(),
+            **({"bundle": self.limits.max_bundle} if self.bundle else {})))
 
     async def _heartbeat_loop(self) -> None:
         seq = 0
