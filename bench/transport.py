@@ -216,7 +216,6 @@ async def main(args) -> list[dict]:
                                  "rt_s": n / float(np.median(times[name])), "ratio": _mmm(ratios),
                                  "cpu_client_us": cpu[name][0] * per, "cpu_server_us": cpu[name][1] * per})
         stats = coord.stats.snapshot()
-        coord.bundle = False
     finally:
         raw.send_multipart([NODE.encode(), b"quit"])
         await raw_aio.send_multipart([NODE.encode(), b"quit"])

@@ -20,7 +20,8 @@ def test_twin_files_without_square_features_load_as_the_plain_mlp():
     assert torch.allclose(back(x, th), plain(x, th))
     assert make_twin("mlp", spec).config() == {"hidden": 256, "depth": 3, "square": 0, "degree": 1}
     new = make_twin("mlp", spec, **MLPTwin.DATA_DEFAULTS)      # what pat twin / build_twin fit
-    assert new.config() == {"hidden": 256, "depth": 2, "square": 256, "degree": 3}
+    assert new.config() == {"hidden": 512, "depth": 2, "square": 512, "degree": 3, "heads": 64, "inputs": 24,
+                            "head_square": 64, "head_depth": 2, "trunk": True, "scout_epochs": 3}
     again = twin_from_dict(twin_to_dict(new))
     assert torch.allclose(again(x, th), new(x, th))
 

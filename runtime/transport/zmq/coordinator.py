@@ -22,8 +22,9 @@ Malformed messages are counted in ``stats.malformed`` and dropped. A liveness ta
 **Bundles** (no added delay): requests to one node that are transmitted in the same event-loop iteration
 (e.g. 8 pipelined callers woken by 8 replies) go out as ONE ZeroMQ message (:func:`pat_runtime.wire.encode_bundle`)
 at the end of that iteration, to nodes whose hello announced ``bundle: N`` (an older edge gets single
-messages). At most ``min(N, limits.max_bundle)`` requests and ``bundle_bytes`` per bundle; larger requests go
-alone. Every request in a bundle keeps its own id, deadline, retries and reply; the node answers the inline
+messages). At most ``min(N, bundle_max, limits.max_bundle)`` requests and ``bundle_bytes`` per bundle; larger
+requests go alone, and so does a request that is the node's only one in flight while the node's last reply
+came alone (window 1: sent at once, without waiting for the end of the iteration). Every request in a bundle keeps its own id, deadline, retries and reply; the node answers the inline
 ones with one reply bundle, which is split and every reply validated on its own (only replies may be
 bundled; a malformed part is counted in ``stats.malformed`` and the rest are served).
 
@@ -92,6 +93,7 @@ class ZmqCoordinator(Coordinator):
         self._outbox: dict[str, list] = {}         # node -> [Pending, ...] to send at the end of this iteration
         self._outbox_bytes: dict[str, int] = {}
         self._flush_handle: asyncio.Handle | None = None
+        self._burst: dict[str, int] = {}           # node -> replies in its last message (1, or a bundle's)
 
     # ----- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> "ZmqCoordinator":
@@ -160,7 +162,11 @@ class ZmqCoordinator(Coordinator):
         if driver is None:
             raise DeviceConnectionError(p.node, "coordinator is closed")
         cap = min(self._bundle_max.get(p.node, 0), self.bundle_max) if self.bundle else 0
-        if cap > 1 and p.nbytes <= self.bundle_bytes:  # joins this iteration's bundle for the node
+        # joins this iteration's bundle for the node -- unless it is the node's only request in flight and
+        # the node's last reply came alone (window 1: no loop pass before the send)
+        if cap > 1 and p.nbytes <= self.bundle_bytes and (
+                p.node in self._outbox or self._inflight.get(p.node, 0) > 1
+                or self._burst.get(p.node, 1) > 1):
             node = p.node
             box = self._outbox.get(node)
             if box is not None and (len(box) >= cap or self._outbox_bytes[node] + p.nbytes > self.bundle_bytes):
@@ -269,6 +275,7 @@ class ZmqCoordinator(Coordinator):
                 stats.rejected += 1
             return
         if t == MessageType.REPLY:
+            self._burst[node] = 1
             if self._resolve_reply(node, header, arrays):
                 self._touch(node)
         elif t == MessageType.HEARTBEAT:
@@ -297,6 +304,7 @@ class ZmqCoordinator(Coordinator):
         """A reply bundle from ``node``: every part is decoded and validated on its own; only replies."""
         stats = self.stats
         parts = wire.split_bundle(frames, self.limits, header)
+        self._burst[node] = len(parts)
         matched = False
         for part in parts:
             try:
@@ -356,6 +364,7 @@ class ZmqCoordinator(Coordinator):
     def _forget_node(self, node_id: str) -> None:
         super()._forget_node(node_id)
         self._bundle_max.pop(node_id, None)
+        self._burst.pop(node_id, None)
         self._ids.forget(node_id)
 
     def _ask_hello(self, ident: bytes, node: str) -> None:
