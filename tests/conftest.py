@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 
 from pat_runtime.signing import generate_key
 from pat_runtime.testing import assert_no_leaked_tasks
@@ -28,3 +29,12 @@ def _pat_home(tmp_path_factory):
 async def _no_leaked_tasks():
     yield
     await assert_no_leaked_tasks()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one intra-op thread for the test (fits on a shared 2-core machine), restored after."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

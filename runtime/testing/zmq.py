@@ -5,6 +5,7 @@
         y = await dev.apply(x, theta)
 
 :class:`EdgeProcess` starts ``pat edge`` in a separate process (``python -m pat_runtime.edge``).
+:class:`RawCoordinator` is a bare ROUTER an edge connects to, for sending it arbitrary (hostile) frames.
 """
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Iterable
 
+import zmq
+import zmq.asyncio
+
+from pat_runtime import wire
 from pat_runtime.devices.base import Device
 from pat_runtime.transport.remote import RemoteDevice
 from pat_runtime.edge.agent import EdgeNode
@@ -24,6 +29,32 @@ from pat_runtime.transport.zmq import ZmqCoordinator, ZmqEdgeTransport
 
 from .core import free_port, sim_device
 from .faults import DropReplies
+
+
+class RawCoordinator:
+    """A bare ROUTER that an edge node connects to (``raw.url``), for sending it arbitrary frames."""
+
+    def __init__(self) -> None:
+        self.ctx = zmq.asyncio.Context()
+        self.sock = self.ctx.socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.url = f"tcp://127.0.0.1:{free_port()}"
+        self.sock.bind(self.url)
+
+    async def recv(self, timeout: float = 5.0) -> tuple[bytes, dict[str, Any], list]:
+        """Next ``(identity, header, arrays)`` that is not a heartbeat."""
+        while True:
+            frames = await asyncio.wait_for(self.sock.recv_multipart(), timeout)
+            h, arrays = wire.decode(frames[1:])
+            if h["type"] != "heartbeat":
+                return frames[0], h, arrays
+
+    async def send(self, ident: bytes, *frames: Any) -> None:
+        await self.sock.send_multipart([ident, *frames])
+
+    def close(self) -> None:
+        self.sock.close(0)
+        self.ctx.term()
 
 
 class LossyEdgeTransport(ZmqEdgeTransport):

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from pat_runtime.testing import sim_device
 from pat_runtime.twins import (collect, fit_best_twin, fit_twin, make_twin, nmse, sim_options_of, split3,
@@ -11,12 +10,7 @@ from pat_runtime.twins import (collect, fit_best_twin, fit_twin, make_twin, nmse
 from pat_runtime.sims.base import Simulator
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 async def test_collect_draws_theta_every_few_rows_on_a_space_filling_design():

@@ -11,12 +11,7 @@ from pat_runtime.twins.heads import OutputHeads
 from pat_runtime.twins.structure import input_saliency, top_inputs
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_batched_heads_are_independent_networks_on_their_own_inputs():

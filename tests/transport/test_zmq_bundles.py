@@ -15,25 +15,7 @@ import zmq.asyncio
 from pat_runtime import wire
 from pat_runtime.devices.errors import RemoteDeviceError
 from pat_runtime.testing import free_port, sim_device, wait_until
-from pat_runtime.testing.zmq import start_node, zmq_fleet
-
-
-class RawCoordinator:
-    """A bare ROUTER an edge node connects to, for sending it arbitrary frames."""
-
-    def __init__(self):
-        self.ctx = zmq.asyncio.Context()
-        self.sock = self.ctx.socket(zmq.ROUTER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.url = f"tcp://127.0.0.1:{free_port()}"
-        self.sock.bind(self.url)
-
-    async def send(self, ident, *frames):
-        await self.sock.send_multipart([ident, *frames])
-
-    def close(self):
-        self.sock.close(0)
-        self.ctx.term()
+from pat_runtime.testing.zmq import RawCoordinator, start_node, zmq_fleet
 
 
 def _ping(rid, x=None):

@@ -3,39 +3,12 @@ import asyncio
 
 import msgpack
 import numpy as np
-import pytest
 import zmq
 import zmq.asyncio
 
 from pat_runtime import wire
-from pat_runtime.testing import free_port, sim_device, wait_until
-from pat_runtime.testing.zmq import start_node, zmq_fleet
-
-
-class RawCoordinator:
-    """A bare ROUTER that an edge node connects to, for sending it arbitrary frames."""
-
-    def __init__(self):
-        self.ctx = zmq.asyncio.Context()
-        self.sock = self.ctx.socket(zmq.ROUTER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.url = f"tcp://127.0.0.1:{free_port()}"
-        self.sock.bind(self.url)
-
-    async def recv(self, timeout=5.0):
-        """Next [identity, header, arrays] that is not a heartbeat."""
-        while True:
-            frames = await asyncio.wait_for(self.sock.recv_multipart(), timeout)
-            h, arrays = wire.decode(frames[1:])
-            if h["type"] != "heartbeat":
-                return frames[0], h, arrays
-
-    async def send(self, ident, *frames):
-        await self.sock.send_multipart([ident, *frames])
-
-    def close(self):
-        self.sock.close(0)
-        self.ctx.term()
+from pat_runtime.testing import sim_device, wait_until
+from pat_runtime.testing.zmq import RawCoordinator, start_node, zmq_fleet
 
 
 def _hdr(**kw):
