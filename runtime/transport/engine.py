@@ -183,10 +183,14 @@ class RequestEngine:
             self.stats.sent_msgs += 1
             self.stats.bytes_out += p.nbytes
             self._arm(p, p.attempt_end)
-        else:  # not out now: try again soon, within this attempt
-            p.why = why
-            self._arm(p, min(now + p.backoff, p.attempt_end))
-            p.backoff = min(2 * p.backoff, _BACKOFF_MAX)
+        else:
+            self._retry_soon(p, why, now)
+
+    def _retry_soon(self, p: Pending, why: str, now: float) -> None:
+        """Not out now (``why``): try again after the backoff, within this attempt."""
+        p.why = why
+        self._arm(p, min(now + p.backoff, p.attempt_end))
+        p.backoff = min(2 * p.backoff, _BACKOFF_MAX)
 
     def _not_sent(self, p: Pending, why: str) -> None:
         """A send the transport deferred (e.g. a ZeroMQ bundle flushed at the end of the loop iteration) did
@@ -196,10 +200,7 @@ class RequestEngine:
         self.stats.sent_msgs -= 1
         self.stats.bytes_out -= p.nbytes
         p.sent_now = False
-        p.why = why
-        now = asyncio.get_running_loop().time()
-        self._arm(p, min(now + p.backoff, p.attempt_end))
-        p.backoff = min(2 * p.backoff, _BACKOFF_MAX)
+        self._retry_soon(p, why, asyncio.get_running_loop().time())
 
     # ----- the one deadline sweep --------------------------------------------------------------------
     def _arm(self, p: Pending, when: float) -> None:

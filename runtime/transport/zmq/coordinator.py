@@ -184,13 +184,18 @@ class ZmqCoordinator(Coordinator):
 
     def _send_one(self, driver: SocketDriver, p) -> str | None:
         p.msg[0] = self._ids.route(p.node)  # the connection bound to the node now (it may have reconnected)
+        return self._send_frames(driver, p.node, p.msg)
+
+    def _send_frames(self, driver: SocketDriver, node: str, frames: list, copy: bool = False) -> str | None:
+        """Send ``[route, ...]`` now: None when out, else why not (full queue, node not connected: retried);
+        ``DeviceConnectionError`` for any other socket error."""
         try:
-            if driver.send_nowait(p.msg):
+            if driver.send_nowait(frames, copy=copy):
                 return None
             return f"send queue to node is full (high-water mark) on {self.bind}"
         except zmq.ZMQError as e:
             if e.errno != zmq.EHOSTUNREACH:
-                raise DeviceConnectionError(p.node, f"send failed: {e}") from None
+                raise DeviceConnectionError(node, f"send failed: {e}") from None
             self.stats.unreachable += 1
             return f"node is not connected to {self.bind}"
 
@@ -211,27 +216,19 @@ class ZmqCoordinator(Coordinator):
             for p in live:
                 self._fail(p, DeviceConnectionError(p.node, "coordinator is closed"))
             return
-        if len(live) == 1:
-            try:
+        try:
+            if len(live) == 1:
                 why = self._send_one(driver, live[0])
-            except DeviceConnectionError as e:
-                self._fail(live[0], e)
-                return
-        else:
-            frames = [self._ids.route(node), *wire.encode_bundle([p.msg[1:] for p in live])]
-            try:
-                why = None if driver.send_nowait(frames, copy=True) else \
-                    f"send queue to node is full (high-water mark) on {self.bind}"
-            except zmq.ZMQError as e:
-                if e.errno != zmq.EHOSTUNREACH:
-                    for p in live:
-                        self._fail(p, DeviceConnectionError(node, f"send failed: {e}"))
-                    return
-                self.stats.unreachable += 1
-                why = f"node is not connected to {self.bind}"
-            if why is None:
-                self.stats.bundles += 1
-                self.stats.bundled += len(live)
+            else:
+                frames = [self._ids.route(node), *wire.encode_bundle([p.msg[1:] for p in live])]
+                why = self._send_frames(driver, node, frames, copy=True)
+                if why is None:
+                    self.stats.bundles += 1
+                    self.stats.bundled += len(live)
+        except DeviceConnectionError as e:
+            for p in live:  # one error each (they are raised in different callers)
+                self._fail(p, DeviceConnectionError(node, e.message))
+            return
         if why is not None:
             for p in live:
                 self._not_sent(p, why)
